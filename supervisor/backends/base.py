@@ -1,0 +1,149 @@
+"""What every backend takes and returns; backends know wire protocols and nothing about agents or money.
+
+A backend speaks one wire protocol. It takes a ``Request`` (messages, an explicit output budget, sampling
+settings, a timeout) and returns a ``Result`` whose ``Usage`` is normalized (see ``supervisor.usage``).
+Failures are raised as the ``BackendError`` subclasses in ``supervisor.errors``; nothing else escapes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from supervisor.usage import Usage
+
+Role = Literal["system", "user", "assistant"]
+OnText = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One chat message. ``cache_breakpoint`` marks the end of the stable prefix (system + digest + context
+    files): providers with explicit prompt caching (Anthropic) put their cache marker there."""
+
+    role: Role
+    content: str
+    cache_breakpoint: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One call. ``model`` is the provider's own model id (``qwen3:4b``, ``claude-sonnet-5-5``).
+
+    ``max_output_tokens`` is always explicit: nobody gets a provider default they did not choose.
+    ``context_window`` is the window the caller budgets against (Ollama's ``num_ctx``); a prompt that does not
+    fit with ``max_output_tokens`` is refused with ``ContextOverflow``, never truncated.
+    """
+
+    model: str
+    messages: tuple[Message, ...]
+    max_output_tokens: int
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+    json_schema: dict[str, Any] | None = None
+    timeout_s: float = 120.0
+    context_window: int | None = None
+    cache_ttl: Literal["5m", "1h"] = "5m"
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The normalized outcome of a call.
+
+    ``finish_reason`` is ``"stop"``, ``"length"``, or the provider's own word when it is something else.
+    ``usage`` fields are ``None`` where the provider did not report them (e.g. a stream that ended without its
+    usage record): such a call is unpriced, never $0.
+    """
+
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    ttft_s: float | None
+    total_s: float
+    tokens_per_s: float | None = None
+    compute_s: float | None = None  # local backends: seconds of local compute (load + prompt + generation)
+    model_reported: str | None = None
+    raw_usage: dict[str, Any] = field(default_factory=dict)  # the provider's usage record, for the ledger
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """A prompt's size before the call: ``exact`` when counted with the model's own tokenizer."""
+
+    tokens: int
+    exact: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LocalModel:
+    """A model a local backend can serve now (pulled, downloaded, or loaded)."""
+
+    provider: str
+    name: str
+    size_bytes: int | None = None
+    loaded: bool = False
+    expires_at: str | None = None  # Ollama: when the server will unload it
+    context_length: int | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What a provider looks like right now (for the doctor and the TUI's Models screen)."""
+
+    provider: str
+    kind: str
+    ok: bool
+    detail: str
+    models: tuple[LocalModel, ...] = ()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """One provider speaking one wire protocol."""
+
+    provider: str  # the provider's name in config, e.g. "ollama", "deepseek", "lmstudio"
+    kind: str  # the wire protocol: "ollama" | "mlx" | "openai_compat" | "anthropic" | "scripted"
+    local: bool  # $0 marginal: its models join the local tier
+
+    async def complete(self, request: Request, on_text: OnText | None = None) -> Result:
+        """Send one request; stream internally, call ``on_text`` with each text delta, return the final result."""
+        ...
+
+    def count_tokens(self, request: Request) -> TokenCount:
+        """The prompt's size: the model's tokenizer where we have it, else ``estimate_tokens``."""
+        ...
+
+    async def health(self) -> Health:
+        """Probe the provider quickly (short timeout); never raises."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and loaded models."""
+        ...
+
+
+# Conservative token estimate for providers whose tokenizer we do not have.
+# BPE tokenizers average ~4 bytes per token on English and ~3 on code; dividing UTF-8 bytes by 3 over-counts
+# ordinary text by ~25% so a prompt we accept fits, and reservations err on the expensive side. Each message
+# adds a few tokens of chat-template framing.
+BYTES_PER_TOKEN_ESTIMATE = 3
+TOKENS_PER_MESSAGE = 4
+TOKENS_PER_REQUEST = 3
+
+
+def estimate_tokens(messages: Sequence[Message]) -> int:
+    """A documented, conservative token count: ceil(UTF-8 bytes / 3) + 4 per message + 3."""
+    total = TOKENS_PER_REQUEST
+    for message in messages:
+        total += TOKENS_PER_MESSAGE + math.ceil(len(message.content.encode("utf-8")) / BYTES_PER_TOKEN_ESTIMATE)
+    return total
+
+
+def tokens_per_second(output_tokens: int | None, seconds: float | None) -> float | None:
+    if not output_tokens or not seconds or seconds <= 0:
+        return None
+    return output_tokens / seconds

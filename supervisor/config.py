@@ -1,0 +1,582 @@
+"""``supervisor.toml`` -> frozen, validated objects.
+
+The file is read with ``tomllib`` and validated by pydantic models with ``extra="forbid"``, so a typo is an
+error that names the file, the agent and the key. ``load_config(path, environ)`` is pure: the environment is an
+argument. Precedence: defaults < file < environment < CLI flags (the CLI applies its flags with ``replace``).
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from supervisor.catalog import TIERS, Tier, split_model_key
+from supervisor.errors import ConfigError
+
+ProviderKind = Literal["ollama", "mlx", "openai_compat", "anthropic", "scripted"]
+FrontierPolicy = Literal["ask", "never", "allow"]
+AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Providers
+
+
+class ProviderConfig(_Model):
+    """How to reach one provider; built-in defaults exist for the well-known ones."""
+
+    kind: ProviderKind
+    """The wire protocol: ollama, mlx, openai_compat, anthropic (or scripted, for demos and tests)."""
+    base_url: str | None = None
+    """API base URL (openai_compat, anthropic)."""
+    host: str | None = None
+    """Ollama server; ``OLLAMA_HOST`` overrides when set."""
+    api_key_env: str | None = None
+    """Name of the environment variable that holds the API key (the key itself never goes in this file)."""
+    local: bool = False
+    """$0 marginal cost: the provider's models join the local tier and are never blocked by dollar caps."""
+    keep_alive: str | int | None = None
+    """Ollama: how long the server keeps a model loaded after a call (e.g. "10m", 0 to unload at once)."""
+    context_window: int | None = Field(default=None, gt=0)
+    """Context window to use for models this provider serves when the catalog does not say (Ollama's num_ctx)."""
+    timeout_s: float = Field(default=120.0, gt=0)
+    """Seconds to wait for a whole call."""
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+    """Seconds to wait for a connection."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra HTTP headers (not for secrets: use api_key_env)."""
+    anthropic_version: str = "2023-06-01"
+    """anthropic: the ``anthropic-version`` header."""
+    cache_ttl: Literal["5m", "1h"] = "5m"
+    """anthropic: the TTL of the cache breakpoint on the stable prefix."""
+    models: dict[str, str] = Field(default_factory=dict)
+    """mlx: model name -> local directory, GGUF file or Hugging Face repo id."""
+    memory_budget_mb: int = Field(default=4096, gt=0)
+    """mlx: unload least-recently-used models beyond this much memory."""
+    max_retries: int = Field(default=2, ge=0, le=10)
+    """Retries after 429/503/529 or a dropped connection (bounded exponential backoff, Retry-After honoured)."""
+    simulated_as: str | None = None
+    """scripted: the real model (provider:id) whose catalog prices a simulated call is charged at."""
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> ProviderConfig:
+        if self.kind in ("openai_compat", "anthropic") and not self.base_url:
+            raise ValueError(f"a provider of kind {self.kind!r} needs base_url")
+        return self
+
+
+def default_providers() -> dict[str, ProviderConfig]:
+    """The providers that work with no config at all."""
+    return {
+        "ollama": ProviderConfig(kind="ollama", host="http://127.0.0.1:11434", local=True),
+        "mlx": ProviderConfig(kind="mlx", local=True),
+        "anthropic": ProviderConfig(
+            kind="anthropic", base_url="https://api.anthropic.com", api_key_env="ANTHROPIC_API_KEY"
+        ),
+        "openai": ProviderConfig(kind="openai_compat", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"),
+        "deepseek": ProviderConfig(kind="openai_compat", base_url="https://api.deepseek.com", api_key_env="DEEPSEEK_API_KEY"),
+        "gemini": ProviderConfig(
+            kind="openai_compat",
+            base_url="https://generativelanguage.googleapis.com/v1beta/openai",
+            api_key_env="GEMINI_API_KEY",
+        ),
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Caps, gates, steps, agents
+
+
+class CapsConfig(_Model):
+    """Spend caps in USD (and optional token caps). A call that could cross one is not sent: the agent defers."""
+
+    run_usd: float | None = Field(default=None, ge=0)
+    """Most one run may spend."""
+    day_usd: float | None = Field(default=None, ge=0)
+    """Most per calendar day (local time)."""
+    month_usd: float | None = Field(default=None, ge=0)
+    """Most per calendar month (local time)."""
+    run_tokens: int | None = Field(default=None, ge=0)
+    """Most tokens (prompt + output, every tier, local included) one run may use."""
+    day_tokens: int | None = Field(default=None, ge=0)
+    """Most tokens per day, local models included."""
+    month_tokens: int | None = Field(default=None, ge=0)
+    """Most tokens per month, local models included."""
+
+
+class CommandGate(_Model):
+    """A command run in the workspace; exit status 0 passes."""
+
+    cmd: str = Field(min_length=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+
+class JsonSchemaGate(_Model):
+    """The answer must be JSON valid against this schema file (path relative to the workspace)."""
+
+    json_schema: str = Field(min_length=1)
+
+
+class RegexGate(_Model):
+    """The answer must match this regular expression (``re.search``, multiline)."""
+
+    regex: str = Field(min_length=1)
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return v
+
+
+class PythonCompilesGate(_Model):
+    """The answer must be Python source that compiles."""
+
+    python_compiles: Literal[True]
+
+
+Gate = CommandGate | JsonSchemaGate | RegexGate | PythonCompilesGate
+_GATE_KEYS = ("cmd", "json_schema", "regex", "python_compiles")
+
+
+def _parse_gate(value: Any) -> Any:
+    if isinstance(value, str):
+        return {"cmd": value}
+    return value
+
+
+def _gate_tag(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        return {CommandGate: "cmd", JsonSchemaGate: "json_schema", RegexGate: "regex"}.get(type(value), "python_compiles")
+    if isinstance(value, dict):
+        for key in _GATE_KEYS:
+            if key in value:
+                return key
+    return None
+
+
+GateSpec = Annotated[
+    Annotated[CommandGate, Tag("cmd")]
+    | Annotated[JsonSchemaGate, Tag("json_schema")]
+    | Annotated[RegexGate, Tag("regex")]
+    | Annotated[PythonCompilesGate, Tag("python_compiles")],
+    Discriminator(
+        _gate_tag,
+        custom_error_type="gate",
+        custom_error_message=(
+            "a gate is a command string, or a table with one of: cmd, json_schema, regex, python_compiles"
+        ),
+    ),
+]
+
+
+class StepConfig(_Model):
+    """One step: either ``run`` (a command, tier 0, no model) or ``prompt`` (a model call)."""
+
+    name: str = Field(min_length=1)
+    """Unique within the agent."""
+    run: str | None = None
+    """A shell command run in the workspace with no model (tier 0)."""
+    prompt: str | None = None
+    """What the model is asked to do."""
+    context: list[str] = Field(default_factory=list)
+    """Workspace files the model sees (the only ones)."""
+    writes: str | None = None
+    """Workspace file the answer is written to (restored byte-for-byte if a gate fails)."""
+    output: str | None = None
+    """Keep the answer as a run artifact under this name instead of writing a file."""
+    verify: list[GateSpec] = Field(default_factory=list)
+    """Gates that must all pass."""
+    ladder: list[Tier] | None = None
+    """Tiers this step may use, cheapest first (defaults to the agent's ladder)."""
+    attempts_per_tier: int | None = Field(default=None, ge=1, le=10)
+    """Attempts within one tier before escalating (defaults to the agent's)."""
+    max_output_tokens: int = Field(default=1024, gt=0)
+    """Output budget of each call (always explicit)."""
+    timeout_s: float = Field(default=300.0, gt=0)
+    """Seconds for a run step, or for each model call."""
+    temperature: float = Field(default=0.0, ge=0, le=2)
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _gates(cls, v: Any) -> Any:
+        if isinstance(v, (str, dict)):
+            v = [v]
+        return [_parse_gate(g) for g in v] if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _shape(self) -> StepConfig:
+        if (self.run is None) == (self.prompt is None):
+            raise ValueError("a step needs exactly one of `run` (a command) or `prompt` (a model call)")
+        if self.run is not None and (self.context or self.writes or self.output or self.ladder):
+            raise ValueError("a `run` step takes no context, writes, output or ladder (those are for model steps)")
+        if self.writes and self.output:
+            raise ValueError("give either `writes` (a file) or `output` (a run artifact), not both")
+        for rel in [*self.context, *([self.writes] if self.writes else [])]:
+            _check_relative(rel)
+        return self
+
+    @property
+    def is_model_step(self) -> bool:
+        return self.prompt is not None
+
+
+def _check_relative(rel: str) -> None:
+    p = Path(rel)
+    if p.is_absolute() or ".." in p.parts or not rel.strip():
+        raise ValueError(f"{rel!r} must be a path inside the workspace (relative, without '..')")
+
+
+_EVERY = re.compile(r"^every\s+(\d+)\s*(s|m|h|d)$")
+_DAILY = re.compile(r"^daily\s+(\d{1,2}):(\d{2})$")
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """``every 30m`` (an interval in seconds) or ``daily 09:30`` (a local wall-clock time)."""
+
+    text: str
+    interval_s: int | None = None
+    daily_at: time | None = None
+
+    @property
+    def nominal_interval_s(self) -> int:
+        return self.interval_s if self.interval_s is not None else 86_400
+
+
+def parse_schedule(text: str) -> Schedule:
+    s = text.strip().lower()
+    if m := _EVERY.match(s):
+        n = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86_400}[m.group(2)]
+        if n < 10:
+            raise ValueError("a schedule interval must be at least 10 seconds")
+        return Schedule(text=text, interval_s=n)
+    if m := _DAILY.match(s):
+        hh, mm = int(m.group(1)), int(m.group(2))
+        if hh > 23 or mm > 59:
+            raise ValueError(f"{text!r}: the time must be HH:MM between 00:00 and 23:59")
+        return Schedule(text=text, daily_at=time(hh, mm))
+    raise ValueError(f"{text!r} is not a schedule; write \"every 15m\", \"every 2h\" or \"daily 09:30\"")
+
+
+class AgentConfig(_Model):
+    """One agent: a goal, a workspace, a ladder of tiers, caps, and steps (or a planner)."""
+
+    goal: str = Field(min_length=1)
+    """What the agent is for; every prompt starts with it."""
+    workspace: str
+    """Directory the agent works in (``~`` expanded; relative paths are relative to the config file)."""
+    schedule: str | None = None
+    """"every 15m", "every 2h" or "daily 09:30"; unset means runs only on demand."""
+    ladder: list[Tier] = Field(default_factory=lambda: ["local", "cheap", "frontier"])
+    """Tiers to try, cheapest first."""
+    frontier: FrontierPolicy = "ask"
+    """ask: a keyboard approval before each frontier call; never: stop at the tier below; allow: no approval
+    (refused for scheduled agents)."""
+    attempts_per_tier: int = Field(default=2, ge=1, le=10)
+    """Attempts within one tier before escalating."""
+    caps: CapsConfig = Field(default_factory=CapsConfig)
+    """Per-agent caps."""
+    memory_tokens: int = Field(default=1500, ge=100, le=100_000)
+    """Bound on the memory digest carried into each session."""
+    tools: list[str] = Field(default_factory=list)
+    """Commands a planner may use (planner mode: an agent with no steps)."""
+    rules: str = ""
+    """Standing instructions added after the goal in every prompt."""
+    verify: list[GateSpec] = Field(default_factory=list)
+    """Planner mode: gates the whole run must pass."""
+    steps: list[StepConfig] = Field(default_factory=list)
+    """The steps, in order; empty means planner mode."""
+    enabled: bool = True
+    """A disabled agent is never scheduled."""
+
+    @field_validator("verify", mode="before")
+    @classmethod
+    def _gates(cls, v: Any) -> Any:
+        if isinstance(v, (str, dict)):
+            v = [v]
+        return [_parse_gate(g) for g in v] if isinstance(v, list) else v
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_schedule(v)
+        return v
+
+    @field_validator("ladder")
+    @classmethod
+    def _ladder(cls, v: list[Tier]) -> list[Tier]:
+        if not v:
+            raise ValueError("the ladder needs at least one tier: local, cheap or frontier")
+        if len(set(v)) != len(v):
+            raise ValueError("a tier appears twice in the ladder")
+        if [t for t in TIERS if t in v] != v:
+            raise ValueError("list tiers cheapest first: local, cheap, frontier")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self) -> AgentConfig:
+        if self.schedule and self.frontier == "allow":
+            raise ValueError(
+                "frontier = \"allow\" is refused for a scheduled agent: a frontier model is never invoked on a "
+                "timer without approval; use frontier = \"ask\" or \"never\""
+            )
+        names = [s.name for s in self.steps]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"step names must be unique; repeated: {', '.join(sorted(dupes))}")
+        if not self.steps and not self.verify:
+            raise ValueError("an agent needs `steps`, or (planner mode) a `verify` gate for the planner's result")
+        return self
+
+    @property
+    def schedule_spec(self) -> Schedule | None:
+        return parse_schedule(self.schedule) if self.schedule else None
+
+    @property
+    def planner_mode(self) -> bool:
+        return not self.steps
+
+
+class TiersConfig(_Model):
+    """Which models serve each tier, tried in order within a tier (``provider:id``)."""
+
+    local: list[str] = Field(default_factory=list)
+    cheap: list[str] = Field(default_factory=list)
+    frontier: list[str] = Field(default_factory=list)
+
+    @field_validator("local", "cheap", "frontier")
+    @classmethod
+    def _keys(cls, v: list[str]) -> list[str]:
+        for key in v:
+            split_model_key(key)
+        return v
+
+    def models(self, tier: Tier) -> list[str]:
+        return list(getattr(self, tier))
+
+
+class BreakerConfig(_Model):
+    """Runaway-breaker thresholds (the 136M-token pattern)."""
+
+    rising_calls: int = Field(default=5, ge=2)
+    """(a) Trip when input tokens per call rise across this many consecutive calls of an agent..."""
+    max_output_ratio: float = Field(default=0.05, gt=0, le=1)
+    """...while each call's output stays under this share of its input."""
+    hour_share_of_day_cap: float = Field(default=0.5, gt=0, le=1)
+    """(b) Trip when spend in the last hour exceeds this share of the agent's day cap."""
+    same_failure_repeats: int = Field(default=3, ge=2)
+    """(c) Escalate (and record an alarm) when the same gate fails with the same output this many times in a row at one tier."""
+
+
+class RouterConfig(_Model):
+    """Routing that learns from the ledger."""
+
+    skip_after_failed_runs: int = Field(default=3, ge=1)
+    """Skip a tier for a step whose gate failed there on each of the last K runs."""
+    reprobe_every: int = Field(default=5, ge=2)
+    """...but try it again every Nth run, and restore it when it passes."""
+
+
+class LimitsConfig(_Model):
+    """Size limits that keep prompts lean and outputs bounded."""
+
+    max_context_file_bytes: int = Field(default=256_000, gt=0)
+    """A context file larger than this is refused (never truncated)."""
+    max_capture_bytes: int = Field(default=64_000, gt=0)
+    """Output kept from each command or gate."""
+    failure_excerpt_chars: int = Field(default=2_000, gt=0)
+    """How much of a failing gate's output goes into the retry prompt."""
+    max_concurrent_agents: int = Field(default=4, ge=1)
+    """Agents that may run at once."""
+
+
+class ConfigFile(_Model):
+    """The whole file."""
+
+    offline: bool = False
+    """Turn off every non-local provider."""
+    catalog_dirs: list[str] = Field(default_factory=list)
+    """Extra catalog directories (after the bundled one and $SUPERVISOR_HOME/models)."""
+    local_usd_per_hour: float | None = Field(default=None, ge=0)
+    """If set, local compute time is shown as a separate "local compute" figure (never mixed with spend)."""
+    approval_timeout_s: float | None = Field(default=None, ge=0)
+    """How long a run waits for an approval before leaving it pending (None: the CLI default)."""
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    tiers: TiersConfig = Field(default_factory=TiersConfig)
+    caps: CapsConfig = Field(default_factory=CapsConfig)
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    agents: dict[str, AgentConfig] = Field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loaded config
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated config: the file's content plus the merged providers and resolved paths."""
+
+    path: Path | None
+    file: ConfigFile
+    providers: dict[str, ProviderConfig]
+    environ: Mapping[str, str]
+
+    @property
+    def agents(self) -> dict[str, AgentConfig]:
+        return self.file.agents
+
+    @property
+    def tiers(self) -> TiersConfig:
+        return self.file.tiers
+
+    @property
+    def offline(self) -> bool:
+        return self.file.offline
+
+    def agent(self, name: str) -> AgentConfig:
+        try:
+            return self.file.agents[name]
+        except KeyError:
+            known = ", ".join(sorted(self.file.agents)) or "none"
+            where = self.path or "the config"
+            raise ConfigError(
+                f"no agent named {name!r} in {where}", f"known agents: {known}; add one under [agents.{name}]"
+            ) from None
+
+    def workspace(self, name: str) -> Path:
+        raw = Path(self.agent(name).workspace).expanduser()
+        if not raw.is_absolute():
+            base = self.path.parent if self.path else Path.cwd()
+            raw = base / raw
+        return raw.resolve()
+
+    def catalog_dirs(self) -> list[Path]:
+        base = self.path.parent if self.path else Path.cwd()
+        return [(base / Path(d).expanduser()) for d in self.file.catalog_dirs]
+
+    def with_offline(self, offline: bool) -> Config:
+        return Config(self.path, self.file.model_copy(update={"offline": offline}), self.providers, self.environ)
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in str(part) or str(part) in _GATE_KEYS:
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+_TYPE_HINTS = {
+    "extra_forbidden": "unknown key: check the spelling (supervisor config check lists every problem)",
+    "missing": "missing required key",
+}
+
+
+def _problems(exc: ValidationError, source: str) -> list[str]:
+    problems: list[str] = []
+    seen: set[str] = set()
+    for err in exc.errors():
+        loc = _format_loc(err["loc"])
+        if err["type"] in _TYPE_HINTS:
+            msg = _TYPE_HINTS[err["type"]]
+        else:
+            msg = str(err["msg"]).removeprefix("Value error, ")
+        agent = ""
+        if len(err["loc"]) >= 2 and err["loc"][0] == "agents":
+            agent = f"agent {err['loc'][1]!r}: "
+        line = f"{source}: {agent}{loc}: {msg}"
+        if line not in seen:
+            seen.add(line)
+            problems.append(line)
+    return problems
+
+
+class ConfigProblems(ConfigError):
+    """Every problem found in a config file, one line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        first = problems[0] if problems else "invalid config"
+        more = f" (and {len(problems) - 1} more; run `supervisor config check`)" if len(problems) > 1 else ""
+        super().__init__(first + more, "fix the key named above; `supervisor config check` prints every problem")
+        self.problems = problems
+
+
+def parse_config(data: Mapping[str, Any], source: str, path: Path | None, environ: Mapping[str, str]) -> Config:
+    """Validate already-parsed TOML and merge it with the built-in providers and the environment."""
+    try:
+        file = ConfigFile.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigProblems(_problems(exc, source)) from None
+    problems: list[str] = []
+    providers = default_providers()
+    providers.update(file.providers)
+    if "ollama" in providers and providers["ollama"].kind == "ollama" and environ.get("OLLAMA_HOST"):
+        providers["ollama"] = providers["ollama"].model_copy(update={"host": environ["OLLAMA_HOST"]})
+    for tier in TIERS:
+        for key in file.tiers.models(tier):
+            provider, _ = split_model_key(key)
+            if provider not in providers:
+                problems.append(
+                    f"{source}: tiers.{tier}: model {key!r} names provider {provider!r}, which is not configured "
+                    f"(add [providers.{provider}] or use one of: {', '.join(sorted(providers))})"
+                )
+    for name, agent in file.agents.items():
+        if not AGENT_NAME.match(name):
+            problems.append(f"{source}: agent {name!r}: name: use letters, digits, '-', '_' or '.' (up to 64)")
+    if environ.get("SUPERVISOR_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        file = file.model_copy(update={"offline": True})
+    if problems:
+        raise ConfigProblems(problems)
+    return Config(path=path, file=file, providers=providers, environ=environ)
+
+
+def load_config(path: Path | None, environ: Mapping[str, str], *, required: bool = False) -> Config:
+    """Load ``path`` (or, when it does not exist and is not required, an empty config with defaults)."""
+    if path is None or not path.exists():
+        if required:
+            where = path or "supervisor.toml"
+            raise ConfigError(
+                f"config file {where} does not exist",
+                "run `supervisor init` to write a starter config, or pass --config PATH",
+            )
+        return parse_config({}, "defaults", None, environ)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigProblems([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_config(data, str(path), path, environ)
