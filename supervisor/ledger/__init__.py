@@ -1,1 +1,35 @@
 """The ledger: the only code that writes SQLite."""
+
+from supervisor.ledger.ledger import (
+    ApprovalRow,
+    CallRecord,
+    CapHit,
+    CapLimits,
+    EventRow,
+    Ledger,
+    ReconcileReport,
+    ReportRow,
+    Reservation,
+    Spend,
+    iso,
+    open_ledger,
+    parse_iso,
+    utcnow,
+)
+
+__all__ = [
+    "ApprovalRow",
+    "CallRecord",
+    "CapHit",
+    "CapLimits",
+    "EventRow",
+    "Ledger",
+    "ReconcileReport",
+    "ReportRow",
+    "Reservation",
+    "Spend",
+    "iso",
+    "open_ledger",
+    "parse_iso",
+    "utcnow",
+]

@@ -1,0 +1,476 @@
+"""Ollama's native API (``/api/chat`` NDJSON streaming) through the official ``ollama`` client.
+
+Two Ollama habits shape this module (protocols.md section 1):
+
+- Ollama silently truncates a prompt that does not fit ``num_ctx``, and its default ``num_ctx`` depends on the
+  machine. So every call sends ``num_ctx`` explicitly, and a prompt whose estimate plus ``max_output_tokens``
+  does not fit is refused with ``ContextOverflow`` before anything is sent.
+- Usage arrives only in the final ``done: true`` chunk, and its fields are ``omitempty``. A missing count
+  stays ``None`` (unknown), never 0; a stream that ends without that chunk is a ``ProtocolError``.
+
+The client's own timeout defaults to none at all, so every call here carries one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Any, Final, TypeVar
+
+import httpx
+import pydantic
+from ollama import AsyncClient, ChatResponse, ResponseError
+
+from supervisor.backends.base import (
+    Health,
+    LocalModel,
+    OnText,
+    Request,
+    Result,
+    TokenCount,
+    estimate_tokens,
+    tokens_per_second,
+)
+from supervisor.config import ProviderConfig
+from supervisor.errors import (
+    AuthError,
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    BadRequest,
+    ContextOverflow,
+    ModelNotFound,
+    Overloaded,
+    ProtocolError,
+    RateLimited,
+)
+from supervisor.usage import Usage
+
+DEFAULT_HOST: Final = "http://127.0.0.1:11434"
+DEFAULT_CONTEXT_WINDOW: Final = 4096  # Ollama's own smallest default; used only when nothing else says
+HEALTH_TIMEOUT_S: Final = 1.5
+NS_PER_S: Final = 1e9
+
+# The final chunk's metric fields, copied verbatim into ``Result.raw_usage`` for the ledger.
+METRIC_FIELDS: Final = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+    "prompt_eval_cached_count",  # proposed upstream (ollama PR #16138); read when present, never required
+)
+
+# In-stream errors (HTTP 200, then an ``{"error": ...}`` line) whose words say the server itself failed.
+_SERVER_DOWN_WORDS: Final = (
+    "runner",
+    "terminated",
+    "unexpectedly stopped",
+    "out of memory",
+    "connection refused",
+    "server busy",
+    "unavailable",
+)
+
+# What the client raises when a line is not JSON, or not a JSON object of the promised shape.
+_MALFORMED: Final = (json.JSONDecodeError, pydantic.ValidationError, AttributeError, TypeError)
+
+T = TypeVar("T")
+
+_START_HINT: Final = (
+    "start Ollama with `ollama serve`, or set OLLAMA_HOST (or [providers.ollama] host) to where it listens"
+)
+
+
+class _ChatChunk(ChatResponse):
+    """A ``ChatResponse`` that keeps fields the client does not know (e.g. ``prompt_eval_cached_count``)."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+
+class _Malformed(Exception):
+    """The server sent bytes that are not the protocol (raised only around the client's own parsing)."""
+
+
+class OllamaBackend:
+    """One Ollama server, reached through the official async client (created on first use)."""
+
+    kind = "ollama"
+
+    def __init__(self, provider: str, config: ProviderConfig, environ: Mapping[str, str]) -> None:
+        self.provider = provider
+        self.local = config.local
+        self.config = config
+        self.host = config.host or environ.get("OLLAMA_HOST") or DEFAULT_HOST
+        self._headers = dict(config.headers)
+        api_key = environ.get(config.api_key_env or "OLLAMA_API_KEY")
+        if api_key and "authorization" not in {k.lower() for k in self._headers}:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._client: AsyncClient | None = None
+        self._context_lengths: dict[str, int | None] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+
+    def _get_client(self) -> AsyncClient:
+        if self._client is None:
+            # The host is passed explicitly so the client never falls back to os.environ on its own;
+            # it accepts the same forms OLLAMA_HOST does ("127.0.0.1:11434", ":11434", "http://host").
+            self._client = AsyncClient(
+                host=self.host,
+                timeout=httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s),
+                headers=self._headers,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections; models stay loaded for as long as ``keep_alive`` says."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()  # type: ignore[no-untyped-call]  # the client leaves close() unannotated
+
+    # --- calls -------------------------------------------------------------------------------------------
+
+    def count_tokens(self, request: Request) -> TokenCount:
+        """Ollama has no tokenize endpoint, so this is the conservative estimate."""
+        return TokenCount(estimate_tokens(request.messages), exact=False)
+
+    async def complete(self, request: Request, on_text: OnText | None = None) -> Result:
+        """Stream one ``/api/chat`` call with an explicit ``num_ctx``; refuse a prompt that would not fit."""
+        model = request.model
+        text_parts: list[str] = []
+        try:
+            async with asyncio.timeout(request.timeout_s):
+                window, source = await self._resolve_window(request)
+                self._check_fits(request, window, source)
+                started = time.perf_counter()
+                stream = await self._get_client()._request(
+                    _ChatChunk,
+                    "POST",
+                    "/api/chat",
+                    json=self._chat_body(request, window),
+                    stream=True,
+                    timeout=httpx.Timeout(
+                        request.timeout_s, connect=min(self.config.connect_timeout_s, request.timeout_s)
+                    ),
+                )
+                try:
+                    final, ttft_s = await self._read_stream(stream, started, text_parts, on_text)
+                finally:
+                    await _close(stream)
+                total_s = time.perf_counter() - started
+        except ResponseError as exc:
+            raise self._response_error(exc, model, "".join(text_parts)) from None
+        except _Malformed as exc:
+            raise ProtocolError(
+                f"{self.provider}:{model}: the server sent something that is not Ollama's NDJSON: {exc}",
+                f"check that {self.host} is an Ollama server",
+                provider=self.provider,
+                model=model,
+                partial_text="".join(text_parts),
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
+            raise ProtocolError(
+                f"{self.provider}:{model}: the stream broke before its final chunk: {exc!r}",
+                "the server may have crashed or restarted; check the `ollama serve` log",
+                provider=self.provider,
+                model=model,
+                partial_text="".join(text_parts),
+            ) from None
+        except (TimeoutError, httpx.HTTPError, ConnectionError) as exc:
+            raise self._transport_error(exc, model, request.timeout_s) from None
+
+        if final is None:
+            raise ProtocolError(
+                f"{self.provider}:{model}: the stream ended without its final `done` chunk; usage is unknown",
+                "the server may have crashed or restarted; check the `ollama serve` log",
+                provider=self.provider,
+                model=model,
+                partial_text="".join(text_parts),
+            )
+        raw_usage = _metrics(final)
+        eval_duration = final.eval_duration
+        return Result(
+            text="".join(text_parts),
+            finish_reason=final.done_reason,
+            usage=usage_from_metrics(raw_usage),
+            ttft_s=ttft_s,
+            total_s=total_s,
+            tokens_per_s=tokens_per_second(
+                final.eval_count, eval_duration / NS_PER_S if eval_duration else None
+            ),
+            compute_s=final.total_duration / NS_PER_S if final.total_duration is not None else None,
+            model_reported=final.model,
+            raw_usage=raw_usage,
+        )
+
+    @staticmethod
+    async def _read_stream(
+        stream: AsyncIterator[_ChatChunk], started: float, text_parts: list[str], on_text: OnText | None
+    ) -> tuple[_ChatChunk | None, float | None]:
+        """Collect text deltas (not ``thinking``) into ``text_parts``; return the final chunk and the TTFT."""
+        ttft_s: float | None = None
+        final: _ChatChunk | None = None
+        iterator = aiter(stream)
+        while True:
+            # Only the client's parsing is guarded, so a bug in on_text is not mistaken for a bad server.
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return final, ttft_s
+            except _MALFORMED as exc:
+                raise _Malformed(f"{type(exc).__name__}: {exc}") from None
+            if final is not None:
+                continue  # nothing follows the final chunk in the protocol; ignore it if something does
+            delta = chunk.message.content or ""
+            if ttft_s is None and (delta or chunk.message.thinking):
+                ttft_s = time.perf_counter() - started
+            if delta:
+                text_parts.append(delta)
+                if on_text is not None:
+                    on_text(delta)
+            if chunk.done:
+                final = chunk
+
+    def _chat_body(self, request: Request, window: int) -> dict[str, Any]:
+        options: dict[str, Any] = {
+            "num_ctx": window,
+            "num_predict": request.max_output_tokens,
+            "temperature": request.temperature,
+        }
+        if request.stop:
+            options["stop"] = list(request.stop)
+        if request.seed is not None:
+            options["seed"] = request.seed
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "stream": True,
+            "options": options,
+        }
+        if self.config.keep_alive is not None:
+            body["keep_alive"] = self.config.keep_alive
+        if request.json_schema is not None:
+            body["format"] = request.json_schema
+        return body
+
+    async def _resolve_window(self, request: Request) -> tuple[int, str]:
+        """``num_ctx`` for this call and where it came from (for the overflow message)."""
+        if request.context_window is not None:
+            return request.context_window, "the request"
+        if self.config.context_window is not None:
+            return self.config.context_window, f"[providers.{self.provider}] context_window"
+        length = await self.context_length(request.model)
+        if length is not None:
+            return length, "the model's context length (/api/show)"
+        return DEFAULT_CONTEXT_WINDOW, "the default"
+
+    def _check_fits(self, request: Request, window: int, source: str) -> None:
+        prompt_tokens = estimate_tokens(request.messages)
+        if prompt_tokens + request.max_output_tokens > window:
+            raise ContextOverflow(
+                f"{self.provider}:{request.model}: prompt ~{prompt_tokens} tokens + max output "
+                f"{request.max_output_tokens} > num_ctx {window} (from {source}); refusing to send, because "
+                "Ollama would silently truncate the prompt",
+                f"raise context_window (in the model's catalog entry or [providers.{self.provider}]), lower "
+                "max_output_tokens, or shorten the step's context files",
+                provider=self.provider,
+                model=request.model,
+            )
+
+    # --- model management --------------------------------------------------------------------------------
+
+    async def list_models(self) -> list[LocalModel]:
+        """Models pulled onto the server (``/api/tags``)."""
+        try:
+            listing = await _guard(self._get_client().list())
+        except (ResponseError, _Malformed, httpx.HTTPError, ConnectionError) as exc:
+            raise self._endpoint_error(exc, "/api/tags") from None
+        return [
+            LocalModel(
+                provider=self.provider,
+                name=m.model or "",
+                size_bytes=int(m.size) if m.size is not None else None,
+                detail=_details(m.details),
+            )
+            for m in listing.models
+        ]
+
+    async def loaded_models(self) -> list[LocalModel]:
+        """Models loaded in memory now (``/api/ps``), with when the server will unload them."""
+        try:
+            running = await _guard(self._get_client().ps())
+        except (ResponseError, _Malformed, httpx.HTTPError, ConnectionError) as exc:
+            raise self._endpoint_error(exc, "/api/ps") from None
+        return [
+            LocalModel(
+                provider=self.provider,
+                name=m.model or m.name or "",
+                size_bytes=int(m.size) if m.size is not None else None,
+                loaded=True,
+                expires_at=m.expires_at.isoformat() if m.expires_at is not None else None,
+                context_length=m.context_length,
+                detail=_details(m.details),
+            )
+            for m in running.models
+        ]
+
+    async def context_length(self, model: str) -> int | None:
+        """The model's trained context length from ``/api/show`` (cached per model), if it reports one."""
+        if model in self._context_lengths:
+            return self._context_lengths[model]
+        try:
+            shown = await _guard(self._get_client().show(model))
+        except ResponseError as exc:
+            raise self._response_error(exc, model, "") from None
+        except (_Malformed, httpx.HTTPError, ConnectionError) as exc:
+            raise self._endpoint_error(exc, "/api/show") from None
+        info = shown.modelinfo or {}
+        arch = info.get("general.architecture")
+        length = info.get(f"{arch}.context_length") if isinstance(arch, str) else None
+        if length is None:  # an architecture key we did not expect: any "<arch>.context_length" will do
+            length = next((v for k, v in info.items() if k.endswith(".context_length")), None)
+        result = length if isinstance(length, int) and not isinstance(length, bool) and length > 0 else None
+        self._context_lengths[model] = result
+        return result
+
+    async def health(self) -> Health:
+        """Reachable, pulled and loaded models, within ``HEALTH_TIMEOUT_S``; never raises."""
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                pulled = await self.list_models()
+                loaded = await self.loaded_models()
+        except TimeoutError:
+            return Health(
+                self.provider,
+                self.kind,
+                ok=False,
+                detail=f"no answer from Ollama at {self.host} within {HEALTH_TIMEOUT_S:g} s ({_START_HINT})",
+            )
+        except BackendError as exc:
+            return Health(self.provider, self.kind, ok=False, detail=str(exc))
+        loaded_by_name = {m.name: m for m in loaded}
+        models = [loaded_by_name.pop(m.name, m) for m in pulled]
+        models.extend(loaded_by_name.values())  # loaded but not listed (e.g. a cloud model)
+        return Health(
+            self.provider,
+            self.kind,
+            ok=True,
+            detail=f"Ollama at {self.host}: {len(pulled)} pulled, {len(loaded)} loaded",
+            models=tuple(models),
+        )
+
+    # --- error translation -------------------------------------------------------------------------------
+
+    def _response_error(self, exc: ResponseError, model: str, partial_text: str) -> BackendError:
+        """An HTTP error status, or (status -1) an ``{"error": ...}`` line inside a 200 stream."""
+        status = exc.status_code
+        message = f"{self.provider}:{model}: {exc.error}"
+        kw: dict[str, Any] = {"provider": self.provider, "model": model}
+        if status == -1:
+            lowered = str(exc.error).lower()
+            if any(word in lowered for word in _SERVER_DOWN_WORDS):
+                return BackendUnavailable(
+                    f"{message} (reported mid-stream)", "check the `ollama serve` log and free memory", **kw
+                )
+            return ProtocolError(
+                f"{message} (reported mid-stream)",
+                "check the `ollama serve` log",
+                partial_text=partial_text,
+                **kw,
+            )
+        kw["status"] = status
+        if status == 404:
+            return ModelNotFound(message, f"pull it with `ollama pull {model}` (or fix the model name)", **kw)
+        if status in (503, 529):
+            return Overloaded(message, "the server's queue is full (OLLAMA_MAX_QUEUE); retry later", **kw)
+        if status == 429:
+            return RateLimited(message, "slow down; retry later", **kw)
+        if status in (401, 402, 403):
+            return AuthError(message, "set OLLAMA_API_KEY (or api_key_env) for an authenticated server", **kw)
+        if status == 408:
+            return BackendTimeout(message, "raise the step's timeout_s", **kw)
+        if 400 <= status < 500:
+            return BadRequest(
+                message, "this request will not succeed as sent; check the model and options", **kw
+            )
+        return BackendUnavailable(message, "check the `ollama serve` log", **kw)
+
+    def _transport_error(self, exc: BaseException, model: str, timeout_s: float) -> BackendError:
+        kw: dict[str, Any] = {"provider": self.provider, "model": model}
+        where = f"{self.provider}:{model}" if model else self.provider
+        if isinstance(exc, (ConnectionError, httpx.ConnectError, httpx.ConnectTimeout)):
+            return BackendUnavailable(f"{where}: cannot connect to Ollama at {self.host}", _START_HINT, **kw)
+        if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+            return BackendTimeout(
+                f"{where}: no answer from Ollama at {self.host} within {timeout_s:g} s",
+                "raise the step's timeout_s, or use a smaller model",
+                **kw,
+            )
+        return BackendUnavailable(
+            f"{where}: request to Ollama at {self.host} failed: {exc!r}", _START_HINT, **kw
+        )
+
+    def _endpoint_error(self, exc: Exception, endpoint: str) -> BackendError:
+        """Errors from the model-management endpoints, which concern the server rather than one model."""
+        kw: dict[str, Any] = {"provider": self.provider}
+        if isinstance(exc, ResponseError):
+            if exc.status_code == 404:
+                return BackendUnavailable(
+                    f"{self.provider}: {self.host} has no {endpoint} (404: {exc.error})",
+                    "is this an Ollama server? check the host and OLLAMA_HOST",
+                    status=404,
+                    **kw,
+                )
+            return self._response_error(exc, "", "")
+        if isinstance(exc, _Malformed):
+            return ProtocolError(
+                f"{self.provider}: {self.host} answered {endpoint} with something not Ollama's JSON: {exc}",
+                "is this an Ollama server? check the host and OLLAMA_HOST",
+                **kw,
+            )
+        return self._transport_error(exc, "", self.config.timeout_s)
+
+
+def usage_from_metrics(metrics: Mapping[str, Any]) -> Usage:
+    """Normalize a final chunk's metrics: ``prompt_eval_count`` includes KV-cache hits, and nothing is billed
+    for them, so it is all uncached input; a missing count is unknown (``None``), never 0."""
+    prompt = metrics.get("prompt_eval_count")
+    output = metrics.get("eval_count")
+    return Usage(
+        input_uncached=prompt if isinstance(prompt, int) else None,
+        cache_read=0,
+        cache_write_5m=0,
+        cache_write_1h=0,
+        output=output if isinstance(output, int) else None,
+        reasoning=None,
+    )
+
+
+def _metrics(final: _ChatChunk) -> dict[str, Any]:
+    fields = {**final.model_dump(), **(final.model_extra or {})}
+    return {name: fields[name] for name in METRIC_FIELDS if fields.get(name) is not None}
+
+
+def _details(details: Any) -> str:
+    if details is None:
+        return ""
+    parts = (getattr(details, "parameter_size", None), getattr(details, "quantization_level", None))
+    return " ".join(p for p in parts if p)
+
+
+async def _guard(call: Awaitable[T]) -> T:
+    """Await a client call, turning its JSON/pydantic parse failures into ``_Malformed``."""
+    try:
+        return await call
+    except _MALFORMED as exc:
+        raise _Malformed(f"{type(exc).__name__}: {exc}") from None
+
+
+async def _close(stream: AsyncIterator[_ChatChunk]) -> None:
+    """Close the client's stream generator now, so its HTTP response is released even on an early exit."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()

@@ -1,0 +1,991 @@
+"""The Ledger: the only code that writes SQLite.
+
+WAL mode with ``synchronous=NORMAL`` survives a SIGKILL of any writer (a commit is durable once it returns;
+only a power cut can lose the last commits). ``busy_timeout`` makes concurrent processes wait rather than
+fail. Anything that checks and then writes (budget reservations, taking commands) runs inside one
+``BEGIN IMMEDIATE`` transaction, so two processes can never both see room under a cap and both spend it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from supervisor.cost import Cost
+from supervisor.errors import LedgerError
+from supervisor.secrets import NO_SECRETS, Redactor
+from supervisor.usage import Usage
+
+BUSY_TIMEOUT_MS = 30_000
+
+AgentState = Literal["idle", "running", "waiting_approval", "deferred", "paused", "failed", "exhausted", "denied"]
+ReportBy = Literal["agent", "model", "day", "run", "tier"]
+
+
+def iso(moment: datetime) -> str:
+    """UTC timestamps as fixed-width strings, so string order is time order in SQL."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def local_day_start(moment: datetime) -> datetime:
+    """Midnight (local time) of the day containing ``moment``."""
+    local = moment.astimezone()
+    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def local_month_start(moment: datetime) -> datetime:
+    return local_day_start(moment).replace(day=1)
+
+
+def next_local_day(moment: datetime) -> datetime:
+    start = local_day_start(moment)
+    return (start + timedelta(days=1, hours=2)).replace(hour=0)  # +2h absorbs DST shifts
+
+
+def next_local_month(moment: datetime) -> datetime:
+    start = local_month_start(moment)
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def process_identity(pid: int | None = None) -> tuple[int, float]:
+    """(pid, start time): together they tell a live owner from a reused pid."""
+    import psutil
+
+    pid = os.getpid() if pid is None else pid
+    try:
+        return pid, psutil.Process(pid).create_time()
+    except psutil.Error:
+        return pid, 0.0
+
+
+def owner_alive(pid: int, started: float) -> bool:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        return abs(proc.create_time() - started) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+# --------------------------------------------------------------------------------------------------------
+# Records
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One model call as the ledger stores it: every token component and every cost component separately."""
+
+    agent: str
+    provider: str
+    model: str
+    tier: str
+    started_at: datetime
+    ended_at: datetime
+    usage: Usage
+    cost: Cost
+    run_id: int | None = None
+    step_id: int | None = None
+    step: str | None = None
+    attempt: int = 1
+    simulated: bool = False
+    latency_s: float | None = None
+    ttft_s: float | None = None
+    tokens_per_s: float | None = None
+    compute_s: float | None = None
+    finish_reason: str | None = None
+    error_class: str | None = None
+    error: str = ""
+    reservation_id: int | None = None
+    prompt_tokens_est: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CapLimits:
+    """The caps that apply to one call, in micro-dollars and tokens; ``None`` = no cap."""
+
+    run_micros: int | None = None
+    agent_day_micros: int | None = None
+    agent_month_micros: int | None = None
+    global_day_micros: int | None = None
+    global_month_micros: int | None = None
+    run_tokens: int | None = None
+    agent_day_tokens: int | None = None
+    agent_month_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CapHit:
+    """Why a reservation was refused: which cap, how much is already spent/held, and when the window resets."""
+
+    cap: str  # e.g. "agent day_usd", "global month_usd", "run run_usd", "agent day_tokens"
+    unit: Literal["micros", "tokens"]
+    limit: int
+    spent: int  # settled spend in the window
+    held: int  # open reservations in the window
+    needed: int  # what this call could cost at worst
+    resets_at: datetime | None
+
+    def describe(self) -> str:
+        from supervisor.cost import format_usd
+
+        if self.unit == "micros":
+            used, limit, need = format_usd(self.spent + self.held), format_usd(self.limit), format_usd(self.needed)
+        else:
+            used, limit, need = f"{self.spent + self.held} tokens", f"{self.limit} tokens", f"{self.needed} tokens"
+        when = f"; resets {self.resets_at.astimezone():%Y-%m-%d %H:%M}" if self.resets_at else ""
+        return f"{self.cap} cap: {used} of {limit} used, this call could need {need}{when}"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: int
+    amount_micros: int
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """Spend (settled + held) in micro-dollars and tokens for one scope and window."""
+
+    micros: int
+    tokens: int
+    held_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRow:
+    group: str
+    calls: int
+    unpriced_calls: int
+    error_calls: int
+    input_uncached: int
+    cache_read: int
+    cache_write: int
+    output: int
+    reasoning: int
+    cost_micros: int
+    local_compute_s: float
+    simulated: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: int
+    at: str
+    agent: str | None
+    run_id: int | None
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRow:
+    id: int
+    agent: str
+    run_id: int | None
+    step: str
+    tier: str
+    model: str
+    reason: str
+    est_cold_micros: int | None
+    est_warm_micros: int | None
+    caps_left: dict[str, Any]
+    state: str
+    requested_at: str
+    decided_at: str | None
+    decided_by: str | None
+    simulated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    released_reservations: int = 0
+    charged_reservations: int = 0
+    crashed_runs: list[int] = field(default_factory=list)
+    recovered_agents: list[str] = field(default_factory=list)
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.released_reservations or self.charged_reservations or self.crashed_runs or self.recovered_agents)
+
+
+_SPENT = "CASE state WHEN 'held' THEN amount_micros WHEN 'released' THEN 0 ELSE coalesce(actual_micros, amount_micros) END"
+_HELD = "CASE state WHEN 'held' THEN amount_micros ELSE 0 END"
+_TOKENS = "CASE state WHEN 'held' THEN tokens WHEN 'released' THEN 0 ELSE coalesce(actual_tokens, tokens) END"
+
+
+class Ledger:
+    """A connection to the ledger file; safe to share between threads of one process (one lock)."""
+
+    def __init__(self, path: Path, *, redactor: Redactor = NO_SECRETS, migrate: bool = True) -> None:
+        self.path = Path(path)
+        self.redactor = redactor
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(
+                str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.conn.execute("PRAGMA foreign_keys = OFF")
+            if migrate:
+                self._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise LedgerError(
+                f"cannot open the ledger {self.path}: {exc}",
+                "check the file is a supervisor ledger and the disk is writable; `supervisor ledger path` shows it",
+            ) from None
+
+    def _migrate(self) -> None:
+        from sqlite_utils import Database
+
+        from supervisor.ledger import migrations
+
+        # A file lock serializes first-time migration between processes starting together.
+        lock_path = self.path.with_name(self.path.name + ".migrate.lock")
+        with open(lock_path, "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                migrations.apply(Database(self.conn))
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------------------------------------------
+    # Transactions
+
+    @contextmanager
+    def immediate(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` ... ``COMMIT``: take the write lock up front (check-then-write is atomic)."""
+        with self._lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            else:
+                self.conn.execute("COMMIT")
+
+    def _write(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self.immediate() as conn:
+            cur = conn.execute(sql, params)
+            return int(cur.lastrowid or 0)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return list(self.conn.execute(sql, params))
+
+    def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        with self._lock:
+            row = self.conn.execute(sql, params).fetchone()
+            return None if row is None else row[0]
+
+    def integrity_check(self) -> str:
+        return str(self.scalar("PRAGMA integrity_check"))
+
+    def applied_migrations(self) -> list[str]:
+        return [r[0] for r in self.query("SELECT name FROM _sqlite_migrations ORDER BY id")]
+
+    # ----------------------------------------------------------------------------------------------------
+    # Agents
+
+    def ensure_agent(self, name: str, now: datetime | None = None) -> None:
+        stamp = iso(now or utcnow())
+        self._write(
+            "INSERT INTO agents (name, state, state_since, updated_at) VALUES (?, 'idle', ?, ?) "
+            "ON CONFLICT(name) DO NOTHING",
+            (name, stamp, stamp),
+        )
+
+    def set_agent_state(
+        self,
+        name: str,
+        state: AgentState,
+        reason: str = "",
+        *,
+        run_id: int | None = None,
+        step: str | None = None,
+        tier: str | None = None,
+        model: str | None = None,
+        paused_by: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        stamp = iso(now or utcnow())
+        reason = self.redactor.scrub(reason)
+        with self.immediate() as conn:
+            conn.execute(
+                "INSERT INTO agents (name, state, state_since, updated_at) VALUES (?, 'idle', ?, ?) "
+                "ON CONFLICT(name) DO NOTHING",
+                (name, stamp, stamp),
+            )
+            conn.execute(
+                """UPDATE agents SET
+                     state_since = CASE WHEN state = ? THEN state_since ELSE ? END,
+                     state = ?, state_reason = ?, current_run_id = ?, current_step = ?, current_tier = ?,
+                     current_model = ?, paused_by = ?, updated_at = ?
+                   WHERE name = ?""",
+                (state, stamp, state, reason, run_id, step, tier, model, paused_by, stamp, name),
+            )
+
+    def update_agent_position(self, name: str, *, step: str | None, tier: str | None, model: str | None) -> None:
+        self._write(
+            "UPDATE agents SET current_step = ?, current_tier = ?, current_model = ?, updated_at = ? WHERE name = ?",
+            (step, tier, model, iso(utcnow()), name),
+        )
+
+    def set_next_run(self, name: str, at: datetime | None) -> None:
+        self._write("UPDATE agents SET next_run_at = ? WHERE name = ?", (iso(at) if at else None, name))
+
+    def agents(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.query("SELECT * FROM agents ORDER BY name")]
+
+    def agent(self, name: str) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM agents WHERE name = ?", (name,))
+        return dict(rows[0]) if rows else None
+
+    def pause_agent(self, name: str, by: str, reason: str) -> None:
+        """Pause ``name``: only a human's resume lets it run again."""
+        self.set_agent_state(name, "paused", reason, paused_by=by)
+
+    def resume_agent(self, name: str) -> bool:
+        """Lift a pause; returns False if the agent was not paused."""
+        with self.immediate() as conn:
+            row = conn.execute("SELECT state FROM agents WHERE name = ?", (name,)).fetchone()
+            if row is None or row["state"] != "paused":
+                return False
+            stamp = iso(utcnow())
+            conn.execute(
+                "UPDATE agents SET state = 'idle', state_reason = 'resumed', paused_by = NULL, state_since = ?, "
+                "updated_at = ? WHERE name = ?",
+                (stamp, stamp, name),
+            )
+            return True
+
+    # ----------------------------------------------------------------------------------------------------
+    # Runs and steps
+
+    def start_run(self, agent: str, trigger: str, *, simulated: bool = False, now: datetime | None = None) -> int:
+        pid, started = process_identity()
+        return self._write(
+            "INSERT INTO runs (agent, trigger, started_at, owner_pid, owner_started, simulated) VALUES (?, ?, ?, ?, ?, ?)",
+            (agent, trigger, iso(now or utcnow()), pid, started, int(simulated)),
+        )
+
+    def finish_run(self, run_id: int, outcome: str, reason: str = "", now: datetime | None = None) -> None:
+        self._write(
+            "UPDATE runs SET outcome = ?, reason = ?, ended_at = ? WHERE id = ?",
+            (outcome, self.redactor.scrub(reason), iso(now or utcnow()), run_id),
+        )
+
+    def run(self, run_id: int) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return dict(rows[0]) if rows else None
+
+    def recent_runs(self, agent: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        where, params = ("WHERE r.agent = ?", [agent]) if agent else ("", [])
+        return [
+            dict(r)
+            for r in self.query(
+                f"""SELECT r.*, (SELECT sum(cost_micros) FROM calls c WHERE c.run_id = r.id) AS cost_micros,
+                           (SELECT count(*) FROM calls c WHERE c.run_id = r.id) AS calls,
+                           (SELECT sum(1 - priced) FROM calls c WHERE c.run_id = r.id) AS unpriced_calls
+                    FROM runs r {where} ORDER BY r.id DESC LIMIT ?""",
+                [*params, limit],
+            )
+        ]
+
+    def start_step(self, run_id: int, name: str, kind: str, now: datetime | None = None) -> int:
+        return self._write(
+            "INSERT INTO steps (run_id, name, kind, started_at) VALUES (?, ?, ?, ?)",
+            (run_id, name, kind, iso(now or utcnow())),
+        )
+
+    def finish_step(
+        self,
+        step_id: int,
+        outcome: str,
+        *,
+        tier_reached: str | None = None,
+        model: str | None = None,
+        attempts: int = 0,
+        verify_result: str | None = None,
+        verify_detail: str = "",
+        now: datetime | None = None,
+    ) -> None:
+        self._write(
+            """UPDATE steps SET outcome = ?, tier_reached = ?, model = ?, attempts = ?, verify_result = ?,
+                 verify_detail = ?, ended_at = ? WHERE id = ?""",
+            (
+                outcome,
+                tier_reached,
+                model,
+                attempts,
+                verify_result,
+                self.redactor.scrub(verify_detail),
+                iso(now or utcnow()),
+                step_id,
+            ),
+        )
+
+    def steps(self, run_id: int) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.query("SELECT * FROM steps WHERE run_id = ? ORDER BY id", (run_id,))]
+
+    # ----------------------------------------------------------------------------------------------------
+    # Calls
+
+    _CALL_COLUMNS = (
+        "agent, run_id, step_id, step, attempt, provider, model, tier, simulated, started_at, ended_at, "
+        "input_uncached, cache_read, cache_write_5m, cache_write_1h, output, reasoning, "
+        "price_input, price_cache_read, price_cache_write, price_cache_write_1h, price_output, price_label, "
+        "cost_input_micros, cost_cache_read_micros, cost_cache_write_5m_micros, cost_cache_write_1h_micros, "
+        "cost_output_micros, cost_micros, priced, unpriced_reason, latency_s, ttft_s, tokens_per_s, compute_s, "
+        "finish_reason, error_class, error, reservation_id, prompt_tokens_est"
+    )
+    _CALL_INSERT = f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 40)})"
+
+    def _call_params(self, r: CallRecord) -> tuple[Any, ...]:
+        u, c = r.usage, r.cost
+        rates = c.rates
+        return (
+            r.agent,
+            r.run_id,
+            r.step_id,
+            r.step,
+            r.attempt,
+            r.provider,
+            r.model,
+            r.tier,
+            int(r.simulated),
+            iso(r.started_at),
+            iso(r.ended_at),
+            u.input_uncached,
+            u.cache_read,
+            u.cache_write_5m,
+            u.cache_write_1h,
+            u.output,
+            u.reasoning,
+            None if rates is None else str(rates.input),
+            None if rates is None else str(rates.cache_read),
+            None if rates is None else str(rates.cache_write),
+            None if rates is None else str(rates.write_1h),
+            None if rates is None else str(rates.output),
+            c.price_label,
+            c.input_uncached_micros,
+            c.cache_read_micros,
+            c.cache_write_5m_micros,
+            c.cache_write_1h_micros,
+            c.output_micros,
+            c.total_micros,
+            int(c.priced),
+            c.reason,
+            r.latency_s,
+            r.ttft_s,
+            r.tokens_per_s,
+            r.compute_s,
+            r.finish_reason,
+            r.error_class,
+            self.redactor.scrub(r.error),
+            r.reservation_id,
+            r.prompt_tokens_est,
+        )
+
+    def record_call(self, record: CallRecord) -> int:
+        """Insert one call row (committed when this returns)."""
+        return self._write(self._CALL_INSERT, self._call_params(record))
+
+    def record_calls(self, records: Iterable[CallRecord]) -> int:
+        """Insert many call rows in one transaction (imports, benchmarks)."""
+        with self.immediate() as conn:
+            cur = conn.executemany(self._CALL_INSERT, [self._call_params(r) for r in records])
+            return cur.rowcount
+
+    def calls(self, run_id: int | None = None, agent: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        clauses, params = [], []
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(run_id)
+        if agent is not None:
+            clauses.append("agent = ?")
+            params.append(agent)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [dict(r) for r in self.query(f"SELECT * FROM calls {where} ORDER BY id DESC LIMIT ?", [*params, limit])]
+
+    # ----------------------------------------------------------------------------------------------------
+    # Reservations: the only way paid traffic gets sent
+
+    def reserve(
+        self,
+        *,
+        agent: str,
+        run_id: int | None,
+        provider: str,
+        model: str,
+        amount_micros: int,
+        tokens: int,
+        limits: CapLimits,
+        now: datetime | None = None,
+    ) -> Reservation | CapHit:
+        """Hold ``amount_micros`` (the call's worst case) and ``tokens`` unless that could cross any cap.
+
+        Runs in one ``BEGIN IMMEDIATE`` transaction: the check and the hold are atomic across processes.
+        A $0 call is never blocked by a dollar cap (local models keep working when money runs out).
+        """
+        now = now or utcnow()
+        pid, started = process_identity()
+        day, month = local_day_start(now), local_month_start(now)
+        with self.immediate() as conn:
+            checks: list[tuple[str, Literal["micros", "tokens"], int | None, str, list[Any], datetime | None]] = [
+                ("run run_usd", "micros", limits.run_micros, "run_id = ?", [run_id], None),
+                ("agent day_usd", "micros", limits.agent_day_micros, "agent = ? AND created_at >= ?", [agent, iso(day)], next_local_day(now)),
+                ("agent month_usd", "micros", limits.agent_month_micros, "agent = ? AND created_at >= ?", [agent, iso(month)], next_local_month(now)),
+                ("global day_usd", "micros", limits.global_day_micros, "created_at >= ?", [iso(day)], next_local_day(now)),
+                ("global month_usd", "micros", limits.global_month_micros, "created_at >= ?", [iso(month)], next_local_month(now)),
+                ("run run_tokens", "tokens", limits.run_tokens, "run_id = ?", [run_id], None),
+                ("agent day_tokens", "tokens", limits.agent_day_tokens, "agent = ? AND created_at >= ?", [agent, iso(day)], next_local_day(now)),
+                ("agent month_tokens", "tokens", limits.agent_month_tokens, "agent = ? AND created_at >= ?", [agent, iso(month)], next_local_month(now)),
+            ]
+            for cap, unit, limit, where, params, resets in checks:
+                if limit is None:
+                    continue
+                needed = amount_micros if unit == "micros" else tokens
+                if needed <= 0 or (cap.startswith("run") and run_id is None):
+                    continue
+                if unit == "micros":
+                    row = conn.execute(f"SELECT coalesce(sum({_SPENT}), 0), coalesce(sum({_HELD}), 0) FROM reservations WHERE {where}", params).fetchone()
+                    spent_total, held = int(row[0]), int(row[1])
+                else:
+                    row = conn.execute(f"SELECT coalesce(sum({_TOKENS}), 0), coalesce(sum(CASE state WHEN 'held' THEN tokens ELSE 0 END), 0) FROM reservations WHERE {where}", params).fetchone()
+                    spent_total, held = int(row[0]), int(row[1])
+                if spent_total + needed > limit:
+                    return CapHit(cap, unit, limit, spent_total - held, held, needed, resets)
+            cur = conn.execute(
+                """INSERT INTO reservations (agent, run_id, provider, model, created_at, amount_micros, tokens,
+                     owner_pid, owner_started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (agent, run_id, provider, model, iso(now), amount_micros, tokens, pid, started),
+            )
+            return Reservation(int(cur.lastrowid or 0), amount_micros, tokens)
+
+    def mark_sent(self, reservation_id: int) -> None:
+        """The request is about to leave: from now on a crash means "maybe billed", not "never sent"."""
+        self._write("UPDATE reservations SET sent = 1 WHERE id = ?", (reservation_id,))
+
+    def settle(self, reservation_id: int, actual_micros: int | None, actual_tokens: int | None, note: str = "") -> None:
+        """Replace the hold by the actual cost; unknown cost keeps the worst case (never $0)."""
+        self._write(
+            """UPDATE reservations SET state = CASE WHEN ? IS NULL THEN 'settled_unpriced' ELSE 'settled' END,
+                 actual_micros = coalesce(?, amount_micros), actual_tokens = coalesce(?, tokens),
+                 settled_at = ?, note = ? WHERE id = ? AND state = 'held'""",
+            (actual_micros, actual_micros, actual_tokens, iso(utcnow()), note, reservation_id),
+        )
+
+    def release(self, reservation_id: int, note: str = "") -> None:
+        """The call was never sent: give the hold back."""
+        self._write(
+            "UPDATE reservations SET state = 'released', actual_micros = 0, actual_tokens = 0, settled_at = ?, "
+            "note = ? WHERE id = ? AND state = 'held'",
+            (iso(utcnow()), note, reservation_id),
+        )
+
+    def spend(self, *, agent: str | None = None, run_id: int | None = None, since: datetime | None = None) -> Spend:
+        clauses, params = [], []
+        if agent is not None:
+            clauses.append("agent = ?")
+            params.append(agent)
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(run_id)
+        if since is not None:
+            clauses.append("created_at >= ?")
+            params.append(iso(since))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        row = self.query(
+            f"SELECT coalesce(sum({_SPENT}), 0), coalesce(sum({_TOKENS}), 0), coalesce(sum({_HELD}), 0) FROM reservations {where}",
+            params,
+        )[0]
+        return Spend(int(row[0]), int(row[1]), int(row[2]))
+
+    def held_reservations(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.query("SELECT * FROM reservations WHERE state = 'held' ORDER BY id")]
+
+    def reconcile(self, now: datetime | None = None) -> ReconcileReport:
+        """After a crash: settle reservations, runs and agents whose owning process is gone.
+
+        A reservation that was never sent is released. One that was sent but has no call row may have been
+        billed: it stays charged at its worst case and an unpriced call row records what we know.
+        """
+        now = now or utcnow()
+        released = charged = 0
+        crashed: list[int] = []
+        recovered: list[str] = []
+        with self.immediate() as conn:
+            for row in conn.execute("SELECT * FROM reservations WHERE state = 'held'").fetchall():
+                if owner_alive(row["owner_pid"], row["owner_started"]):
+                    continue
+                call = conn.execute("SELECT cost_micros FROM calls WHERE reservation_id = ?", (row["id"],)).fetchone()
+                if call is not None:
+                    conn.execute(
+                        "UPDATE reservations SET state = 'settled', actual_micros = coalesce(?, amount_micros), "
+                        "settled_at = ?, note = 'reconciled from its call row' WHERE id = ?",
+                        (call["cost_micros"], iso(now), row["id"]),
+                    )
+                    charged += 1
+                elif not row["sent"]:
+                    conn.execute(
+                        "UPDATE reservations SET state = 'released', actual_micros = 0, actual_tokens = 0, "
+                        "settled_at = ?, note = 'reconciled: owner died before sending' WHERE id = ?",
+                        (iso(now), row["id"]),
+                    )
+                    released += 1
+                else:
+                    conn.execute(
+                        "UPDATE reservations SET state = 'settled_unpriced', actual_micros = amount_micros, "
+                        "settled_at = ?, note = 'reconciled: owner died after sending; usage unknown' WHERE id = ?",
+                        (iso(now), row["id"]),
+                    )
+                    conn.execute(
+                        self._CALL_INSERT,
+                        self._call_params(
+                            CallRecord(
+                                agent=row["agent"],
+                                provider=row["provider"],
+                                model=row["model"],
+                                tier="unknown",
+                                started_at=parse_iso(row["created_at"]),
+                                ended_at=now,
+                                usage=Usage(),
+                                cost=Cost(priced=False, reason="interrupted by a crash; usage unknown"),
+                                run_id=row["run_id"],
+                                error_class="interrupted",
+                                error="the supervisor process died while this call was in flight",
+                                reservation_id=row["id"],
+                            )
+                        ),
+                    )
+                    charged += 1
+            for row in conn.execute("SELECT id, agent, owner_pid, owner_started FROM runs WHERE outcome = 'running'").fetchall():
+                if owner_alive(row["owner_pid"] or 0, row["owner_started"] or 0.0):
+                    continue
+                conn.execute(
+                    "UPDATE runs SET outcome = 'crashed', reason = 'the supervisor process died during this run', "
+                    "ended_at = ? WHERE id = ?",
+                    (iso(now), row["id"]),
+                )
+                conn.execute(
+                    "UPDATE steps SET outcome = 'crashed', ended_at = ? WHERE run_id = ? AND outcome = 'running'",
+                    (iso(now), row["id"]),
+                )
+                crashed.append(int(row["id"]))
+            live_runs = {
+                int(r["id"])
+                for r in conn.execute("SELECT id FROM runs WHERE outcome = 'running'").fetchall()
+            }
+            for row in conn.execute(
+                "SELECT name, current_run_id FROM agents WHERE state IN ('running', 'waiting_approval')"
+            ).fetchall():
+                if row["current_run_id"] in live_runs:
+                    continue
+                conn.execute(
+                    "UPDATE agents SET state = 'idle', state_reason = 'recovered after the supervisor stopped', "
+                    "current_run_id = NULL, current_step = NULL, current_tier = NULL, current_model = NULL, "
+                    "state_since = ?, updated_at = ? WHERE name = ?",
+                    (iso(now), iso(now), row["name"]),
+                )
+                recovered.append(str(row["name"]))
+        return ReconcileReport(released, charged, crashed, recovered)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Approvals
+
+    def request_approval(
+        self,
+        *,
+        agent: str,
+        run_id: int | None,
+        step: str,
+        tier: str,
+        model: str,
+        reason: str,
+        est_cold_micros: int | None,
+        est_warm_micros: int | None,
+        caps_left: dict[str, Any],
+        simulated: bool = False,
+    ) -> int:
+        return self._write(
+            """INSERT INTO approvals (agent, run_id, step, tier, model, reason, est_cold_micros, est_warm_micros,
+                 caps_left, requested_at, simulated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                agent,
+                run_id,
+                step,
+                tier,
+                model,
+                self.redactor.scrub(reason),
+                est_cold_micros,
+                est_warm_micros,
+                json.dumps(caps_left),
+                iso(utcnow()),
+                int(simulated),
+            ),
+        )
+
+    def decide_approval(self, approval_id: int, approve: bool, by: str) -> ApprovalRow:
+        """Approve or deny a pending request (from any process); a decided request cannot be re-decided."""
+        with self.immediate() as conn:
+            row = conn.execute("SELECT state FROM approvals WHERE id = ?", (approval_id,)).fetchone()
+            if row is None:
+                raise LedgerError(f"no approval request #{approval_id}", "`supervisor approvals` lists the pending ones")
+            if row["state"] != "pending":
+                raise LedgerError(f"approval #{approval_id} is already {row['state']}")
+            conn.execute(
+                "UPDATE approvals SET state = ?, decided_at = ?, decided_by = ? WHERE id = ?",
+                ("approved" if approve else "denied", iso(utcnow()), by, approval_id),
+            )
+        found = self.approval(approval_id)
+        assert found is not None
+        return found
+
+    def consume_approval(self, approval_id: int) -> bool:
+        """Use an approval once; False if it was not approved or already used."""
+        with self.immediate() as conn:
+            cur = conn.execute(
+                "UPDATE approvals SET state = 'consumed', consumed_at = ? WHERE id = ? AND state = 'approved'",
+                (iso(utcnow()), approval_id),
+            )
+            return cur.rowcount == 1
+
+    def approval(self, approval_id: int) -> ApprovalRow | None:
+        rows = self.query("SELECT * FROM approvals WHERE id = ?", (approval_id,))
+        return _approval(rows[0]) if rows else None
+
+    def approvals(self, states: Sequence[str] = ("pending",), agent: str | None = None) -> list[ApprovalRow]:
+        clauses = [f"state IN ({', '.join('?' * len(states))})"]
+        params: list[Any] = list(states)
+        if agent is not None:
+            clauses.append("agent = ?")
+            params.append(agent)
+        return [_approval(r) for r in self.query(f"SELECT * FROM approvals WHERE {' AND '.join(clauses)} ORDER BY id", params)]
+
+    def open_approval_for(self, agent: str, step: str, tier: str) -> ApprovalRow | None:
+        """A pending or approved (not yet used) request for this agent's step at this tier, if any."""
+        rows = self.query(
+            "SELECT * FROM approvals WHERE agent = ? AND step = ? AND tier = ? AND state IN ('pending', 'approved') "
+            "ORDER BY id DESC LIMIT 1",
+            (agent, step, tier),
+        )
+        return _approval(rows[0]) if rows else None
+
+    # ----------------------------------------------------------------------------------------------------
+    # Events
+
+    def append_event(self, kind: str, data: dict[str, Any], *, agent: str | None = None, run_id: int | None = None, at: datetime | None = None) -> int:
+        text = self.redactor.scrub(json.dumps(data, default=str, ensure_ascii=False))
+        return self._write(
+            "INSERT INTO events (at, agent, run_id, kind, data) VALUES (?, ?, ?, ?, ?)",
+            (iso(at or utcnow()), agent, run_id, kind, text),
+        )
+
+    def events_after(
+        self, last_id: int = 0, *, agent: str | None = None, kinds: Sequence[str] | None = None, limit: int = 1000
+    ) -> list[EventRow]:
+        clauses, params = ["id > ?"], [last_id]
+        if agent is not None:
+            clauses.append("agent = ?")
+            params.append(agent)
+        if kinds:
+            clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
+            params.extend(kinds)
+        rows = self.query(f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?", [*params, limit])
+        return [EventRow(r["id"], r["at"], r["agent"], r["run_id"], r["kind"], json.loads(r["data"])) for r in rows]
+
+    def last_event_id(self) -> int:
+        return int(self.scalar("SELECT coalesce(max(id), 0) FROM events") or 0)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Commands (from the CLI/TUI to a running daemon) and the daemon's presence
+
+    def enqueue_command(self, agent: str, kind: str, by: str) -> int:
+        return self._write(
+            "INSERT INTO commands (at, agent, kind, requested_by) VALUES (?, ?, ?, ?)", (iso(utcnow()), agent, kind, by)
+        )
+
+    def take_commands(self) -> list[dict[str, Any]]:
+        with self.immediate() as conn:
+            rows = [dict(r) for r in conn.execute("SELECT * FROM commands WHERE state = 'pending' ORDER BY id").fetchall()]
+            if rows:
+                conn.execute(
+                    f"UPDATE commands SET state = 'done', done_at = ? WHERE id IN ({', '.join('?' * len(rows))})",
+                    [iso(utcnow()), *[r["id"] for r in rows]],
+                )
+            return rows
+
+    def register_daemon(self, pid: int, config_path: str) -> None:
+        stamp = iso(utcnow())
+        self._write(
+            "INSERT INTO daemon (id, pid, started_at, heartbeat_at, config_path) VALUES (1, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET pid = excluded.pid, started_at = excluded.started_at, "
+            "heartbeat_at = excluded.heartbeat_at, config_path = excluded.config_path",
+            (pid, stamp, stamp, config_path),
+        )
+
+    def daemon_heartbeat(self, pid: int) -> None:
+        self._write("UPDATE daemon SET heartbeat_at = ? WHERE id = 1 AND pid = ?", (iso(utcnow()), pid))
+
+    def clear_daemon(self, pid: int) -> None:
+        self._write("DELETE FROM daemon WHERE id = 1 AND pid = ?", (pid,))
+
+    def daemon_info(self) -> dict[str, Any] | None:
+        rows = self.query("SELECT * FROM daemon WHERE id = 1")
+        return dict(rows[0]) if rows else None
+
+    # ----------------------------------------------------------------------------------------------------
+    # Plans (planner mode)
+
+    def record_plan(self, *, agent: str, run_id: int, tier: str, model: str, plan: str, valid: bool, error: str) -> int:
+        return self._write(
+            "INSERT INTO plans (agent, run_id, tier, model, created_at, valid, validation_error, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (agent, run_id, tier, model, iso(utcnow()), int(valid), self.redactor.scrub(error), self.redactor.scrub(plan)),
+        )
+
+    # ----------------------------------------------------------------------------------------------------
+    # Reports
+
+    def report(
+        self,
+        by: ReportBy,
+        *,
+        since: date | None = None,
+        until: date | None = None,
+        agent: str | None = None,
+    ) -> list[ReportRow]:
+        """Totals per group with every token component, cost, call and unpriced counts, local compute time.
+
+        Simulated calls (demo tiers) are reported in their own groups, never mixed with real spend.
+        """
+        if by == "run":
+            return self._report_by_run(since=since, until=until, agent=agent)
+        group_expr = {"agent": "agent", "model": "provider || ':' || model", "day": "day", "tier": "tier"}[by]
+        clauses: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            clauses.append("day >= ?")
+            params.append(since.isoformat())
+        if until is not None:
+            clauses.append("day <= ?")
+            params.append(until.isoformat())
+        if agent is not None:
+            clauses.append("agent = ?")
+            params.append(agent)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.query(
+            f"""SELECT {group_expr} AS grp, simulated, sum(calls), sum(unpriced_calls), sum(error_calls),
+                       sum(input_uncached), sum(cache_read), sum(cache_write), sum(output), sum(reasoning),
+                       sum(cost_micros), sum(compute_s)
+                FROM call_rollup {where} GROUP BY grp, simulated ORDER BY grp, simulated""",
+            params,
+        )
+        return [_report_row(r) for r in rows]
+
+    def _report_by_run(self, *, since: date | None, until: date | None, agent: str | None) -> list[ReportRow]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            clauses.append("c.started_at >= ?")
+            params.append(iso(datetime.combine(since, datetime.min.time()).astimezone()))
+        if until is not None:
+            clauses.append("c.started_at < ?")
+            params.append(iso(datetime.combine(until + timedelta(days=1), datetime.min.time()).astimezone()))
+        if agent is not None:
+            clauses.append("c.agent = ?")
+            params.append(agent)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self.query(
+            f"""SELECT 'run ' || coalesce(c.run_id, '-') || ' ' || c.agent AS grp, c.simulated, count(*),
+                       sum(1 - c.priced), sum(c.error_class IS NOT NULL), sum(coalesce(c.input_uncached, 0)),
+                       sum(coalesce(c.cache_read, 0)),
+                       sum(coalesce(c.cache_write_5m, 0) + coalesce(c.cache_write_1h, 0)),
+                       sum(coalesce(c.output, 0)), sum(coalesce(c.reasoning, 0)), sum(coalesce(c.cost_micros, 0)),
+                       sum(coalesce(c.compute_s, 0))
+                FROM calls c {where} GROUP BY c.run_id, c.agent, c.simulated ORDER BY c.run_id""",
+            params,
+        )
+        return [_report_row(r) for r in rows]
+
+
+def _report_row(r: sqlite3.Row) -> ReportRow:
+    return ReportRow(
+        group=str(r[0]),
+        simulated=bool(r[1]),
+        calls=int(r[2] or 0),
+        unpriced_calls=int(r[3] or 0),
+        error_calls=int(r[4] or 0),
+        input_uncached=int(r[5] or 0),
+        cache_read=int(r[6] or 0),
+        cache_write=int(r[7] or 0),
+        output=int(r[8] or 0),
+        reasoning=int(r[9] or 0),
+        cost_micros=int(r[10] or 0),
+        local_compute_s=round(float(r[11] or 0.0), 3),
+    )
+
+
+def _approval(r: sqlite3.Row) -> ApprovalRow:
+    return ApprovalRow(
+        id=r["id"],
+        agent=r["agent"],
+        run_id=r["run_id"],
+        step=r["step"],
+        tier=r["tier"],
+        model=r["model"],
+        reason=r["reason"],
+        est_cold_micros=r["est_cold_micros"],
+        est_warm_micros=r["est_warm_micros"],
+        caps_left=json.loads(r["caps_left"] or "{}"),
+        state=r["state"],
+        requested_at=r["requested_at"],
+        decided_at=r["decided_at"],
+        decided_by=r["decided_by"],
+        simulated=bool(r["simulated"]),
+    )
+
+
+def open_ledger(path: Path | None = None, *, redactor: Redactor = NO_SECRETS) -> Ledger:
+    """Open (creating and migrating if needed) the ledger at ``path`` or the default location."""
+    from supervisor import paths
+
+    return Ledger(path or paths.ledger_path(), redactor=redactor)

@@ -1,0 +1,287 @@
+"""Named, append-only migrations of the ledger schema. Never edit one that has shipped: add the next.
+
+Each migration says in one line why it exists. Money is integer micro-dollars; unit prices are decimal strings
+(USD per million tokens) copied onto each call row so history never changes when the catalog does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("frugal-supervisor")
+
+
+@migrations()
+def m001_initial(db: Database) -> None:
+    """The ledger: agents, runs, steps, calls (every token component priced separately), reservations,
+    approvals, events, and per-day rollups so reports stay fast at a million calls."""
+    db.execute(
+        """
+        CREATE TABLE agents (
+            name TEXT PRIMARY KEY,
+            state TEXT NOT NULL DEFAULT 'idle',
+            state_reason TEXT NOT NULL DEFAULT '',
+            state_since TEXT NOT NULL,
+            paused_by TEXT,
+            current_run_id INTEGER,
+            current_step TEXT,
+            current_tier TEXT,
+            current_model TEXT,
+            next_run_at TEXT,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            agent TEXT NOT NULL,
+            trigger TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            outcome TEXT NOT NULL DEFAULT 'running',
+            reason TEXT NOT NULL DEFAULT '',
+            owner_pid INTEGER,
+            owner_started REAL,
+            simulated INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    db.execute("CREATE INDEX runs_agent_started ON runs(agent, started_at)")
+    db.execute("CREATE INDEX runs_outcome ON runs(outcome)")
+    db.execute(
+        """
+        CREATE TABLE steps (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES runs(id),
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            ended_at TEXT,
+            outcome TEXT NOT NULL DEFAULT 'running',
+            tier_reached TEXT,
+            model TEXT,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            verify_result TEXT,
+            verify_detail TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    db.execute("CREATE INDEX steps_run ON steps(run_id)")
+    db.execute(
+        """
+        CREATE TABLE calls (
+            id INTEGER PRIMARY KEY,
+            agent TEXT NOT NULL,
+            run_id INTEGER,
+            step_id INTEGER,
+            step TEXT,
+            attempt INTEGER NOT NULL DEFAULT 1,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            tier TEXT NOT NULL,
+            simulated INTEGER NOT NULL DEFAULT 0,
+            started_at TEXT NOT NULL,
+            ended_at TEXT NOT NULL,
+            input_uncached INTEGER,
+            cache_read INTEGER,
+            cache_write_5m INTEGER,
+            cache_write_1h INTEGER,
+            output INTEGER,
+            reasoning INTEGER,
+            price_input TEXT,
+            price_cache_read TEXT,
+            price_cache_write TEXT,
+            price_cache_write_1h TEXT,
+            price_output TEXT,
+            price_label TEXT NOT NULL DEFAULT '',
+            cost_input_micros INTEGER,
+            cost_cache_read_micros INTEGER,
+            cost_cache_write_5m_micros INTEGER,
+            cost_cache_write_1h_micros INTEGER,
+            cost_output_micros INTEGER,
+            cost_micros INTEGER,
+            priced INTEGER NOT NULL,
+            unpriced_reason TEXT NOT NULL DEFAULT '',
+            latency_s REAL,
+            ttft_s REAL,
+            tokens_per_s REAL,
+            compute_s REAL,
+            finish_reason TEXT,
+            error_class TEXT,
+            error TEXT NOT NULL DEFAULT '',
+            reservation_id INTEGER,
+            prompt_tokens_est INTEGER
+        )
+        """
+    )
+    db.execute("CREATE INDEX calls_started ON calls(started_at)")
+    db.execute("CREATE INDEX calls_agent_started ON calls(agent, started_at)")
+    db.execute("CREATE INDEX calls_run ON calls(run_id)")
+    db.execute(
+        """
+        CREATE TABLE call_rollup (
+            day TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            tier TEXT NOT NULL,
+            simulated INTEGER NOT NULL,
+            calls INTEGER NOT NULL DEFAULT 0,
+            unpriced_calls INTEGER NOT NULL DEFAULT 0,
+            error_calls INTEGER NOT NULL DEFAULT 0,
+            input_uncached INTEGER NOT NULL DEFAULT 0,
+            cache_read INTEGER NOT NULL DEFAULT 0,
+            cache_write INTEGER NOT NULL DEFAULT 0,
+            output INTEGER NOT NULL DEFAULT 0,
+            reasoning INTEGER NOT NULL DEFAULT 0,
+            cost_micros INTEGER NOT NULL DEFAULT 0,
+            compute_s REAL NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, agent, provider, model, tier, simulated)
+        )
+        """
+    )
+    # The rollup is maintained by the database itself, so it can never drift from the calls it sums.
+    db.execute(
+        """
+        CREATE TRIGGER calls_rollup AFTER INSERT ON calls BEGIN
+            INSERT INTO call_rollup (day, agent, provider, model, tier, simulated, calls, unpriced_calls,
+                error_calls, input_uncached, cache_read, cache_write, output, reasoning, cost_micros, compute_s)
+            VALUES (date(NEW.started_at, 'localtime'), NEW.agent, NEW.provider, NEW.model, NEW.tier,
+                NEW.simulated, 1, 1 - NEW.priced, NEW.error_class IS NOT NULL,
+                coalesce(NEW.input_uncached, 0), coalesce(NEW.cache_read, 0),
+                coalesce(NEW.cache_write_5m, 0) + coalesce(NEW.cache_write_1h, 0), coalesce(NEW.output, 0),
+                coalesce(NEW.reasoning, 0), coalesce(NEW.cost_micros, 0), coalesce(NEW.compute_s, 0))
+            ON CONFLICT (day, agent, provider, model, tier, simulated) DO UPDATE SET
+                calls = calls + 1,
+                unpriced_calls = unpriced_calls + excluded.unpriced_calls,
+                error_calls = error_calls + excluded.error_calls,
+                input_uncached = input_uncached + excluded.input_uncached,
+                cache_read = cache_read + excluded.cache_read,
+                cache_write = cache_write + excluded.cache_write,
+                output = output + excluded.output,
+                reasoning = reasoning + excluded.reasoning,
+                cost_micros = cost_micros + excluded.cost_micros,
+                compute_s = compute_s + excluded.compute_s;
+        END
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE reservations (
+            id INTEGER PRIMARY KEY,
+            agent TEXT NOT NULL,
+            run_id INTEGER,
+            provider TEXT NOT NULL DEFAULT '',
+            model TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            amount_micros INTEGER NOT NULL,
+            tokens INTEGER NOT NULL DEFAULT 0,
+            state TEXT NOT NULL DEFAULT 'held',
+            sent INTEGER NOT NULL DEFAULT 0,
+            actual_micros INTEGER,
+            actual_tokens INTEGER,
+            settled_at TEXT,
+            owner_pid INTEGER NOT NULL,
+            owner_started REAL NOT NULL,
+            note TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    db.execute("CREATE INDEX reservations_created ON reservations(created_at)")
+    db.execute("CREATE INDEX reservations_agent_created ON reservations(agent, created_at)")
+    db.execute("CREATE INDEX reservations_run ON reservations(run_id)")
+    db.execute("CREATE INDEX reservations_state ON reservations(state)")
+    db.execute(
+        """
+        CREATE TABLE approvals (
+            id INTEGER PRIMARY KEY,
+            agent TEXT NOT NULL,
+            run_id INTEGER,
+            step TEXT NOT NULL,
+            tier TEXT NOT NULL,
+            model TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            est_cold_micros INTEGER,
+            est_warm_micros INTEGER,
+            caps_left TEXT NOT NULL DEFAULT '{}',
+            state TEXT NOT NULL DEFAULT 'pending',
+            requested_at TEXT NOT NULL,
+            decided_at TEXT,
+            decided_by TEXT,
+            consumed_at TEXT,
+            simulated INTEGER NOT NULL DEFAULT 0
+        )
+        """
+    )
+    db.execute("CREATE INDEX approvals_state ON approvals(state)")
+    db.execute("CREATE INDEX approvals_agent_step ON approvals(agent, step)")
+    db.execute(
+        """
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            agent TEXT,
+            run_id INTEGER,
+            kind TEXT NOT NULL,
+            data TEXT NOT NULL DEFAULT '{}'
+        )
+        """
+    )
+    db.execute("CREATE INDEX events_agent ON events(agent, id)")
+    db.execute("CREATE INDEX events_kind ON events(kind, id)")
+    db.execute(
+        """
+        CREATE TABLE commands (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            agent TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            requested_by TEXT NOT NULL DEFAULT '',
+            state TEXT NOT NULL DEFAULT 'pending',
+            done_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX commands_state ON commands(state, id)")
+    db.execute(
+        """
+        CREATE TABLE daemon (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            pid INTEGER NOT NULL,
+            started_at TEXT NOT NULL,
+            heartbeat_at TEXT NOT NULL,
+            config_path TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+
+
+@migrations()
+def m002_plans(db: Database) -> None:
+    """Planner mode records each plan, the tier and model that wrote it, and whether it passed validation."""
+    db.execute(
+        """
+        CREATE TABLE plans (
+            id INTEGER PRIMARY KEY,
+            agent TEXT NOT NULL,
+            run_id INTEGER NOT NULL,
+            tier TEXT NOT NULL,
+            model TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            valid INTEGER NOT NULL,
+            validation_error TEXT NOT NULL DEFAULT '',
+            plan TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX plans_run ON plans(run_id)")
+
+
+def apply(db: Database, **kwargs: Any) -> None:
+    """Bring ``db`` up to the newest schema."""
+    migrations.apply(db, **kwargs)
