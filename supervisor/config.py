@@ -77,6 +77,8 @@ class ProviderConfig(_Model):
     """Retries after 429/503/529 or a dropped connection (bounded exponential backoff, Retry-After honoured)."""
     simulated_as: str | None = None
     """scripted: the real model (provider:id) whose catalog prices a simulated call is charged at."""
+    script: str | None = None
+    """scripted: a TOML file of canned answers ([[answer]] match/text), relative to the config file."""
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ProviderConfig:
@@ -413,6 +415,12 @@ class LimitsConfig(_Model):
     """How much of a failing gate's output goes into the retry prompt."""
     max_concurrent_agents: int = Field(default=4, ge=1)
     """Agents that may run at once."""
+    max_snapshot_bytes: int = Field(default=256_000_000, gt=0)
+    """A run copies its workspace first so a failed run can restore it byte-for-byte; larger workspaces are refused."""
+    snapshot_ignore: list[str] = Field(
+        default_factory=lambda: [".git", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"]
+    )
+    """Directory names left out of workspace snapshots (and so not restored after a failed run)."""
 
 
 class ConfigFile(_Model):

@@ -142,7 +142,9 @@ class ProtocolError(BackendError):
     """The response was malformed or cut off; any usage it carried is unknown, so the call is unpriced."""
 
     error_class = "protocol"
-    retryable = True
+    # Not retried inside one reservation: a cut stream may already have been billed. The runtime counts it as a
+    # failed attempt and takes a fresh reservation for the next one.
+    retryable = False
 
     def __init__(
         self,

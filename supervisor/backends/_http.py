@@ -10,19 +10,30 @@ echoes the key back in its error text has it replaced by ``[redacted]`` before w
 
 from __future__ import annotations
 
+import asyncio
+import codecs
+import contextlib
 import json
 import math
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import httpx
 
-from supervisor.backends.base import tokens_per_second
+from supervisor.backends.base import (
+    Health,
+    LocalModel,
+    Request,
+    TokenCount,
+    estimate_tokens,
+    tokens_per_second,
+)
+from supervisor.config import ProviderConfig
 from supervisor.errors import (
     AuthError,
     BackendError,
@@ -37,6 +48,7 @@ from supervisor.errors import (
 )
 
 HEALTH_TIMEOUT_S: Final = 2.0
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
 MAX_PROVIDER_MESSAGE_CHARS: Final = 300
 REDACTED: Final = "[redacted]"
 
@@ -61,7 +73,7 @@ _AUTH_TYPES: Final = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
-    """One Server-Sent Event: its ``event:`` name (``None`` when unnamed) and its data lines joined by newlines."""
+    """One Server-Sent Event: its ``event:`` name (``None`` if unnamed) and its data lines, newline-joined."""
 
     event: str | None
     data: str
@@ -107,6 +119,49 @@ class SSEDecoder:
         return event
 
 
+class LineSplitter:
+    """Splits decoded text into lines at CRLF, LF or CR only, as the event-stream format defines them.
+
+    ``httpx.Response.aiter_lines`` uses ``str.splitlines``, which also breaks at U+2028, U+2029 and U+0085;
+    JSON may carry those unescaped inside a string, so a model that emits one would tear a chunk in two.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = ""
+
+    def feed(self, text: str) -> list[str]:
+        buffer = self._buffer + text
+        # A CR at the very end may be the first half of a CRLF split across reads: decide when more arrives.
+        held = ""
+        if buffer.endswith("\r"):
+            buffer, held = buffer[:-1], "\r"
+        *lines, rest = _LINE_END.split(buffer)
+        self._buffer = rest + held
+        return lines
+
+    def flush(self) -> list[str]:
+        """The last line, when the stream ended without a line end after it."""
+        *lines, rest = _LINE_END.split(self._buffer)
+        self._buffer = ""
+        return [*lines, rest] if rest else lines
+
+
+async def aiter_lines(chunks: AsyncIterable[bytes]) -> AsyncGenerator[str, None]:
+    """Lines of a UTF-8 event stream (the format is always UTF-8, whatever the headers say)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    splitter = LineSplitter()
+    first = True
+    async for chunk in chunks:
+        text = decoder.decode(chunk)
+        if first and text:
+            text = text.removeprefix("\ufeff")
+            first = False
+        for line in splitter.feed(text):
+            yield line
+    for line in splitter.feed(decoder.decode(b"", final=True)) + splitter.flush():
+        yield line
+
+
 def iter_sse(lines: Iterable[str]) -> Iterator[SSEEvent]:
     """Events from an iterable of lines."""
     decoder = SSEDecoder()
@@ -119,7 +174,7 @@ def iter_sse(lines: Iterable[str]) -> Iterator[SSEEvent]:
         yield last
 
 
-async def aiter_sse(lines: AsyncIterable[str]) -> AsyncIterator[SSEEvent]:
+async def aiter_sse(lines: AsyncIterable[str]) -> AsyncGenerator[SSEEvent, None]:
     """Events from an async iterable of lines (``httpx.Response.aiter_lines()``).
 
     A transport error while reading propagates and the half-received event is dropped, never dispatched.
@@ -149,8 +204,11 @@ def _finite_float(text: str | None) -> float | None:
 
 
 def parse_retry_after(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
-    """Seconds the server asks us to wait, as the official SDKs read it: ``retry-after-ms``, then ``retry-after``
-    as (float) seconds, then as an HTTP date. ``None`` when absent, negative or unreadable."""
+    """Seconds the server asks us to wait, read as the official SDKs do.
+
+    ``retry-after-ms`` first, then ``retry-after`` as (float) seconds, then as an HTTP date; ``None`` when
+    absent, negative or unreadable.
+    """
     lowered = {name.lower(): value for name, value in headers.items()}
     millis = _finite_float(lowered.get("retry-after-ms"))
     if millis is not None and millis >= 0:
@@ -272,7 +330,9 @@ def error_from_response(
     now: datetime | None = None,
 ) -> BackendError:
     """The typed error for an HTTP error response."""
-    return classify(site, provider_error_from_body(body), status=status, retry_after_s=parse_retry_after(headers, now))
+    return classify(
+        site, provider_error_from_body(body), status=status, retry_after_s=parse_retry_after(headers, now)
+    )
 
 
 def classify(
@@ -282,7 +342,7 @@ def classify(
     status: int | None = None,
     retry_after_s: float | None = None,
 ) -> BackendError:
-    """Map a provider error (an HTTP status, or an in-band stream error when ``status`` is ``None``) to our type.
+    """Map a provider error (HTTP status, or an in-band stream error if ``status`` is ``None``) to our type.
 
     OpenAI's 429 ``insufficient_quota`` becomes ``AuthError``: the account is out of credit, retrying cannot
     help, and ``AuthError`` is the type that already means "missing, wrong or out of credit".
@@ -318,7 +378,8 @@ def classify(
     if status == 413 or (err.is_context_overflow and (status is None or 400 <= status < 500)):
         return ContextOverflow(
             msg("the prompt does not fit the model's context window"),
-            "shorten the prompt or its context files, lower max_output_tokens, or use a model with a larger window",
+            "shorten the prompt or its context files, lower max_output_tokens, "
+            "or use a model with a larger window",
             **common,
         )
     if status in (408, 409):
@@ -351,20 +412,28 @@ def error_from_transport(
     detail = site.scrub(str(exc)) or type(exc).__name__
     if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
         return BackendUnavailable(
-            f"{site.who}: could not connect to {site.url} in time ({detail})", "is the server up and reachable?", **common
+            f"{site.who}: could not connect to {site.url} in time ({detail})",
+            "is the server up and reachable?",
+            **common,
         )
     if isinstance(exc, httpx.TimeoutException):
         limit = f" within {timeout_s:g} s" if timeout_s is not None else ""
         return BackendTimeout(f"{site.who}: no answer{limit} from {site.url}", **common)
     if isinstance(exc, httpx.ConnectError):
         return BackendUnavailable(
-            f"{site.who}: cannot connect to {site.url} ({detail})", "is the server running at that address?", **common
+            f"{site.who}: cannot connect to {site.url} ({detail})",
+            "is the server running at that address?",
+            **common,
         )
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL)):
         return BackendUnavailable(
-            f"{site.who}: {site.url} is not a usable http(s) URL ({detail})", "fix base_url in the provider's config", **common
+            f"{site.who}: {site.url} is not a usable http(s) URL ({detail})",
+            "fix base_url in the provider's config",
+            **common,
         )
-    if response_started and isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.DecodingError)):
+    if response_started and isinstance(
+        exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.DecodingError)
+    ):
         return stream_cut(site, partial_text, detail)
     return BackendUnavailable(f"{site.who}: the request to {site.url} failed ({detail})", **common)
 
@@ -395,7 +464,9 @@ def deadline_passed(site: CallSite, timeout_s: float, partial_text: str) -> Back
     """The whole call took longer than the request allows (a server can trickle bytes past a read timeout)."""
     got = f" ({len(partial_text)} characters had arrived)" if partial_text else ""
     return BackendTimeout(
-        f"{site.who}: no complete answer within {timeout_s:g} s{got}", provider=site.provider, model=site.model
+        f"{site.who}: no complete answer within {timeout_s:g} s{got}",
+        provider=site.provider,
+        model=site.model,
     )
 
 
@@ -410,7 +481,7 @@ def missing_key(provider: str, model: str, key_env: str) -> BackendUnavailable:
 
 
 def read_key(environ: Mapping[str, str], key_env: str | None) -> str | None:
-    """The key in ``key_env``, stripped (keys pasted from files often end in a newline); ``None`` when unset."""
+    """The key in ``key_env``, stripped (keys pasted from files often end in a newline); ``None`` if unset."""
     if not key_env:
         return None
     return environ.get(key_env, "").strip() or None
@@ -418,7 +489,8 @@ def read_key(environ: Mapping[str, str], key_env: str | None) -> str | None:
 
 def is_json_response(response: httpx.Response) -> bool:
     """True for ``application/json`` bodies (an error, or a server that ignored ``stream: true``)."""
-    return response.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
+    content_type = str(response.headers.get("content-type", ""))
+    return content_type.split(";")[0].strip().lower() == "application/json"
 
 
 def loads_object(data: str | bytes) -> dict[str, Any] | None:
@@ -473,3 +545,182 @@ class Stopwatch:
             return None
         end = self.ended if self.ended is not None else time.perf_counter()
         return tokens_per_second(output_tokens, end - self.first_token)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The shared backend skeleton
+
+
+class StreamConsumer(Protocol):
+    """One protocol's reading of one response: fed SSE events (or a whole JSON body) until it is finished."""
+
+    @property
+    def text(self) -> str:
+        """The answer text received so far."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """True once everything the call needs (answer, finish reason, usage) has arrived."""
+        ...
+
+    def take_event(self, event: SSEEvent) -> bool:
+        """Consume one event; True when it is the protocol's last one."""
+        ...
+
+    def take_body(self, body: bytes) -> None:
+        """Consume a whole non-streamed JSON answer (a server that ignored ``stream: true``)."""
+        ...
+
+
+class HttpBackend:
+    """What the httpx backends share: the API key, one lazy client, the streaming call and the health probe.
+
+    The key is read once from the ``environ`` the registry passes in and is only ever sent in a request
+    header; ``repr`` leaves it out.
+    """
+
+    kind: str = "http"
+
+    def __init__(self, provider: str, config: ProviderConfig, environ: Mapping[str, str]) -> None:
+        self.provider = provider
+        self.local = config.local
+        self.config = config
+        self.base_url = (config.base_url or "").rstrip("/")
+        self.key_env = config.api_key_env
+        self._api_key = read_key(environ, config.api_key_env)
+        self._client: httpx.AsyncClient | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(provider={self.provider!r}, base_url={self.base_url!r})"
+
+    def needs_missing_key(self) -> bool:
+        """True when a key is configured, unset, and required: a local server is called without one."""
+        return self._api_key is None and bool(self.key_env) and not self.local
+
+    def api_key(self, model: str) -> str | None:
+        """The key to send (``None``: none configured, or a local server without one).
+
+        Raises ``BackendUnavailable`` naming the variable when a required key is unset, before any I/O.
+        """
+        if self._api_key is None and self.key_env and not self.local:
+            raise missing_key(self.provider, model, self.key_env)
+        return self._api_key
+
+    def site(self, model: str, url: str) -> CallSite:
+        return CallSite(self.provider, model, url, self.key_env, self._api_key)
+
+    def client(self) -> httpx.AsyncClient:
+        """The one client of this backend, created on first use so that construction does no I/O."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s),
+                headers=dict(self.config.headers),
+            )
+        return self._client
+
+    async def stream(
+        self,
+        site: CallSite,
+        body: dict[str, Any],
+        headers: Mapping[str, str],
+        timeout_s: float,
+        consumer: StreamConsumer,
+    ) -> None:
+        """POST ``body`` and feed the response to ``consumer``; every failure leaves as a ``BackendError``.
+
+        ``timeout_s`` bounds the whole call, not just each read: a server that trickles keep-alives forever
+        would never trip httpx's read timeout.
+        """
+        response_started = False
+        timeout = httpx.Timeout(timeout_s, connect=self.config.connect_timeout_s)
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self.client().stream(
+                    "POST", site.url, json=body, headers=headers, timeout=timeout
+                ) as response:
+                    response_started = True
+                    if not response.is_success:
+                        raise error_from_response(
+                            site, response.status_code, response.headers, await response.aread()
+                        )
+                    if is_json_response(response):
+                        consumer.take_body(await response.aread())
+                        return
+                    async with contextlib.aclosing(aiter_sse(aiter_lines(response.aiter_bytes()))) as events:
+                        async for event in events:
+                            if consumer.take_event(event):
+                                return
+        except TimeoutError:
+            if not consumer.finished:
+                raise deadline_passed(site, timeout_s, consumer.text) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            # A connection dropped after the usage record arrived loses nothing we need; the call happened and
+            # is billed, so raising would only make a retry pay for it twice.
+            if not consumer.finished:
+                raise error_from_transport(
+                    site,
+                    exc,
+                    response_started=response_started,
+                    partial_text=consumer.text,
+                    timeout_s=timeout_s,
+                ) from exc
+
+    async def probe(self, url: str, headers: Mapping[str, str]) -> Health:
+        """GET a model list with a short timeout and describe what came back; never raises."""
+        if self.needs_missing_key():
+            return Health(self.provider, self.kind, False, f"{self.key_env} is not set; the API needs a key")
+        key_note = (
+            f"key from {self.key_env}"
+            if self._api_key
+            else ("no key configured" if not self.key_env else f"{self.key_env} not set (local: none needed)")
+        )
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                response = await self.client().get(
+                    url, headers=headers, timeout=httpx.Timeout(HEALTH_TIMEOUT_S)
+                )
+        except TimeoutError:
+            return Health(
+                self.provider, self.kind, False, f"{url} did not answer within {HEALTH_TIMEOUT_S:g} s"
+            )
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            return Health(
+                self.provider, self.kind, False, f"cannot reach {url} ({type(exc).__name__}); {key_note}"
+            )
+        if response.status_code in (401, 403):
+            return Health(
+                self.provider,
+                self.kind,
+                False,
+                f"{url} refused the credentials (HTTP {response.status_code}); {key_note}",
+            )
+        if not response.is_success:
+            return Health(
+                self.provider, self.kind, False, f"{url} answered HTTP {response.status_code}; {key_note}"
+            )
+        names = model_ids(response.content)
+        # A remote catalogue (OpenRouter's) lists hundreds of models; only a local server's list means
+        # "what is loaded here".
+        models = tuple(LocalModel(provider=self.provider, name=name) for name in names) if self.local else ()
+        return Health(
+            self.provider, self.kind, True, f"{url} answered: {len(names)} models; {key_note}", models
+        )
+
+    def count_tokens(self, request: Request) -> TokenCount:
+        """An estimate: the provider's tokenizer is not available locally."""
+        return TokenCount(estimate_tokens(request.messages), exact=False)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+
+def model_ids(body: bytes) -> tuple[str, ...]:
+    """Model ids from an OpenAI- or Anthropic-style list ``{"data": [{"id": ...}]}``; empty if unreadable."""
+    payload = loads_object(body)
+    entries = payload.get("data") if payload is not None else None
+    if not isinstance(entries, list):
+        return ()
+    return tuple(e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str))

@@ -75,7 +75,8 @@ _SERVER_DOWN_WORDS: Final = (
     "unavailable",
 )
 
-# What the client raises when a line is not JSON, or not a JSON object of the promised shape.
+# What the client raises when a line is not JSON (JSONDecodeError), not the promised shape (ValidationError),
+# or not a JSON object at all (it calls ``.get`` on a list: AttributeError; ``cls(**list)``: TypeError).
 _MALFORMED: Final = (json.JSONDecodeError, pydantic.ValidationError, AttributeError, TypeError)
 
 T = TypeVar("T")
@@ -118,11 +119,18 @@ class OllamaBackend:
         if self._client is None:
             # The host is passed explicitly so the client never falls back to os.environ on its own;
             # it accepts the same forms OLLAMA_HOST does ("127.0.0.1:11434", ":11434", "http://host").
-            self._client = AsyncClient(
-                host=self.host,
-                timeout=httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s),
-                headers=self._headers,
-            )
+            try:
+                self._client = AsyncClient(
+                    host=self.host,
+                    timeout=httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s),
+                    headers=self._headers,
+                )
+            except ValueError as exc:  # the client's host parsing: a bad port, an unclosed IPv6 bracket
+                raise BackendUnavailable(
+                    f"{self.provider}: {self.host!r} is not a usable Ollama address ({exc})",
+                    f"fix [providers.{self.provider}] host or OLLAMA_HOST, e.g. 127.0.0.1:11434",
+                    provider=self.provider,
+                ) from None
         return self._client
 
     async def aclose(self) -> None:
@@ -146,6 +154,9 @@ class OllamaBackend:
                 window, source = await self._resolve_window(request)
                 self._check_fits(request, window, source)
                 started = time.perf_counter()
+                # The client's own ``_request`` (what ``chat()`` calls) rather than ``chat()``: it takes a
+                # per-call httpx timeout, and parses chunks into ``_ChatChunk``, which keeps metric fields
+                # the client does not model yet. The tests against the fake pin this behaviour.
                 stream = await self._get_client()._request(
                     _ChatChunk,
                     "POST",
@@ -390,8 +401,8 @@ class OllamaBackend:
             return RateLimited(message, "slow down; retry later", **kw)
         if status in (401, 402, 403):
             return AuthError(message, "set OLLAMA_API_KEY (or api_key_env) for an authenticated server", **kw)
-        if status == 408:
-            return BackendTimeout(message, "raise the step's timeout_s", **kw)
+        if status == 408:  # the server gave up reading the request: nothing ran, so a retry is safe
+            return BackendUnavailable(message, "the server could not take the request now; retry", **kw)
         if 400 <= status < 500:
             return BadRequest(
                 message, "this request will not succeed as sent; check the model and options", **kw

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from supervisor.backends.base import Backend
 from supervisor.config import ProviderConfig
 from supervisor.errors import ConfigError
 
 
-def make_backend(provider: str, config: ProviderConfig, environ: Mapping[str, str]) -> Backend:
-    """A backend for ``provider``; API keys are read from ``environ`` by the backend, never logged."""
+def make_backend(
+    provider: str, config: ProviderConfig, environ: Mapping[str, str], *, base_dir: Path | None = None
+) -> Backend:
+    """A backend for ``provider``; API keys are read from ``environ`` by the backend, never logged.
+
+    ``base_dir`` (the config file's directory) resolves relative paths such as a scripted provider's script.
+    """
     if config.kind == "ollama":
         from supervisor.backends.ollama import OllamaBackend
 
@@ -30,5 +36,5 @@ def make_backend(provider: str, config: ProviderConfig, environ: Mapping[str, st
     if config.kind == "scripted":
         from supervisor.backends.scripted import ScriptedBackend
 
-        return ScriptedBackend(provider, config, environ)
+        return ScriptedBackend(provider, config, environ, base_dir=base_dir)
     raise ConfigError(f"provider {provider!r}: unknown kind {config.kind!r}")  # pragma: no cover - pydantic guards

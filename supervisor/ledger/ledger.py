@@ -883,6 +883,44 @@ class Ledger:
         )
 
     # ----------------------------------------------------------------------------------------------------
+    # Attempts (gate verdicts per tier: learned routing and the repeated-failure breaker)
+
+    def record_attempt(
+        self, *, agent: str, run_id: int, step: str, tier: str, model: str, attempt: int, passed: bool, failure: str
+    ) -> int:
+        import hashlib
+
+        digest = hashlib.sha256(failure.encode("utf-8", "replace")).hexdigest()[:16] if not passed else ""
+        return self._write(
+            "INSERT INTO attempts (agent, run_id, step, tier, model, attempt, at, passed, failure_hash, failure) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (agent, run_id, step, tier, model, attempt, iso(utcnow()), int(passed), digest, self.redactor.scrub(failure[:2000])),
+        )
+
+    def recent_attempts(self, agent: str, step: str, limit: int = 50) -> list[dict[str, Any]]:
+        """The step's latest attempts, newest first."""
+        return [
+            dict(r)
+            for r in self.query(
+                "SELECT * FROM attempts WHERE agent = ? AND step = ? ORDER BY id DESC LIMIT ?", (agent, step, limit)
+            )
+        ]
+
+    def recent_agent_calls(self, agent: str, limit: int) -> list[dict[str, Any]]:
+        """The agent's latest calls that reached a model, newest first."""
+        return [
+            dict(r)
+            for r in self.query(
+                "SELECT id, run_id, input_uncached, cache_read, cache_write_5m, cache_write_1h, output, cost_micros "
+                "FROM calls WHERE agent = ? AND error_class IS NULL ORDER BY id DESC LIMIT ?",
+                (agent, limit),
+            )
+        ]
+
+    def recent_run_ids(self, agent: str, limit: int) -> list[int]:
+        return [int(r[0]) for r in self.query("SELECT id FROM runs WHERE agent = ? ORDER BY id DESC LIMIT ?", (agent, limit))]
+
+    # ----------------------------------------------------------------------------------------------------
     # Reports
 
     def report(

@@ -282,6 +282,30 @@ def m002_plans(db: Database) -> None:
     db.execute("CREATE INDEX plans_run ON plans(run_id)")
 
 
+@migrations()
+def m003_attempts(db: Database) -> None:
+    """Each model attempt's gate verdict per tier, so routing can learn which tier a step needs and the breaker
+    can see the same failure repeating across runs."""
+    db.execute(
+        """
+        CREATE TABLE attempts (
+            id INTEGER PRIMARY KEY,
+            agent TEXT NOT NULL,
+            run_id INTEGER NOT NULL,
+            step TEXT NOT NULL,
+            tier TEXT NOT NULL,
+            model TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            at TEXT NOT NULL,
+            passed INTEGER NOT NULL,
+            failure_hash TEXT NOT NULL DEFAULT '',
+            failure TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    db.execute("CREATE INDEX attempts_agent_step ON attempts(agent, step, id)")
+
+
 def apply(db: Database, **kwargs: Any) -> None:
     """Bring ``db`` up to the newest schema."""
     migrations.apply(db, **kwargs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -124,6 +125,10 @@ class OllamaFake(FakeServer):
         self._loaded: dict[str, tuple[datetime, int | None]] = {
             name: (FOREVER, m.context_length) for name, m in self.models.items() if m.loaded
         }
+        # serve_forever's default 0.5 s poll makes every stop() wait up to half a second; poll faster.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     # --- what tests look at ----------------------------------------------------------------------------
 
@@ -134,8 +139,9 @@ class OllamaFake(FakeServer):
         """The JSON bodies of every ``/api/chat`` request, in order."""
         return [r.json for r in self.requests if r.method == "POST" and r.path == "/api/chat"]
 
-    def enqueue(self, *behaviors: OllamaBehavior) -> None:  # type: ignore[override]
-        super().enqueue(*behaviors)  # type: ignore[arg-type]
+    def enqueue(self, *behaviors: OllamaBehavior) -> None:
+        """Queue behaviors, including this fake's own ``RecordedStream``."""
+        super().enqueue(*behaviors)  # type: ignore[arg-type]  # the base queue holds only the shared kinds
 
     # --- routing ---------------------------------------------------------------------------------------
 
@@ -199,13 +205,13 @@ class OllamaFake(FakeServer):
             for omitted in ("prompt_eval_count", "eval_count"):  # omitempty: gone, not zero
                 del final[omitted]
             self._line(handler, final)
-            self.end_stream(handler)
+            self._finish(handler)
         elif isinstance(behavior, MidStreamError):
             self.start_stream(handler, NDJSON)
             if behavior.text:
                 self._line(handler, self._chunk(name, behavior.text))
             self._line(handler, {"error": behavior.message})
-            self.end_stream(handler)
+            self._finish(handler)
         elif isinstance(behavior, Hang):
             self.hang(behavior.seconds)
             handler.close_connection = True
@@ -215,7 +221,7 @@ class OllamaFake(FakeServer):
             self.start_stream(handler, NDJSON)
             for line in behavior.lines:
                 self.write_chunk(handler, line.encode() + b"\n")
-            self.end_stream(handler)
+            self._finish(handler)
         else:  # pragma: no cover - the Behavior union is closed
             raise TypeError(f"unknown behavior {behavior!r}")
 
@@ -236,7 +242,7 @@ class OllamaFake(FakeServer):
         for piece in self.split_text(reply.text, reply.chunks):
             self._line(handler, self._chunk(model, piece))
         self._line(handler, self._final(model, reply))
-        self.end_stream(handler)
+        self._finish(handler)
 
     def _chunk(self, model: str, content: str, thinking: str = "") -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": content}
@@ -265,6 +271,15 @@ class OllamaFake(FakeServer):
         if self.report_cached_count and reply.cache_read:
             final["prompt_eval_cached_count"] = reply.cache_read
         return final
+
+    def _finish(self, handler: BaseHTTPRequestHandler) -> None:
+        """End a stream cleanly and keep the connection open, as Go's net/http does after a chunked body.
+
+        (``start_stream`` marks the connection to close without telling the client, so a client that pools
+        connections could send its next request down a socket the server is closing.)
+        """
+        self.end_stream(handler)
+        handler.close_connection = False
 
     def _line(self, handler: BaseHTTPRequestHandler, payload: dict[str, Any]) -> None:
         self.write_chunk(handler, json.dumps(payload).encode() + b"\n")

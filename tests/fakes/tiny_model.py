@@ -1,18 +1,20 @@
-"""Tiny random Llama models that mlx-lm loads offline: a Hugging Face-style directory and the same model as GGUF.
+"""Tiny random Llama models that mlx-lm loads offline: a Hugging Face-style directory, and the same as GGUF.
 
 Both builders derive everything from one seed, so ``build_tiny_llama(d)`` and ``build_tiny_gguf(p, "f32")``
 hold the same weights and the same byte-level BPE tokenizer: the GGUF copy only differs the way llama.cpp's
 converter makes it differ (GGML tensor names, Q/K rows permuted for interleaved RoPE, optional Q8_0/Q4_0/Q4_1
 blocks). A test can therefore check the GGUF loader against ``mlx_lm.load`` on identical numbers.
 
-The language-model head gives the end-of-turn token a zero row, so with greedy sampling (temperature 0) the
-model never stops on its own: every generation runs to ``max_tokens``, which keeps token counts predictable.
+The language-model head has zero rows for the special tokens and for every token that is not printable ASCII,
+so with greedy sampling (temperature 0) the model never stops on its own (every generation runs to
+``max_tokens``, which keeps token counts predictable) and each token streams out as text at once.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -70,8 +72,9 @@ def _vocab() -> dict[str, int]:
     return vocab
 
 
-def _config(seed: int) -> dict[str, Any]:
+def _config(seed: int, eos_token_ids: Sequence[int] = ()) -> dict[str, Any]:
     vocab = _vocab()
+    eos: int | list[int] = [vocab[EOS_TOKEN], *eos_token_ids] if eos_token_ids else vocab[EOS_TOKEN]
     return {
         "model_type": "llama",
         "hidden_size": HIDDEN,
@@ -84,14 +87,22 @@ def _config(seed: int) -> dict[str, Any]:
         "max_position_embeddings": MAX_POSITIONS,
         "rope_theta": ROPE_THETA,
         "tie_word_embeddings": False,
-        "eos_token_id": vocab[EOS_TOKEN],
+        "eos_token_id": eos,
         "bos_token_id": vocab["<|endoftext|>"],
         "tiny_seed": seed,
     }
 
 
+def _printable(token: str) -> bool:
+    """Whether a byte-level BPE token decodes to printable ASCII (space included)."""
+    from tokenizers import decoders
+
+    text = decoders.ByteLevel().decode([token])
+    return bool(text) and all(" " <= ch <= "~" for ch in text)
+
+
 def _weights(seed: int) -> dict[str, np.ndarray]:
-    """Random float32 weights in Hugging Face naming; the end-of-turn row of the head is zero (see module doc)."""
+    """Random float32 weights, Hugging Face names; the head only picks printable tokens (see module doc)."""
     rng = np.random.default_rng(seed)
     vocab = _vocab()
     head_dim = HIDDEN // HEADS
@@ -113,18 +124,29 @@ def _weights(seed: int) -> dict[str, np.ndarray]:
         weights[f"{prefix}.post_attention_layernorm.weight"] = np.ones(HIDDEN, dtype=np.float32)
     weights["model.norm.weight"] = np.ones(HIDDEN, dtype=np.float32)
     head = dense(len(vocab), HIDDEN)
-    for token in SPECIAL_TOKENS:
-        head[vocab[token]] = 0.0
+    for token, index in vocab.items():
+        if token in SPECIAL_TOKENS or not _printable(token):
+            head[index] = 0.0
     weights["lm_head.weight"] = head
     return weights
 
 
-def build_tiny_llama(directory: Path, *, seed: int = 0) -> Path:
-    """Write a tiny random Llama (config.json, model.safetensors, tokenizer files) that ``mlx_lm.load`` reads."""
+def build_tiny_llama(
+    directory: Path,
+    *,
+    seed: int = 0,
+    eos_token_ids: Sequence[int] = (),
+    config_overrides: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a tiny random Llama (config.json, model.safetensors, tokenizer files) that ``mlx_lm.load`` reads.
+
+    ``eos_token_ids`` adds end-of-sequence ids to config.json (mlx-lm stops on them), so a test can make the
+    model stop on a token it is known to pick; ``config_overrides`` edits config.json (``rope_scaling``, ...).
+    """
     import mlx.core as mx
 
     directory.mkdir(parents=True, exist_ok=True)
-    config = _config(seed)
+    config = {**_config(seed, eos_token_ids), **(config_overrides or {})}
     (directory / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     arrays = {name: mx.array(value) for name, value in _weights(seed).items()}
     mx.save_safetensors(str(directory / "model.safetensors"), arrays, metadata={"format": "mlx"})
@@ -229,7 +251,9 @@ def _encode_tensor(values: np.ndarray, quant: GGUFQuant) -> tuple[int, bytes]:
 def _permute_for_gguf(weight: np.ndarray, heads: int) -> np.ndarray:
     """llama.cpp's converter reorders Q/K rows so each head's rotary pairs are adjacent (interleaved RoPE)."""
     rows = weight.shape[0]
-    return weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    return (
+        weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
+    )
 
 
 _GGUF_NAMES = {
@@ -271,7 +295,9 @@ def gguf_metadata(seed: int = 0, *, quant: GGUFQuant = "f32") -> dict[str, Any]:
     tokenizer = json.loads(_tokenizer_json())
     vocab: dict[str, int] = tokenizer["model"]["vocab"]
     tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
-    merges = [" ".join(pair) if isinstance(pair, list) else str(pair) for pair in tokenizer["model"]["merges"]]
+    merges = [
+        " ".join(pair) if isinstance(pair, list) else str(pair) for pair in tokenizer["model"]["merges"]
+    ]
     return {
         "general.architecture": "llama",
         "general.name": f"tiny-llama-seed{seed}",
@@ -298,7 +324,9 @@ def gguf_metadata(seed: int = 0, *, quant: GGUFQuant = "f32") -> dict[str, Any]:
     }
 
 
-def write_gguf(path: Path, metadata: dict[str, Any], tensors: dict[str, tuple[int, tuple[int, ...], bytes]]) -> Path:
+def write_gguf(
+    path: Path, metadata: dict[str, Any], tensors: dict[str, tuple[int, tuple[int, ...], bytes]]
+) -> Path:
     """Write a GGUF v3 file: ``tensors`` maps name -> (GGML type, shape in row-major order, encoded bytes)."""
     header = bytearray(_GGUF_MAGIC + struct.pack("<IQQ", _GGUF_VERSION, len(tensors), len(metadata)))
     for key, value in metadata.items():
@@ -318,8 +346,16 @@ def write_gguf(path: Path, metadata: dict[str, Any], tensors: dict[str, tuple[in
     return path
 
 
-def build_tiny_gguf(path: Path, quant: GGUFQuant = "f32", *, seed: int = 0, tie_embeddings: bool = False) -> Path:
-    """Write the tiny model as a llama GGUF; norms stay F32 as llama.cpp keeps them.
+def build_tiny_gguf(
+    path: Path,
+    quant: GGUFQuant = "f32",
+    *,
+    seed: int = 0,
+    tie_embeddings: bool = False,
+    extra_tensors: Mapping[str, np.ndarray] | None = None,
+    metadata_overrides: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the tiny model as a llama GGUF; norms (and ``extra_tensors``) stay F32 as llama.cpp keeps them.
 
     With ``tie_embeddings`` there is no ``output.weight`` and the head reuses the token embedding.
     """
@@ -327,9 +363,17 @@ def build_tiny_gguf(path: Path, quant: GGUFQuant = "f32", *, seed: int = 0, tie_
     for name, value in _gguf_tensors(seed, tie_embeddings=tie_embeddings).items():
         ggml_type, data = _encode_tensor(value, quant)
         tensors[name] = (ggml_type, value.shape, data)
-    return write_gguf(path, gguf_metadata(seed, quant=quant), tensors)
+    for name, value in (extra_tensors or {}).items():
+        tensors[name] = (_GGML_TYPE["f32"], value.shape, value.astype("<f4").tobytes())
+    metadata = {**gguf_metadata(seed, quant=quant), **(metadata_overrides or {})}
+    return write_gguf(path, metadata, tensors)
 
 
 def tiny_config(seed: int = 0) -> dict[str, Any]:
     """The config.json that ``build_tiny_llama`` writes."""
     return _config(seed)
+
+
+def tiny_reference_weights(seed: int = 0) -> dict[str, np.ndarray]:
+    """The float32 weights ``build_tiny_gguf`` encodes, in GGUF names (Q/K already permuted)."""
+    return _gguf_tensors(seed, tie_embeddings=False)

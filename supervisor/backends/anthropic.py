@@ -1,0 +1,244 @@
+"""Anthropic's Messages API over httpx, streamed as Server-Sent Events (protocols.md section 4).
+
+Three facts shape this module:
+
+- ``input_tokens`` excludes cache reads and cache writes, and the writes are split by lifetime in
+  ``cache_creation`` (5-minute and 1-hour writes cost different amounts).
+- ``message_delta.usage`` is cumulative: the last one is the total, and summing them would over-count.
+- Prompt caching is explicit: the message marked ``cache_breakpoint`` ends the stable prefix (system, memory
+  digest, context files), and its block carries ``cache_control`` so later calls read it at the cache price.
+
+Two request fields are deliberately not sent: ``temperature`` (newer Claude models reject non-default sampling
+parameters, protocols.md 4.1) and ``json_schema`` (the verify gate checks the answer's shape instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any, Final
+
+from supervisor.backends._http import (
+    CallSite,
+    HttpBackend,
+    SSEEvent,
+    Stopwatch,
+    classify,
+    int_or_none,
+    loads_object,
+    malformed,
+    provider_error,
+    stream_cut,
+)
+from supervisor.backends.base import Health, OnText, Request, Result
+from supervisor.usage import Usage
+
+MESSAGES_PATH: Final = "/v1/messages"
+MODELS_PATH: Final = "/v1/models"
+FINISH_REASONS: Final = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+def messages_body(request: Request) -> dict[str, Any]:
+    """The JSON body of a streamed Messages call for ``request``.
+
+    System messages become the top-level ``system`` blocks (the API has no system role). Only the last
+    message marked ``cache_breakpoint`` gets ``cache_control``: one marker at the end of the stable prefix
+    caches everything before it, well inside the API's limit of four.
+    """
+    marked = [i for i, m in enumerate(request.messages) if m.cache_breakpoint]
+    breakpoint_index = marked[-1] if marked else None
+    system: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = []
+    for index, message in enumerate(request.messages):
+        block: dict[str, Any] = {"type": "text", "text": message.content}
+        if index == breakpoint_index:
+            block["cache_control"] = {"type": "ephemeral", "ttl": request.cache_ttl}
+        if message.role == "system":
+            system.append(block)
+        else:
+            messages.append({"role": message.role, "content": [block]})
+    body: dict[str, Any] = {
+        "model": request.model,
+        "max_tokens": request.max_output_tokens,
+        "messages": messages,
+        "stream": True,
+    }
+    if system:
+        body["system"] = system
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
+    return body
+
+
+def normalize_usage(raw: Mapping[str, Any]) -> Usage:
+    """Anthropic usage as our disjoint components (protocols.md §7).
+
+    Cache writes come from the 5m/1h split; a response without the split bills all of
+    ``cache_creation_input_tokens`` at the 5-minute rate. With ``input_tokens`` known, absent cache fields
+    are 0.
+    """
+    uncached = int_or_none(raw.get("input_tokens"))
+    output = int_or_none(raw.get("output_tokens"))
+    details = raw.get("output_tokens_details")
+    reasoning = int_or_none(details.get("thinking_tokens")) if isinstance(details, dict) else None
+    if uncached is None:
+        return Usage(output=output, reasoning=reasoning)
+    cache_read = int_or_none(raw.get("cache_read_input_tokens")) or 0
+    split = raw.get("cache_creation")
+    split_5m = int_or_none(split.get("ephemeral_5m_input_tokens")) if isinstance(split, dict) else None
+    split_1h = int_or_none(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else None
+    if split_5m is None and split_1h is None:
+        write_5m, write_1h = int_or_none(raw.get("cache_creation_input_tokens")) or 0, 0
+    else:
+        write_5m, write_1h = split_5m or 0, split_1h or 0
+    return Usage(uncached, cache_read, write_5m, write_1h, output, reasoning)
+
+
+class _MessageStream:
+    """Reads one Messages response: SSE events, or one JSON message from a server that ignored ``stream``."""
+
+    def __init__(self, site: CallSite, on_text: OnText | None) -> None:
+        self.site = site
+        self.on_text = on_text
+        self.clock = Stopwatch()
+        self.parts: list[str] = []
+        self.stop_reason: str | None = None
+        self.start_usage: dict[str, Any] | None = None
+        self.final_usage: dict[str, Any] | None = None  # the latest message_delta usage: cumulative
+        self.model_reported: str | None = None
+        self.done = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def finished(self) -> bool:
+        return self.done or (self.stop_reason is not None and self.final_usage is not None)
+
+    def take_event(self, event: SSEEvent) -> bool:
+        payload = loads_object(event.data)
+        if payload is None:
+            raise malformed(self.site, f"a stream event is not a JSON object: {event.data[:80]!r}", self.text)
+        kind = payload.get("type") or event.event
+        if kind == "error":
+            # e.g. overloaded_error after HTTP 200: the same types as an error response, without a status.
+            raise classify(self.site, provider_error(payload))
+        if kind == "message_start":
+            message = payload.get("message")
+            if isinstance(message, dict):
+                self._meta(message)
+                usage = message.get("usage")
+                if isinstance(usage, dict):
+                    self.start_usage = usage
+        elif kind == "content_block_start":
+            block = payload.get("content_block")
+            if isinstance(block, dict):
+                self._block(block)
+        elif kind == "content_block_delta":
+            delta = payload.get("delta")
+            if isinstance(delta, dict):
+                self._delta(delta)
+        elif kind == "message_delta":
+            delta = payload.get("delta")
+            if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
+                self.stop_reason = delta["stop_reason"]
+            usage = payload.get("usage")
+            if isinstance(usage, dict):
+                self.final_usage = usage  # replace, never add: each one is the running total
+        elif kind == "message_stop":
+            self.done = True
+            return True
+        # "ping", "content_block_stop" and event types added later carry nothing we need.
+        return False
+
+    def take_body(self, body: bytes) -> None:
+        payload = loads_object(body)
+        if payload is None:
+            raise malformed(self.site, "the response body is not a JSON object", self.text)
+        if payload.get("type") == "error":
+            raise classify(self.site, provider_error(payload))
+        content = payload.get("content")
+        if not isinstance(content, list):
+            raise malformed(self.site, "the message has no content list")
+        for block in content:
+            if isinstance(block, dict):
+                self._block(block)
+        self._meta(payload)
+        if isinstance(payload.get("stop_reason"), str):
+            self.stop_reason = payload["stop_reason"]
+        usage = payload.get("usage")
+        if isinstance(usage, dict):
+            self.final_usage = usage
+        self.done = True
+
+    def _meta(self, message: dict[str, Any]) -> None:
+        model = message.get("model")
+        if isinstance(model, str) and model:
+            self.model_reported = model
+
+    def _block(self, block: dict[str, Any]) -> None:
+        if block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"]:
+            self._text(block["text"])
+        elif block.get("type") in ("thinking", "redacted_thinking"):
+            self.clock.token()
+
+    def _delta(self, delta: dict[str, Any]) -> None:
+        kind = delta.get("type")
+        if kind == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
+            self._text(delta["text"])
+        elif kind == "thinking_delta":
+            self.clock.token()  # thinking is generated output (and billed), but never part of the answer
+
+    def _text(self, text: str) -> None:
+        self.clock.token()
+        self.parts.append(text)
+        if self.on_text is not None:
+            self.on_text(text)
+
+    def result(self) -> Result:
+        # Without message_stop, a stop reason still proves the answer is whole; with neither, it was cut.
+        if not self.done and self.stop_reason is None:
+            raise stream_cut(self.site, self.text)
+        self.clock.stop()
+        raw = {**(self.start_usage or {}), **(self.final_usage or {})}
+        usage = normalize_usage(raw) if raw else Usage()
+        if self.final_usage is None:
+            # message_start's output_tokens is a placeholder from before generation; the real one never came.
+            usage = dataclasses.replace(usage, output=None, reasoning=None)
+        return Result(
+            text=self.text,
+            finish_reason=FINISH_REASONS.get(self.stop_reason, self.stop_reason)
+            if self.stop_reason
+            else None,
+            usage=usage,
+            ttft_s=self.clock.ttft_s,
+            total_s=self.clock.total_s,
+            tokens_per_s=self.clock.tokens_per_s(usage.output),
+            model_reported=self.model_reported,
+            raw_usage=raw,
+        )
+
+
+class AnthropicBackend(HttpBackend):
+    """Claude through ``POST {base_url}/v1/messages`` (also DeepSeek's Anthropic-format endpoint)."""
+
+    kind = "anthropic"
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": self.config.anthropic_version, "content-type": "application/json"}
+        if key:
+            headers["x-api-key"] = key
+        return headers
+
+    async def complete(self, request: Request, on_text: OnText | None = None) -> Result:
+        """Stream one message; text deltas go to ``on_text`` as they arrive, thinking never does."""
+        headers = self._headers(self.api_key(request.model))
+        site = self.site(request.model, f"{self.base_url}{MESSAGES_PATH}")
+        stream = _MessageStream(site, on_text)
+        await self.stream(site, messages_body(request), headers, request.timeout_s, stream)
+        return stream.result()
+
+    async def health(self) -> Health:
+        """GET ``{base_url}/v1/models`` within 2 s; never raises."""
+        return await self.probe(f"{self.base_url}{MODELS_PATH}", self._headers(self._api_key))

@@ -1,0 +1,343 @@
+"""One function per CLI command: load what it needs, call the core, print. ``cli.py`` dispatches here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from supervisor import paths
+from supervisor.errors import ConfigError, SupervisorError, UsageError
+from supervisor.render import print_json, sanitize, table, tokens, usd
+
+
+@dataclass
+class Context:
+    """What most commands need, loaded lazily from the arguments and the environment."""
+
+    args: argparse.Namespace
+    environ: Mapping[str, str]
+
+    @cached_property
+    def config_path(self) -> Path:
+        explicit = getattr(self.args, "config", None)
+        return Path(explicit).expanduser() if explicit else paths.default_config_path(self.environ)
+
+    @cached_property
+    def config(self) -> Any:
+        from supervisor.config import load_config
+
+        explicit = getattr(self.args, "config", None) is not None
+        config = load_config(self.config_path, self.environ, required=explicit)
+        if getattr(self.args, "offline", False):
+            config = config.with_offline(True)
+        return config
+
+    @cached_property
+    def catalog(self) -> Any:
+        from supervisor.catalog import default_catalog_dirs, load_catalog
+
+        return load_catalog(default_catalog_dirs(self.config.catalog_dirs(), dict(self.environ)))
+
+    @cached_property
+    def redactor(self) -> Any:
+        from supervisor.secrets import Redactor
+
+        names = [p.api_key_env for p in self.config.providers.values() if p.api_key_env]
+        return Redactor.from_environ(self.environ, names)
+
+    @cached_property
+    def ledger(self) -> Any:
+        from supervisor.ledger import Ledger
+
+        return Ledger(paths.ledger_path(self.environ), redactor=self.redactor)
+
+
+def _ctx(args: argparse.Namespace) -> Context:
+    return Context(args, os.environ)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# doctor
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from supervisor.doctor import run_doctor
+
+    ctx = _ctx(args)
+    extra = ()
+    try:
+        extra = tuple(sorted({p.api_key_env for p in ctx.config.providers.values() if p.api_key_env}))
+    except ConfigError:
+        pass  # the doctor still reports the machine when the config is broken; `config check` explains it
+    report = run_doctor(ctx.environ, ctx.config_path, extra)
+    if args.json:
+        print_json(report.data)
+        return 0
+    d = report.data
+    gib = 1024**3
+    lines = [
+        f"supervisor {d['version']}",
+        f"os        {d['os']['system']} {d['os']['release']} ({d['os']['machine']}), Python {d['os']['python']}",
+        f"cpu       {d['cpu']['model']}, {d['cpu']['cores']} cores" + (", Apple Silicon" if d["cpu"]["apple_silicon"] else ""),
+        f"memory    {d['memory']['available_bytes'] / gib:.1f} GiB free of {d['memory']['total_bytes'] / gib:.1f} GiB",
+        "gpu       " + (", ".join(f"{g['name']} ({g['memory_total_mb']} MiB)" for g in d["gpu"]["nvidia"]) or f"none ({d['gpu']['detail']})"),
+    ]
+    o = d["ollama"]
+    if o["reachable"]:
+        pulled = ", ".join(m["name"] for m in o["models"]) or "no models pulled"
+        loaded = ", ".join(f"{m['name']} (until {m['expires_at']})" for m in o["loaded"]) or "none loaded"
+        lines.append(f"ollama    reachable at {o['host']}: {pulled}; {loaded}")
+    else:
+        lines.append(f"ollama    not reachable at {o['host']} ({o['detail']})")
+    m = d["mlx"]
+    embedded = ", ".join(f"{e['name']} {'present' if e['present'] else 'not pulled'}" for e in m["embedded_models"])
+    lines.append(f"mlx       {m['detail']}; embedded model: {embedded}")
+    keys = ", ".join(f"{name} {'set' if present else 'missing'}" for name, present in d["api_keys"].items())
+    lines.append(f"api keys  {keys}")
+    lg = d["ledger"]
+    lines.append(f"ledger    {lg['path']} ({lg['size_bytes']:,} bytes)" if lg["exists"] else f"ledger    {lg['path']} (not created yet)")
+    c = d["config"]
+    lines.append(f"config    {c['path']}" + ("" if c["exists"] else " (none yet: run `supervisor init`)"))
+    print("\n".join(lines))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# catalog
+
+
+def _rates_json(spec: Any, at: datetime) -> dict[str, Any]:
+    table_ = spec.price_at(at) or spec.prices[-1]
+    return {
+        "effective_from": table_.effective_from.date().isoformat(),
+        **table_.rates.as_dict(),
+        "peak": None if table_.peak is None else table_.peak.rates.as_dict(),
+        "long_context": [{"above_prompt_tokens": b.above_prompt_tokens, **b.rates.as_dict()} for b in table_.long_context],
+        "source": table_.source,
+    }
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    ctx = _ctx(args)
+    now = datetime.now(UTC)
+    models = [m for m in ctx.catalog if not args.tier or m.tier == args.tier]
+    if args.json:
+        print_json(
+            [
+                {
+                    "model": m.key,
+                    "provider": m.provider,
+                    "id": m.id,
+                    "tier": m.tier,
+                    "context_window": m.context_window,
+                    "max_output_tokens": m.max_output_tokens,
+                    "cache_ttl_seconds": m.cache_ttl_seconds,
+                    "prices_usd_per_mtok": _rates_json(m, now),
+                    "price_changes": [p.effective_from.date().isoformat() for p in m.prices],
+                    "source": m.source,
+                    "catalog_file": m.catalog_file,
+                }
+                for m in models
+            ]
+        )
+        return 0
+    rows = []
+    for m in models:
+        r = m.current_rates
+        extra = []
+        table_ = m.price_at(now)
+        if table_ and table_.peak:
+            extra.append("peak hours")
+        if table_ and table_.long_context:
+            extra.append(f">{table_.long_context[0].above_prompt_tokens // 1000}k band")
+        future = [p for p in m.prices if p.effective_from > now]
+        if future:
+            extra.append(f"changes {future[0].effective_from:%Y-%m-%d}")
+        rows.append(
+            [
+                m.key,
+                m.tier,
+                f"{m.context_window // 1000}k",
+                str(r.input),
+                str(r.cache_read),
+                str(r.cache_write),
+                str(r.output),
+                f"{m.cache_ttl_seconds // 60}m" if m.cache_ttl_seconds else "-",
+                ", ".join(extra),
+            ]
+        )
+    print(table(["model", "tier", "context", "input", "cache read", "cache write", "output", "cache ttl", "notes"], rows, right=[2, 3, 4, 5, 6]))
+    print("\nprices in USD per million tokens; `supervisor catalog price MODEL ...` prices a call")
+    return 0
+
+
+def cmd_catalog_price(args: argparse.Namespace) -> int:
+    from supervisor.catalog import split_model_key
+    from supervisor.cost import cost_of
+    from supervisor.errors import CatalogError
+    from supervisor.usage import Usage
+
+    ctx = _ctx(args)
+    provider, model_id = split_model_key(args.model)
+    at = datetime.now(UTC)
+    if args.at:
+        try:
+            at = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(f"--at {args.at!r} is not a date or time", "write e.g. 2026-11-30T02:00:00Z") from None
+        if at.tzinfo is None:
+            at = at.astimezone()
+    local = provider in ctx.config.providers and ctx.config.providers[provider].local
+    spec = ctx.catalog.resolve(provider, model_id, local=local)
+    if spec is None:
+        raise CatalogError(
+            f"{args.model} is not in the catalog, so it is unpriced",
+            "add it to a user catalog in $SUPERVISOR_HOME/models (see `supervisor catalog`)",
+        )
+    usage = Usage(
+        input_uncached=args.input,
+        cache_read=args.cache_read,
+        cache_write_5m=args.cache_write,
+        cache_write_1h=args.cache_write_1h,
+        output=args.output,
+    )
+    cost = cost_of(usage, spec, at)
+    components = cost.components()
+    if args.json:
+        print_json(
+            {
+                "model": spec.key,
+                "at": at.isoformat(),
+                "priced": cost.priced,
+                "price_label": cost.price_label,
+                "usage": usage.as_dict(),
+                "rates_usd_per_mtok": None if cost.rates is None else cost.rates.as_dict(),
+                "components_micros": components,
+                "total_micros": cost.total_micros,
+                "total_usd": None if cost.total_micros is None else usd(cost.total_micros),
+                "reason": cost.reason,
+            }
+        )
+        return 0
+    if not cost.priced:
+        print(f"{spec.key}: unpriced ({cost.reason})")
+        return 1
+    assert cost.rates is not None
+    rate_of = {
+        "input_uncached": cost.rates.input,
+        "cache_read": cost.rates.cache_read,
+        "cache_write_5m": cost.rates.cache_write,
+        "cache_write_1h": cost.rates.write_1h,
+        "output": cost.rates.output,
+    }
+    counts = {
+        "input_uncached": args.input,
+        "cache_read": args.cache_read,
+        "cache_write_5m": args.cache_write,
+        "cache_write_1h": args.cache_write_1h,
+        "output": args.output,
+    }
+    rows = [[name, f"{counts[name]:,}", str(rate_of[name]), f"{components[name]:,}", usd(components[name])] for name in components]
+    rows.append(["total", "", "", f"{cost.total_micros:,}", usd(cost.total_micros)])
+    print(f"{spec.key} at {at:%Y-%m-%d %H:%M %Z} ({cost.price_label})")
+    print(table(["component", "tokens", "USD/MTok", "micro-USD", "USD"], rows, right=[1, 2, 3, 4]))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# ledger
+
+
+def cmd_ledger(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires a subcommand
+    raise UsageError("supervisor ledger needs a subcommand: path or report")
+
+
+def cmd_ledger_path(args: argparse.Namespace) -> int:
+    print(paths.ledger_path())
+    return 0
+
+
+def cmd_ledger_report(args: argparse.Namespace) -> int:
+    ctx = _ctx(args)
+    rows = ctx.ledger.report(args.by, since=args.since, until=args.until, agent=args.agent)
+    if args.json:
+        print_json([r.as_dict() for r in rows])
+        return 0
+    if not rows:
+        print("no calls recorded" + (" in that range" if args.since or args.until or args.agent else " yet"))
+        return 0
+    body = [
+        [
+            r.group + (" (simulated)" if r.simulated else ""),
+            r.calls,
+            r.unpriced_calls or "",
+            tokens(r.input_uncached),
+            tokens(r.cache_read),
+            tokens(r.cache_write),
+            tokens(r.output),
+            usd(r.cost_micros, 4) + ("+?" if r.unpriced_calls else ""),
+            f"{r.local_compute_s:.1f}s" if r.local_compute_s else "",
+        ]
+        for r in rows
+    ]
+    real = sum(r.cost_micros for r in rows if not r.simulated)
+    simulated = sum(r.cost_micros for r in rows if r.simulated)
+    print(table([args.by, "calls", "unpriced", "input", "cache read", "cache write", "output", "cost", "local compute"], body, right=[1, 2, 3, 4, 5, 6, 7, 8]))
+    footer = f"\nreal spend {usd(real, 4)}"
+    if simulated:
+        footer += f"; simulated (demo tiers, not billed) {usd(simulated, 4)}"
+    unpriced = sum(r.unpriced_calls for r in rows)
+    if unpriced:
+        footer += f"; {unpriced} unpriced call(s) not included (usage unknown)"
+    print(footer)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# config
+
+
+def cmd_config(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires a subcommand
+    raise UsageError("supervisor config needs a subcommand: check or path")
+
+
+def cmd_config_path(args: argparse.Namespace) -> int:
+    print(_ctx(args).config_path)
+    return 0
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    from supervisor.config import ConfigProblems
+    from supervisor.validate import check_config
+
+    ctx = _ctx(args)
+    if not ctx.config_path.exists():
+        raise ConfigError(f"config file {ctx.config_path} does not exist", "run `supervisor init` or pass --config PATH")
+    try:
+        problems, warnings = check_config(ctx.config, ctx.catalog)
+    except ConfigProblems as exc:
+        problems, warnings = exc.problems, []
+    if args.json:
+        print_json({"path": str(ctx.config_path), "ok": not problems, "problems": problems, "warnings": warnings})
+        return 2 if problems else 0
+    for line in problems:
+        print(f"error: {sanitize(line)}", file=sys.stderr)
+    for line in warnings:
+        print(f"warning: {sanitize(line)}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in {ctx.config_path}", file=sys.stderr)
+        return 2
+    agents = len(ctx.config.agents)
+    print(f"{ctx.config_path}: ok ({agents} agent{'s' if agents != 1 else ''}, {len(warnings)} warning(s))")
+    return 0
+
+
+def fail(message: str, hint: str | None = None) -> SupervisorError:
+    return SupervisorError(message, hint)

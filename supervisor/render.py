@@ -1,0 +1,52 @@
+"""Plain-text rendering for the CLI: aligned tables, money, and safe printing of untrusted text."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from supervisor.cost import format_usd
+
+# C0/C1 control characters except tab and newline: model output must never drive the terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_ESCAPE_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
+
+
+def sanitize(text: str) -> str:
+    """Strip terminal escape sequences and control characters from untrusted text (model output, gate output)."""
+    return _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Sequence[int] = ()) -> str:
+    """A simple aligned table; columns listed in ``right`` are right-aligned (numbers)."""
+    cells = [[str(h) for h in headers], *[[sanitize(str(c)) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = []
+    for index, row in enumerate(cells):
+        parts = [c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(row)]
+        lines.append("  ".join(parts).rstrip())
+        if index == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def usd(micros: int | None, places: int = 6) -> str:
+    return format_usd(micros, places=places)
+
+
+def tokens(n: int | None) -> str:
+    if n is None:
+        return "?"
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f}M"
+    if n >= 10_000:
+        return f"{n / 1_000:.0f}k"
+    return str(n)
+
+
+def print_json(data: Any, out: TextIO | None = None) -> None:
+    stream = out or sys.stdout
+    stream.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")

@@ -1,0 +1,286 @@
+"""Events: frozen, past-tense facts the runtime emits. It never draws; views subscribe.
+
+Every event is written to the ledger's ``events`` table (so a TUI in another process can follow it) and handed
+to in-process subscribers (the TUI when it hosts the runtime, the CLI's printer). ``TextStreamed`` is the one
+exception: model text as it arrives goes to in-process subscribers only, because the full answer is recorded
+once the call ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from supervisor.ledger.ledger import iso, utcnow
+
+if TYPE_CHECKING:
+    from supervisor.ledger import Ledger
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Base: which agent and run it concerns, and when."""
+
+    kind: ClassVar[str] = "event"
+    persist: ClassVar[bool] = True
+    agent: str | None = None
+    run_id: int | None = None
+    at: datetime = field(default_factory=utcnow)
+
+    def data(self) -> dict[str, Any]:
+        skip = {"agent", "run_id", "at"}
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.kind, "at": iso(self.at), "agent": self.agent, "run_id": self.run_id, **self.data()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso(value)
+    if hasattr(value, "__dataclass_fields__"):
+        return asdict(value)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    trigger: str
+    steps: list[str]
+    simulated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunFinished(Event):
+    kind: ClassVar[str] = "run_finished"
+    outcome: str  # success | failed | exhausted | denied | deferred | waiting_approval | paused | cancelled
+    reason: str = ""
+    cost_micros: int = 0
+    unpriced_calls: int = 0
+    calls: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepStarted(Event):
+    kind: ClassVar[str] = "step_started"
+    step: str
+    step_kind: str  # run | model | plan
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFinished(Event):
+    kind: ClassVar[str] = "step_finished"
+    step: str
+    outcome: str  # passed | failed | exhausted | denied | deferred | waiting_approval | skipped
+    tier: str | None = None
+    model: str | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CommandFinished(Event):
+    """A tier-0 command (no model) ran."""
+
+    kind: ClassVar[str] = "command_finished"
+    step: str
+    command: str
+    exit_code: int | None
+    timed_out: bool
+    output: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallStarted(Event):
+    kind: ClassVar[str] = "call_started"
+    step: str
+    tier: str
+    model: str
+    attempt: int
+    prompt_tokens: int
+    max_output_tokens: int
+    reserved_micros: int
+    simulated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextStreamed(Event):
+    """A piece of model output as it arrives (in-process only)."""
+
+    kind: ClassVar[str] = "text_streamed"
+    persist: ClassVar[bool] = False
+    step: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRecorded(Event):
+    kind: ClassVar[str] = "call_recorded"
+    call_id: int
+    step: str
+    tier: str
+    model: str
+    attempt: int
+    input_uncached: int | None
+    cache_read: int | None
+    cache_write: int | None
+    output: int | None
+    cost_micros: int | None
+    priced: bool
+    latency_s: float | None
+    error_class: str | None = None
+    error: str = ""
+    simulated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateChecked(Event):
+    """One verify gate ran (``passed`` says how it went)."""
+
+    kind: ClassVar[str] = "gate_checked"
+    step: str
+    gate: str
+    passed: bool
+    output: str
+    tier: str | None = None
+    attempt: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepVerified(Event):
+    kind: ClassVar[str] = "step_verified"
+    step: str
+    tier: str | None
+    model: str | None
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkspaceRestored(Event):
+    kind: ClassVar[str] = "workspace_restored"
+    step: str | None
+    files_restored: int
+    files_removed: int
+    scope: str  # attempt | run | crash
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Escalated(Event):
+    kind: ClassVar[str] = "escalated"
+    step: str
+    from_tier: str | None
+    to_tier: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TierSkipped(Event):
+    kind: ClassVar[str] = "tier_skipped"
+    step: str
+    tier: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EscalationRequested(Event):
+    """A frontier call is waiting for a human's approval."""
+
+    kind: ClassVar[str] = "escalation_requested"
+    approval_id: int
+    step: str
+    model: str
+    reason: str
+    est_cold_micros: int | None
+    est_warm_micros: int | None
+    caps_left: dict[str, Any]
+    simulated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApprovalDecided(Event):
+    kind: ClassVar[str] = "approval_decided"
+    approval_id: int
+    approved: bool
+    by: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentDeferred(Event):
+    kind: ClassVar[str] = "agent_deferred"
+    step: str | None
+    reason: str
+    cap: str | None = None
+    resets_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentStateChanged(Event):
+    kind: ClassVar[str] = "agent_state"
+    state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakerTripped(Event):
+    """The runaway breaker paused an agent; ``evidence`` is what it saw."""
+
+    kind: ClassVar[str] = "breaker_tripped"
+    rule: str  # rising_input | hourly_spend | repeated_failure
+    message: str
+    evidence: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DigestWritten(Event):
+    kind: ClassVar[str] = "digest_written"
+    path: str
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlanRecorded(Event):
+    kind: ClassVar[str] = "plan_recorded"
+    tier: str
+    model: str
+    valid: bool
+    error: str
+    steps: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notice(Event):
+    """Something worth telling the user that is not an outcome (a retry, a recovered crash, a reload)."""
+
+    kind: ClassVar[str] = "notice"
+    message: str
+    level: str = "info"
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Persists events to the ledger and fans them out to in-process subscribers."""
+
+    def __init__(self, ledger: Ledger | None) -> None:
+        self._ledger = ledger
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def publish(self, event: Event) -> None:
+        if event.persist and self._ledger is not None:
+            self._ledger.append_event(event.kind, event.data(), agent=event.agent, run_id=event.run_id, at=event.at)
+        for subscriber in list(self._subscribers):
+            subscriber(event)

@@ -1,0 +1,152 @@
+"""Child processes for tier-0 commands and verify gates.
+
+Each command runs in the workspace, in its own process group (its own session), with a timeout. On timeout or
+cancellation the whole group is killed: SIGTERM, a grace period, then SIGKILL, so a gate that spawns children
+cannot leave them behind. Output is captured up to a size limit (the rest is counted, not kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TERM_GRACE_S = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    command: str
+    exit_code: int | None  # None when killed by us
+    output: str  # stdout and stderr interleaved, up to the capture limit
+    truncated_bytes: int
+    timed_out: bool
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out
+
+    def summary(self, limit: int = 2000) -> str:
+        """The tail of the output (where errors usually are), with the exit status."""
+        status = "timed out" if self.timed_out else f"exit {self.exit_code}"
+        text = self.output.strip()
+        if len(text) > limit:
+            text = "…" + text[-limit:]
+        return f"$ {self.command}\n[{status}]\n{text}".rstrip()
+
+
+@dataclass
+class ProcessRegistry:
+    """Which child processes each agent has running now (the TUI samples their CPU and RSS)."""
+
+    by_agent: dict[str, set[int]] = field(default_factory=dict)
+
+    def add(self, agent: str, pid: int) -> None:
+        self.by_agent.setdefault(agent, set()).add(pid)
+
+    def remove(self, agent: str, pid: int) -> None:
+        self.by_agent.get(agent, set()).discard(pid)
+
+    def sample(self, agent: str) -> list[dict[str, float | int | str]]:
+        """CPU percent and RSS of the agent's children and their descendants."""
+        import psutil
+
+        rows: list[dict[str, float | int | str]] = []
+        for pid in list(self.by_agent.get(agent, ())):
+            try:
+                root = psutil.Process(pid)
+                for proc in [root, *root.children(recursive=True)]:
+                    with proc.oneshot():
+                        rows.append(
+                            {
+                                "pid": proc.pid,
+                                "name": proc.name(),
+                                "cpu_percent": proc.cpu_percent(interval=None),
+                                "rss_bytes": proc.memory_info().rss,
+                            }
+                        )
+            except psutil.Error:
+                continue
+        return rows
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def run_command(
+    command: str,
+    cwd: Path,
+    *,
+    timeout_s: float,
+    capture_bytes: int = 64_000,
+    env: Mapping[str, str] | None = None,
+    registry: ProcessRegistry | None = None,
+    agent: str = "",
+) -> CommandResult:
+    """Run ``command`` with the shell in ``cwd``; never leaves a child behind, whatever happens to us."""
+    started = time.monotonic()
+    proc = await asyncio.create_subprocess_shell(
+        command,
+        cwd=str(cwd),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        start_new_session=True,
+        env=dict(env) if env is not None else None,
+    )
+    if registry is not None:
+        registry.add(agent, proc.pid)
+    kept = bytearray()
+    dropped = 0
+
+    async def read_all() -> None:
+        nonlocal dropped
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            room = capture_bytes - len(kept)
+            if room > 0:
+                kept.extend(chunk[:room])
+            dropped += max(0, len(chunk) - max(room, 0))
+
+    timed_out = False
+    try:
+        try:
+            await asyncio.wait_for(asyncio.gather(read_all(), proc.wait()), timeout=timeout_s)
+        except TimeoutError:
+            timed_out = True
+            await _terminate(proc)
+    except asyncio.CancelledError:
+        await _terminate(proc)
+        raise
+    finally:
+        if registry is not None:
+            registry.remove(agent, proc.pid)
+        # Whatever the command left running in its group goes too.
+        _kill_group(proc.pid, signal.SIGKILL)
+    return CommandResult(
+        command=command,
+        exit_code=None if timed_out else proc.returncode,
+        output=kept.decode("utf-8", errors="replace"),
+        truncated_bytes=dropped,
+        timed_out=timed_out,
+        seconds=time.monotonic() - started,
+    )
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM the group, wait a little, then SIGKILL it."""
+    _kill_group(proc.pid, signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=TERM_GRACE_S)
+    except TimeoutError:
+        _kill_group(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), timeout=TERM_GRACE_S)

@@ -1,0 +1,153 @@
+"""Routing: which models serve a tier right now, and which tiers a step should try.
+
+The ladder is walked cheapest first. Within a tier the configured models are tried in order; a model is left
+out when its provider is unreachable by policy (offline mode, a missing API key) or when it is *unpriced*: a
+non-local model with no catalog entry never receives paid traffic. Learned routing skips a tier whose gate
+failed on each of a step's last K runs, with a re-probe every Nth run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from supervisor.backends.base import Backend
+from supervisor.catalog import Catalog, ModelSpec, Tier, split_model_key
+from supervisor.config import Config, ProviderConfig
+from supervisor.errors import BackendUnavailable
+from supervisor.ledger import Ledger
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One model that may serve a tier: ``spec`` prices it (for a simulated provider, the named real model)."""
+
+    tier: Tier
+    key: str
+    provider: str
+    model_id: str
+    spec: ModelSpec
+    local: bool
+    simulated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedSkip:
+    tier: Tier
+    failed_runs: list[int]
+    reason: str
+
+
+class BackendPool:
+    """Backends by provider name, created on first use; tests and the demo can inject their own."""
+
+    def __init__(self, config: Config, environ: Mapping[str, str], overrides: Mapping[str, Backend] | None = None) -> None:
+        self.config = config
+        self.environ = environ
+        self._backends: dict[str, Backend] = dict(overrides or {})
+
+    def provider(self, name: str) -> ProviderConfig:
+        return self.config.providers[name]
+
+    def availability(self, name: str) -> str | None:
+        """``None`` when the provider may be used now, else why not (offline, key missing)."""
+        pcfg = self.config.providers.get(name)
+        if pcfg is None:
+            return f"provider {name!r} is not configured"
+        if self.config.offline and not pcfg.local:
+            return "offline mode: only local providers are used"
+        if pcfg.api_key_env and not self.environ.get(pcfg.api_key_env) and not pcfg.local:
+            return f"{pcfg.api_key_env} is not set"
+        return None
+
+    def get(self, name: str) -> Backend:
+        backend = self._backends.get(name)
+        if backend is None:
+            why = self.availability(name)
+            if why is not None and name not in self._backends:
+                raise BackendUnavailable(f"provider {name}: {why}", provider=name)
+            from supervisor.backends.registry import make_backend
+
+            base_dir = self.config.path.parent if self.config.path else None
+            backend = make_backend(name, self.config.providers[name], self.environ, base_dir=base_dir)
+            self._backends[name] = backend
+        return backend
+
+    def loaded(self) -> dict[str, Backend]:
+        return dict(self._backends)
+
+    async def aclose(self) -> None:
+        for backend in self._backends.values():
+            await backend.aclose()
+
+
+class Router:
+    def __init__(self, config: Config, catalog: Catalog, pool: BackendPool, ledger: Ledger) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.pool = pool
+        self.ledger = ledger
+
+    def candidates(self, tier: Tier) -> tuple[list[Candidate], list[str]]:
+        """The usable models of ``tier`` in order, and why each other one was left out."""
+        usable: list[Candidate] = []
+        skipped: list[str] = []
+        for key in self.config.tiers.models(tier):
+            provider, model_id = split_model_key(key)
+            pcfg = self.config.providers.get(provider)
+            if pcfg is None:
+                skipped.append(f"{key}: provider not configured")
+                continue
+            why = self.pool.availability(provider)
+            if why is not None:
+                skipped.append(f"{key}: {why}")
+                continue
+            simulated = pcfg.kind == "scripted"
+            if simulated:
+                spec = self.catalog.get(pcfg.simulated_as or "")
+                if spec is None:
+                    skipped.append(f"{key}: simulated provider without a catalog model to price it (simulated_as)")
+                    continue
+                spec = _relabel(spec, provider, model_id, tier)
+            else:
+                resolved = self.catalog.resolve(provider, model_id, local=pcfg.local, context_window=pcfg.context_window)
+                if resolved is None:
+                    skipped.append(f"{key}: not in the catalog, so unpriced; paid traffic is never sent to it")
+                    continue
+                spec = resolved
+            usable.append(Candidate(tier, key, provider, model_id, spec, pcfg.local or spec.is_free, simulated))
+        return usable, skipped
+
+    def learned_skip(self, agent: str, step: str, tier: Tier) -> LearnedSkip | None:
+        """Skip ``tier`` for this step when its gate failed there on each of the last K runs (re-probe every N)."""
+        k = self.config.file.router.skip_after_failed_runs
+        n = self.config.file.router.reprobe_every
+        attempts = self.ledger.recent_attempts(agent, step, limit=500)
+        at_tier = [a for a in attempts if a["tier"] == tier]
+        if not at_tier:
+            return None
+        runs: dict[int, bool] = {}
+        for a in at_tier:  # newest first
+            runs[a["run_id"]] = runs.get(a["run_id"], False) or bool(a["passed"])
+        recent = list(runs.items())[:k]
+        if len(recent) < k or any(passed for _, passed in recent):
+            return None
+        # Runs of this agent since the tier was last tried: every Nth run probes it again.
+        last_tried = recent[0][0]
+        runs_since = [r for r in self.ledger.recent_run_ids(agent, n) if r > last_tried]
+        if len(runs_since) >= n - 1:
+            return None
+        failed = [run_id for run_id, _ in recent]
+        return LearnedSkip(
+            tier,
+            failed,
+            f"the gate failed at {tier} on each of the last {k} runs ({', '.join(map(str, failed))}); "
+            f"re-probed every {n} runs",
+        )
+
+
+def _relabel(spec: ModelSpec, provider: str, model_id: str, tier: Tier) -> ModelSpec:
+    """A simulated model: the real model's prices and window, under the simulated provider's name and tier."""
+    from dataclasses import replace
+
+    return replace(spec, provider=provider, id=model_id, tier=tier, notes=f"simulated; priced as {spec.key}")

@@ -1,0 +1,251 @@
+"""A loopback server speaking OpenAI-compatible Chat Completions, in three usage dialects.
+
+Streams exactly as protocols.md §3.3 shows: chunks carry ``"usage": null``, then (only when the request asked
+for ``stream_options.include_usage``) a final chunk with ``"choices": []`` and the usage, then
+``data: [DONE]``. ``stream: false`` gets one ``chat.completion`` JSON for ``Reply`` and ``NoUsage``; other
+behaviors render as for a streamed request (the backends always stream). A ``Reply``'s ``finish`` is sent as
+is: "stop" and "length" are OpenAI's own words.
+
+Dialects (how a ``Reply``'s normalized counts are written):
+
+- ``"openai"``: ``prompt_tokens`` = uncached + cache read + cache write, with ``prompt_tokens_details``
+  {``cached_tokens``, ``cache_write_tokens``} and ``completion_tokens_details.reasoning_tokens``.
+- ``"deepseek"``: adds ``prompt_cache_hit_tokens`` / ``prompt_cache_miss_tokens``, streams
+  ``reasoning_content`` deltas before the answer, and sends ``: keep-alive`` comments.
+- ``"gemini"``: ``completion_tokens`` leaves out the thinking that ``total_tokens`` includes.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Literal
+
+from tests.fakes.base import (
+    CutStream,
+    FakeServer,
+    Hang,
+    HttpError,
+    Malformed,
+    MidStreamError,
+    NoUsage,
+    RecordedRequest,
+    Reply,
+)
+
+Dialect = Literal["openai", "deepseek", "gemini"]
+
+# The real context-overflow payload quoted in protocols.md §3.4.
+CONTEXT_LENGTH_EXCEEDED = {
+    "error": {
+        "message": (
+            "This model's maximum context length is 4097 tokens. However, you requested 4120 tokens "
+            "(3120 in the messages, 1000 in the completion). Please reduce the length of the messages or "
+            "completion."
+        ),
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": "context_length_exceeded",
+    }
+}
+INSUFFICIENT_QUOTA_MESSAGE = "You exceeded your current quota, please check your plan and billing details."
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "requests",
+    500: "server_error",
+    503: "server_error",
+}
+THINKING_TEXT = "Let me think this through."
+
+
+class OpenAIFake(FakeServer):
+    """``POST …/chat/completions`` and ``GET …/models`` on loopback; the path prefix (``/v1``) is free."""
+
+    def __init__(self, dialect: Dialect = "openai", models: tuple[str, ...] = ("fake-model",)) -> None:
+        super().__init__()
+        # serve_forever polls for shutdown every 0.5 s by default, which every stop() would wait out.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.dialect: Dialect = dialect
+        self.models = models
+        self.model_name = "fake-model-2026-11-01"
+        self.mid_stream_error_type = "server_error"
+        self.include_usage: list[bool] = []  # per chat request: did it ask for stream_options.include_usage?
+
+    def model_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.method == "POST" and r.path.endswith("/chat/completions")]
+
+    # --- dispatch --------------------------------------------------------------------------------------
+
+    def handle(self, req: RecordedRequest, handler: BaseHTTPRequestHandler) -> None:
+        path = req.path.split("?")[0].rstrip("/")
+        if req.method == "GET" and path.endswith("/models"):
+            data = [
+                {"id": m, "object": "model", "created": 1762000000, "owned_by": "fake"} for m in self.models
+            ]
+            self.send_json(handler, 200, {"object": "list", "data": data})
+            return
+        if req.method != "POST" or not path.endswith("/chat/completions"):
+            self.send_json(handler, 404, _error(f"Unknown request URL: {req.method} {req.path}", 404, None))
+            return
+        body = req.json or {}
+        streaming = bool(body.get("stream"))
+        options = body.get("stream_options") or {}
+        include_usage = streaming and bool(options.get("include_usage"))
+        with self._lock:
+            self.include_usage.append(include_usage)
+        behavior = self.next_behavior(req)
+        if isinstance(behavior, HttpError):
+            self._http_error(handler, behavior)
+        elif isinstance(behavior, Hang):
+            self.hang(behavior.seconds)
+        elif isinstance(behavior, Malformed):
+            self.send_raw(handler, 200, behavior.body, behavior.content_type)
+        elif isinstance(behavior, Reply) and not streaming:
+            if behavior.delay_s:
+                self.hang(behavior.delay_s)
+            self.send_json(handler, 200, self._completion(behavior))
+        elif isinstance(behavior, NoUsage) and not streaming:
+            self.send_json(handler, 200, self._completion(Reply(text=behavior.text), with_usage=False))
+        else:
+            self._stream(handler, behavior, include_usage)
+
+    # --- rendering -------------------------------------------------------------------------------------
+
+    def _http_error(self, handler: BaseHTTPRequestHandler, error: HttpError) -> None:
+        if error.code == "context_length_exceeded" and error.message == "error":
+            payload: dict[str, Any] = CONTEXT_LENGTH_EXCEEDED
+        elif error.code == "insufficient_quota":
+            message = INSUFFICIENT_QUOTA_MESSAGE if error.message == "error" else error.message
+            payload = {
+                "error": {
+                    "message": message,
+                    "type": "insufficient_quota",
+                    "param": None,
+                    "code": "insufficient_quota",
+                }
+            }
+        else:
+            payload = _error(error.message, error.status, error.code)
+        self.send_json(handler, error.status, payload, error.headers)
+
+    def _stream(self, handler: BaseHTTPRequestHandler, behavior: Any, include_usage: bool) -> None:
+        if isinstance(behavior, Reply) and behavior.delay_s:
+            self.hang(behavior.delay_s)
+        self.start_stream(handler, "text/event-stream")
+        if self.dialect == "deepseek":
+            self.write_chunk(handler, b": keep-alive\n\n")
+        self._event(handler, self._chunk({"role": "assistant", "content": ""}))
+        if isinstance(behavior, Reply) and self.dialect == "deepseek":
+            for piece in self.split_text(THINKING_TEXT, 2):
+                self._event(handler, self._chunk({"content": None, "reasoning_content": piece}))
+        if isinstance(behavior, CutStream):
+            for piece in self.split_text(behavior.text, behavior.after_chunks):
+                self._event(handler, self._chunk({"content": piece}))
+            self.cut(handler)
+            return
+        if isinstance(behavior, MidStreamError):
+            self._event(handler, self._chunk({"content": behavior.text}))
+            error = {
+                "message": behavior.message,
+                "type": self.mid_stream_error_type,
+                "param": None,
+                "code": None,
+            }
+            self._event(handler, {"error": error})
+            self.end_stream(handler)
+            return
+        reply = behavior if isinstance(behavior, Reply) else Reply(text=behavior.text)
+        for piece in self.split_text(reply.text, reply.chunks):
+            self._event(handler, self._chunk({"content": piece}))
+        self._event(handler, self._chunk({}, finish_reason=reply.finish))
+        if include_usage and isinstance(behavior, Reply):
+            usage_chunk = self._chunk(None, finish_reason=None)
+            usage_chunk["choices"] = []
+            usage_chunk["usage"] = self.usage(reply)
+            self._event(handler, usage_chunk)
+        self.write_chunk(handler, b"data: [DONE]\n\n")
+        self.end_stream(handler)
+
+    def _event(self, handler: BaseHTTPRequestHandler, payload: dict[str, Any]) -> None:
+        self.write_chunk(handler, b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n")
+
+    def _chunk(self, delta: dict[str, Any] | None, finish_reason: str | None = None) -> dict[str, Any]:
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [{"index": 0, "delta": delta or {}, "logprobs": None, "finish_reason": finish_reason}],
+            "usage": None,
+        }
+
+    def _completion(self, reply: Reply, with_usage: bool = True) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+        if self.dialect == "deepseek":
+            message["reasoning_content"] = THINKING_TEXT
+        payload: dict[str, Any] = {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish}],
+        }
+        if with_usage:
+            payload["usage"] = self.usage(reply)
+        return payload
+
+    def usage(self, reply: Reply) -> dict[str, Any]:
+        """The usage record this dialect reports for ``reply``."""
+        if self.dialect == "deepseek":
+            # No cache-write fee: tokens written to the cache are billed (and reported) as misses.
+            miss = reply.input_tokens + reply.cache_write + reply.cache_write_1h
+            prompt = miss + reply.cache_read
+            return {
+                "prompt_tokens": prompt,
+                "completion_tokens": reply.output_tokens,
+                "total_tokens": prompt + reply.output_tokens,
+                "prompt_tokens_details": {"cached_tokens": reply.cache_read},
+                "completion_tokens_details": {"reasoning_tokens": reply.reasoning},
+                "prompt_cache_hit_tokens": reply.cache_read,
+                "prompt_cache_miss_tokens": miss,
+            }
+        prompt = reply.input_tokens + reply.cache_read + reply.cache_write + reply.cache_write_1h
+        if self.dialect == "gemini":
+            usage: dict[str, Any] = {
+                "prompt_tokens": prompt,
+                "completion_tokens": reply.output_tokens - reply.reasoning,  # thoughts left out...
+                "total_tokens": prompt + reply.output_tokens,  # ...but counted here, and billed
+            }
+            if reply.cache_read:
+                usage["prompt_tokens_details"] = {"cached_tokens": reply.cache_read}
+            return usage
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": reply.output_tokens,
+            "total_tokens": prompt + reply.output_tokens,
+            "prompt_tokens_details": {
+                "cached_tokens": reply.cache_read,
+                "cache_write_tokens": reply.cache_write + reply.cache_write_1h,
+                "audio_tokens": 0,
+            },
+            "completion_tokens_details": {"reasoning_tokens": reply.reasoning, "audio_tokens": 0},
+        }
+
+
+def _error(message: str, status: int, code: str | None) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": _ERROR_TYPES.get(status, "api_error"),
+            "param": None,
+            "code": code,
+        }
+    }
