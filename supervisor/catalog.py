@@ -7,6 +7,7 @@ turns them into frozen ``ModelSpec`` objects the rest of the code trusts.
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -217,7 +218,9 @@ class Catalog:
     def by_tier(self, tier: Tier) -> list[ModelSpec]:
         return [m for m in self if m.tier == tier]
 
-    def resolve(self, provider: str, model_id: str, *, local: bool, context_window: int | None = None) -> ModelSpec | None:
+    def resolve(
+        self, provider: str, model_id: str, *, local: bool, context_window: int | None = None
+    ) -> ModelSpec | None:
         """The spec for a call; a local provider's unlisted model is $0, anyone else's unlisted model is ``None``.
 
         ``None`` means *unpriced*: the router never sends paid traffic to it and reports never show it as $0.
@@ -236,11 +239,11 @@ class Catalog:
 
 def _decimal(value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise ValueError("write prices as decimal strings in USD per million tokens, e.g. \"0.15\"")
+        raise ValueError('write prices as decimal strings in USD per million tokens, e.g. "0.15"')
     try:
         result = Decimal(str(value).strip())
     except InvalidOperation as exc:
-        raise ValueError(f"{value!r} is not a number; write prices as decimal strings, e.g. \"0.15\"") from exc
+        raise ValueError(f'{value!r} is not a number; write prices as decimal strings, e.g. "0.15"') from exc
     if not result.is_finite():
         raise ValueError(f"{value!r} is not a finite number")
     if result < 0:
@@ -290,9 +293,9 @@ class _BandFile(_RatesFile):
 
 
 class _PeakFile(_RatesFile):
-    utc_offset: str = Field(description="fixed offset of the provider's clock, e.g. \"+08:00\" for Beijing")
+    utc_offset: str = Field(description='fixed offset of the provider\'s clock, e.g. "+08:00" for Beijing')
     weekdays: list[int] = Field(description="ISO weekdays with peak hours, 1 = Monday")
-    hours: list[str] = Field(description="local peak hours, e.g. [\"09:00-12:00\", \"14:00-18:00\"]")
+    hours: list[str] = Field(description='local peak hours, e.g. ["09:00-12:00", "14:00-18:00"]')
     holidays: list[date] = Field(default_factory=list)
     workdays: list[date] = Field(default_factory=list)
 
@@ -334,14 +337,14 @@ def _parse_offset(v: str) -> timedelta:
         hh, mm = body.split(":")
         return sign * timedelta(hours=int(hh), minutes=int(mm))
     except ValueError as exc:
-        raise ValueError(f"{v!r} is not a UTC offset; write e.g. \"+08:00\"") from exc
+        raise ValueError(f'{v!r} is not a UTC offset; write e.g. "+08:00"') from exc
 
 
 def _parse_span(span: str) -> tuple[time, time]:
     try:
         start, end = (time.fromisoformat(s.strip()) for s in span.split("-"))
     except ValueError as exc:
-        raise ValueError(f"{span!r} is not an hour span; write e.g. \"09:00-12:00\"") from exc
+        raise ValueError(f'{span!r} is not an hour span; write e.g. "09:00-12:00"') from exc
     if end <= start:
         raise ValueError(f"{span!r} ends before it starts")
     return start, end
@@ -412,7 +415,10 @@ def load_catalog_file(path: Path) -> list[ModelSpec]:
         parsed = _CatalogFile.model_validate(data)
     except ValidationError as exc:
         where, msg = _first_error(exc)
-        raise CatalogError(f"{path}: {where}: {msg}", "each catalog file needs a [meta] table with provider, checked and sources") from None
+        raise CatalogError(
+            f"{path}: {where}: {msg}",
+            "each catalog file needs a [meta] table with provider, checked and sources",
+        ) from None
     specs: list[ModelSpec] = []
     seen: set[str] = set()
     for index, raw in enumerate(parsed.model):
@@ -426,9 +432,12 @@ def load_catalog_file(path: Path) -> list[ModelSpec]:
         if key in seen:
             raise CatalogError(f"{path}: model {m.id!r}: duplicate id", "each [[model]] id may appear once per file")
         seen.add(key)
-        tables = [m.to_table(parsed.meta.sources[0]), *(c.to_table(parsed.meta.sources[0]) for c in m.price_changes)]
+        tables = [
+            m.to_table(parsed.meta.sources[0]),
+            *(c.to_table(parsed.meta.sources[0]) for c in m.price_changes),
+        ]
         tables.sort(key=lambda t: t.effective_from)
-        for a, b in zip(tables, tables[1:], strict=False):
+        for a, b in itertools.pairwise(tables):
             if a.effective_from == b.effective_from:
                 raise CatalogError(
                     f"{path}: model {m.id!r}: field effective_from: two price tables start at {a.effective_from:%Y-%m-%d}",

@@ -26,7 +26,7 @@ Handler = Callable[[argparse.Namespace], int]
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so usage errors print one line and exit 2 like the rest."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise UsageError(f"{self.prog}: {message}", f"see `{self.prog} --help`")
 
 
@@ -48,8 +48,13 @@ def _nonneg_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, metavar="PATH", help="config file (default: the platform config dir's supervisor.toml)")
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--config",
+        type=Path,
+        metavar="PATH",
+        help="config file (default: the platform config dir's supervisor.toml)",
+    )
     common.add_argument("--offline", action="store_true", help="turn off every non-local provider")
 
     parser = _Parser(
@@ -81,8 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     price.add_argument("model", metavar="MODEL", help="provider:id, e.g. anthropic:claude-sonnet-5-5")
     price.add_argument("--input", type=_nonneg_int, default=0, metavar="N", help="uncached input tokens")
     price.add_argument("--cache-read", type=_nonneg_int, default=0, metavar="N", help="cache-read tokens")
-    price.add_argument("--cache-write", type=_nonneg_int, default=0, metavar="N", help="cache-write tokens (5-minute / short TTL)")
-    price.add_argument("--cache-write-1h", type=_nonneg_int, default=0, metavar="N", help="1-hour cache-write tokens (Anthropic)")
+    price.add_argument(
+        "--cache-write",
+        type=_nonneg_int,
+        default=0,
+        metavar="N",
+        help="cache-write tokens (5-minute / short TTL)",
+    )
+    price.add_argument(
+        "--cache-write-1h",
+        type=_nonneg_int,
+        default=0,
+        metavar="N",
+        help="1-hour cache-write tokens (Anthropic)",
+    )
     price.add_argument("--output", type=_nonneg_int, default=0, metavar="N", help="output tokens (reasoning included)")
     price.add_argument("--at", metavar="WHEN", help="price in force at this time (ISO 8601; default now)")
     price.add_argument("--json", action="store_true", help="print JSON")
@@ -93,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     lp.set_defaults(handler="ledger_path")
     lr = ledger_sub.add_parser("report", help="totals per agent, model, day, tier or run", parents=[common])
     lr.set_defaults(handler="ledger_report")
-    lr.add_argument("--by", choices=["agent", "model", "day", "tier", "run"], default="agent", help="group by (default: agent)")
+    lr.add_argument(
+        "--by",
+        choices=["agent", "model", "day", "tier", "run"],
+        default="agent",
+        help="group by (default: agent)",
+    )
     lr.add_argument("--since", type=_date, metavar="DATE", help="from this local date (YYYY-MM-DD)")
     lr.add_argument("--until", type=_date, metavar="DATE", help="up to and including this local date")
     lr.add_argument("--agent", metavar="NAME", help="only this agent")
@@ -108,7 +130,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds to wait (default 120)")
     p.add_argument("--json", action="store_true", help="print one JSON object with text, usage, cost and latency")
 
-    p = add("models", "local models: list what the mlx and ollama backends can serve, pull the embedded one", "models")
+    p = add(
+        "models",
+        "local models: list what the mlx and ollama backends can serve, pull the embedded one",
+        "models",
+    )
     models_sub = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
     ml = models_sub.add_parser("list", help="local models available now", parents=[common])
     ml.set_defaults(handler="models_list")
@@ -160,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", "run the demo agents in a throwaway workspace (TUI, or --headless)", "demo")
     p.add_argument("--headless", action="store_true", help="no TUI: run, print a summary, exit")
-    p.add_argument("--dir", type=Path, metavar="PATH", help="where to put the demo (default: a new temporary directory)")
+    p.add_argument(
+        "--dir", type=Path, metavar="PATH", help="where to put the demo (default: a new temporary directory)"
+    )
     p.add_argument(
         "--local",
         choices=["auto", "real", "scripted"],

@@ -85,9 +85,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     lines = [
         f"supervisor {d['version']}",
         f"os        {d['os']['system']} {d['os']['release']} ({d['os']['machine']}), Python {d['os']['python']}",
-        f"cpu       {d['cpu']['model']}, {d['cpu']['cores']} cores" + (", Apple Silicon" if d["cpu"]["apple_silicon"] else ""),
+        f"cpu       {d['cpu']['model']}, {d['cpu']['cores']} cores"
+        + (", Apple Silicon" if d["cpu"]["apple_silicon"] else ""),
         f"memory    {d['memory']['available_bytes'] / gib:.1f} GiB free of {d['memory']['total_bytes'] / gib:.1f} GiB",
-        "gpu       " + (", ".join(f"{g['name']} ({g['memory_total_mb']} MiB)" for g in d["gpu"]["nvidia"]) or f"none ({d['gpu']['detail']})"),
+        "gpu       "
+        + (
+            ", ".join(f"{g['name']} ({g['memory_total_mb']} MiB)" for g in d["gpu"]["nvidia"])
+            or f"none ({d['gpu']['detail']})"
+        ),
     ]
     o = d["ollama"]
     if o["reachable"]:
@@ -102,7 +107,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     keys = ", ".join(f"{name} {'set' if present else 'missing'}" for name, present in d["api_keys"].items())
     lines.append(f"api keys  {keys}")
     lg = d["ledger"]
-    lines.append(f"ledger    {lg['path']} ({lg['size_bytes']:,} bytes)" if lg["exists"] else f"ledger    {lg['path']} (not created yet)")
+    lines.append(
+        f"ledger    {lg['path']} ({lg['size_bytes']:,} bytes)"
+        if lg["exists"]
+        else f"ledger    {lg['path']} (not created yet)"
+    )
     c = d["config"]
     lines.append(f"config    {c['path']}" + ("" if c["exists"] else " (none yet: run `supervisor init`)"))
     print("\n".join(lines))
@@ -119,7 +128,9 @@ def _rates_json(spec: Any, at: datetime) -> dict[str, Any]:
         "effective_from": table_.effective_from.date().isoformat(),
         **table_.rates.as_dict(),
         "peak": None if table_.peak is None else table_.peak.rates.as_dict(),
-        "long_context": [{"above_prompt_tokens": b.above_prompt_tokens, **b.rates.as_dict()} for b in table_.long_context],
+        "long_context": [
+            {"above_prompt_tokens": b.above_prompt_tokens, **b.rates.as_dict()} for b in table_.long_context
+        ],
         "source": table_.source,
     }
 
@@ -173,7 +184,23 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                 ", ".join(extra),
             ]
         )
-    print(table(["model", "tier", "context", "input", "cache read", "cache write", "output", "cache ttl", "notes"], rows, right=[2, 3, 4, 5, 6]))
+    print(
+        table(
+            [
+                "model",
+                "tier",
+                "context",
+                "input",
+                "cache read",
+                "cache write",
+                "output",
+                "cache ttl",
+                "notes",
+            ],
+            rows,
+            right=[2, 3, 4, 5, 6],
+        )
+    )
     print("\nprices in USD per million tokens; `supervisor catalog price MODEL ...` prices a call")
     return 0
 
@@ -244,7 +271,10 @@ def cmd_catalog_price(args: argparse.Namespace) -> int:
         "cache_write_1h": args.cache_write_1h,
         "output": args.output,
     }
-    rows = [[name, f"{counts[name]:,}", str(rate_of[name]), f"{components[name]:,}", usd(components[name])] for name in components]
+    rows = [
+        [name, f"{counts[name]:,}", str(rate_of[name]), f"{components[name]:,}", usd(components[name])]
+        for name in components
+    ]
     rows.append(["total", "", "", f"{cost.total_micros:,}", usd(cost.total_micros)])
     print(f"{spec.key} at {at:%Y-%m-%d %H:%M %Z} ({cost.price_label})")
     print(table(["component", "tokens", "USD/MTok", "micro-USD", "USD"], rows, right=[1, 2, 3, 4]))
@@ -289,7 +319,23 @@ def cmd_ledger_report(args: argparse.Namespace) -> int:
     ]
     real = sum(r.cost_micros for r in rows if not r.simulated)
     simulated = sum(r.cost_micros for r in rows if r.simulated)
-    print(table([args.by, "calls", "unpriced", "input", "cache read", "cache write", "output", "cost", "local compute"], body, right=[1, 2, 3, 4, 5, 6, 7, 8]))
+    print(
+        table(
+            [
+                args.by,
+                "calls",
+                "unpriced",
+                "input",
+                "cache read",
+                "cache write",
+                "output",
+                "cost",
+                "local compute",
+            ],
+            body,
+            right=[1, 2, 3, 4, 5, 6, 7, 8],
+        )
+    )
     footer = f"\nreal spend {usd(real, 4)}"
     if simulated:
         footer += f"; simulated (demo tiers, not billed) {usd(simulated, 4)}"
@@ -319,7 +365,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
     ctx = _ctx(args)
     if not ctx.config_path.exists():
-        raise ConfigError(f"config file {ctx.config_path} does not exist", "run `supervisor init` or pass --config PATH")
+        raise ConfigError(
+            f"config file {ctx.config_path} does not exist", "run `supervisor init` or pass --config PATH"
+        )
     try:
         problems, warnings = check_config(ctx.config, ctx.catalog)
     except ConfigProblems as exc:

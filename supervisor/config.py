@@ -95,8 +95,12 @@ def default_providers() -> dict[str, ProviderConfig]:
         "anthropic": ProviderConfig(
             kind="anthropic", base_url="https://api.anthropic.com", api_key_env="ANTHROPIC_API_KEY"
         ),
-        "openai": ProviderConfig(kind="openai_compat", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"),
-        "deepseek": ProviderConfig(kind="openai_compat", base_url="https://api.deepseek.com", api_key_env="DEEPSEEK_API_KEY"),
+        "openai": ProviderConfig(
+            kind="openai_compat", base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"
+        ),
+        "deepseek": ProviderConfig(
+            kind="openai_compat", base_url="https://api.deepseek.com", api_key_env="DEEPSEEK_API_KEY"
+        ),
         "gemini": ProviderConfig(
             kind="openai_compat",
             base_url="https://generativelanguage.googleapis.com/v1beta/openai",
@@ -172,7 +176,9 @@ def _parse_gate(value: Any) -> Any:
 
 def _gate_tag(value: Any) -> str | None:
     if isinstance(value, BaseModel):
-        return {CommandGate: "cmd", JsonSchemaGate: "json_schema", RegexGate: "regex"}.get(type(value), "python_compiles")
+        return {CommandGate: "cmd", JsonSchemaGate: "json_schema", RegexGate: "regex"}.get(
+            type(value), "python_compiles"
+        )
     if isinstance(value, dict):
         for key in _GATE_KEYS:
             if key in value:
@@ -281,7 +287,7 @@ def parse_schedule(text: str) -> Schedule:
         if hh > 23 or mm > 59:
             raise ValueError(f"{text!r}: the time must be HH:MM between 00:00 and 23:59")
         return Schedule(text=text, daily_at=time(hh, mm))
-    raise ValueError(f"{text!r} is not a schedule; write \"every 15m\", \"every 2h\" or \"daily 09:30\"")
+    raise ValueError(f'{text!r} is not a schedule; write "every 15m", "every 2h" or "daily 09:30"')
 
 
 class AgentConfig(_Model):
@@ -293,7 +299,7 @@ class AgentConfig(_Model):
     """Directory the agent works in (``~`` expanded; relative paths are relative to the config file)."""
     schedule: str | None = None
     """"every 15m", "every 2h" or "daily 09:30"; unset means runs only on demand."""
-    ladder: list[Tier] = Field(default_factory=lambda: ["local", "cheap", "frontier"])
+    ladder: list[Tier] = Field(default_factory=lambda: list(TIERS))
     """Tiers to try, cheapest first."""
     frontier: FrontierPolicy = "ask"
     """ask: a keyboard approval before each frontier call; never: stop at the tier below; allow: no approval
@@ -344,8 +350,8 @@ class AgentConfig(_Model):
     def _shape(self) -> AgentConfig:
         if self.schedule and self.frontier == "allow":
             raise ValueError(
-                "frontier = \"allow\" is refused for a scheduled agent: a frontier model is never invoked on a "
-                "timer without approval; use frontier = \"ask\" or \"never\""
+                'frontier = "allow" is refused for a scheduled agent: a frontier model is never invoked on a '
+                'timer without approval; use frontier = "ask" or "never"'
             )
         names = [s.name for s in self.steps]
         dupes = {n for n in names if names.count(n) > 1}
@@ -418,7 +424,16 @@ class LimitsConfig(_Model):
     max_snapshot_bytes: int = Field(default=256_000_000, gt=0)
     """A run copies its workspace first so a failed run can restore it byte-for-byte; larger workspaces are refused."""
     snapshot_ignore: list[str] = Field(
-        default_factory=lambda: [".git", "node_modules", ".venv", "venv", "__pycache__", ".mypy_cache", ".pytest_cache", ".ruff_cache"]
+        default_factory=lambda: [
+            ".git",
+            "node_modules",
+            ".venv",
+            "venv",
+            "__pycache__",
+            ".mypy_cache",
+            ".pytest_cache",
+            ".ruff_cache",
+        ]
     )
     """Directory names left out of workspace snapshots (and so not restored after a failed run)."""
 
@@ -516,10 +531,7 @@ def _problems(exc: ValidationError, source: str) -> list[str]:
     seen: set[str] = set()
     for err in exc.errors():
         loc = _format_loc(err["loc"])
-        if err["type"] in _TYPE_HINTS:
-            msg = _TYPE_HINTS[err["type"]]
-        else:
-            msg = str(err["msg"]).removeprefix("Value error, ")
+        msg = _TYPE_HINTS[err["type"]] if err["type"] in _TYPE_HINTS else str(err["msg"]).removeprefix("Value error, ")
         agent = ""
         if len(err["loc"]) >= 2 and err["loc"][0] == "agents":
             agent = f"agent {err['loc'][1]!r}: "
@@ -559,7 +571,7 @@ def parse_config(data: Mapping[str, Any], source: str, path: Path | None, enviro
                     f"{source}: tiers.{tier}: model {key!r} names provider {provider!r}, which is not configured "
                     f"(add [providers.{provider}] or use one of: {', '.join(sorted(providers))})"
                 )
-    for name, agent in file.agents.items():
+    for name, _agent in file.agents.items():
         if not AGENT_NAME.match(name):
             problems.append(f"{source}: agent {name!r}: name: use letters, digits, '-', '_' or '.' (up to 64)")
     if environ.get("SUPERVISOR_OFFLINE", "").lower() in {"1", "true", "yes"}:

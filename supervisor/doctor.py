@@ -107,7 +107,12 @@ async def probe_ollama(environ: Mapping[str, str]) -> dict[str, Any]:
         "detail": health.detail,
         "models": [{"name": m.name, "size_bytes": m.size_bytes} for m in health.models if not m.loaded],
         "loaded": [
-            {"name": m.name, "size_bytes": m.size_bytes, "expires_at": m.expires_at, "context_length": m.context_length}
+            {
+                "name": m.name,
+                "size_bytes": m.size_bytes,
+                "expires_at": m.expires_at,
+                "context_length": m.context_length,
+            }
             for m in health.models
             if m.loaded
         ],
@@ -141,7 +146,9 @@ def probe_ledger(environ: Mapping[str, str]) -> dict[str, Any]:
     return {"path": str(path), "exists": path.exists(), "size_bytes": size}
 
 
-def run_doctor(environ: Mapping[str, str], config_path: Path | None = None, extra_keys: tuple[str, ...] = ()) -> DoctorReport:
+def run_doctor(
+    environ: Mapping[str, str], config_path: Path | None = None, extra_keys: tuple[str, ...] = ()
+) -> DoctorReport:
     config = config_path or paths.default_config_path(environ)
     data: dict[str, Any] = {
         "version": __version__,

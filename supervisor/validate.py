@@ -52,15 +52,25 @@ def check_config(config: Config, catalog: Catalog) -> tuple[list[str], list[str]
                 if tier not in agent.ladder:
                     warnings.append(f"{where}: steps.{step.name}.ladder: {tier!r} is not in the agent's ladder")
             for gate in step.verify:
-                if isinstance(gate, JsonSchemaGate) and workspace.is_dir() and not (workspace / gate.json_schema).exists():
-                    warnings.append(f"{where}: steps.{step.name}.verify: schema file {gate.json_schema} not found in the workspace")
+                if (
+                    isinstance(gate, JsonSchemaGate)
+                    and workspace.is_dir()
+                    and not (workspace / gate.json_schema).exists()
+                ):
+                    warnings.append(
+                        f"{where}: steps.{step.name}.verify: schema file {gate.json_schema} not found in the workspace"
+                    )
             if step.is_model_step and not step.verify:
                 warnings.append(
                     f"{where}: steps.{step.name}: a model step with no verify gate accepts any answer; add a gate "
                     "(a command, json_schema, regex or python_compiles)"
                 )
             for rel in step.context:
-                if workspace.is_dir() and not (workspace / rel).exists() and not _produced_earlier(agent.steps, step.name, rel):
+                if (
+                    workspace.is_dir()
+                    and not (workspace / rel).exists()
+                    and not _produced_earlier(agent.steps, step.name, rel)
+                ):
                     warnings.append(f"{where}: steps.{step.name}.context: {rel} does not exist in the workspace yet")
         for gate in agent.verify:
             if isinstance(gate, CommandGate) and not gate.cmd.strip():

@@ -330,9 +330,7 @@ def error_from_response(
     now: datetime | None = None,
 ) -> BackendError:
     """The typed error for an HTTP error response."""
-    return classify(
-        site, provider_error_from_body(body), status=status, retry_after_s=parse_retry_after(headers, now)
-    )
+    return classify(site, provider_error_from_body(body), status=status, retry_after_s=parse_retry_after(headers, now))
 
 
 def classify(
@@ -378,8 +376,7 @@ def classify(
     if status == 413 or (err.is_context_overflow and (status is None or 400 <= status < 500)):
         return ContextOverflow(
             msg("the prompt does not fit the model's context window"),
-            "shorten the prompt or its context files, lower max_output_tokens, "
-            "or use a model with a larger window",
+            "shorten the prompt or its context files, lower max_output_tokens, or use a model with a larger window",
             **common,
         )
     if status in (408, 409):
@@ -431,9 +428,7 @@ def error_from_transport(
             "fix base_url in the provider's config",
             **common,
         )
-    if response_started and isinstance(
-        exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.DecodingError)
-    ):
+    if response_started and isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.DecodingError)):
         return stream_cut(site, partial_text, detail)
     return BackendUnavailable(f"{site.who}: the request to {site.url} failed ({detail})", **common)
 
@@ -641,9 +636,7 @@ class HttpBackend:
                 ) as response:
                     response_started = True
                     if not response.is_success:
-                        raise error_from_response(
-                            site, response.status_code, response.headers, await response.aread()
-                        )
+                        raise error_from_response(site, response.status_code, response.headers, await response.aread())
                     if is_json_response(response):
                         consumer.take_body(await response.aread())
                         return
@@ -677,17 +670,11 @@ class HttpBackend:
         )
         try:
             async with asyncio.timeout(HEALTH_TIMEOUT_S):
-                response = await self.client().get(
-                    url, headers=headers, timeout=httpx.Timeout(HEALTH_TIMEOUT_S)
-                )
+                response = await self.client().get(url, headers=headers, timeout=httpx.Timeout(HEALTH_TIMEOUT_S))
         except TimeoutError:
-            return Health(
-                self.provider, self.kind, False, f"{url} did not answer within {HEALTH_TIMEOUT_S:g} s"
-            )
+            return Health(self.provider, self.kind, False, f"{url} did not answer within {HEALTH_TIMEOUT_S:g} s")
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            return Health(
-                self.provider, self.kind, False, f"cannot reach {url} ({type(exc).__name__}); {key_note}"
-            )
+            return Health(self.provider, self.kind, False, f"cannot reach {url} ({type(exc).__name__}); {key_note}")
         if response.status_code in (401, 403):
             return Health(
                 self.provider,
@@ -696,16 +683,12 @@ class HttpBackend:
                 f"{url} refused the credentials (HTTP {response.status_code}); {key_note}",
             )
         if not response.is_success:
-            return Health(
-                self.provider, self.kind, False, f"{url} answered HTTP {response.status_code}; {key_note}"
-            )
+            return Health(self.provider, self.kind, False, f"{url} answered HTTP {response.status_code}; {key_note}")
         names = model_ids(response.content)
         # A remote catalogue (OpenRouter's) lists hundreds of models; only a local server's list means
         # "what is loaded here".
         models = tuple(LocalModel(provider=self.provider, name=name) for name in names) if self.local else ()
-        return Health(
-            self.provider, self.kind, True, f"{url} answered: {len(names)} models; {key_note}", models
-        )
+        return Health(self.provider, self.kind, True, f"{url} answered: {len(names)} models; {key_note}", models)
 
     def count_tokens(self, request: Request) -> TokenCount:
         """An estimate: the provider's tokenizer is not available locally."""

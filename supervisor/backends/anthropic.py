@@ -208,9 +208,7 @@ class _MessageStream:
             usage = dataclasses.replace(usage, output=None, reasoning=None)
         return Result(
             text=self.text,
-            finish_reason=FINISH_REASONS.get(self.stop_reason, self.stop_reason)
-            if self.stop_reason
-            else None,
+            finish_reason=FINISH_REASONS.get(self.stop_reason, self.stop_reason) if self.stop_reason else None,
             usage=usage,
             ttft_s=self.clock.ttft_s,
             total_s=self.clock.total_s,

@@ -24,10 +24,14 @@ OnRetry = Callable[[BackendError, int, float], None]
 
 def retry_delay(error: BackendError, attempt: int, rng: random.Random | None = None) -> float:
     """Seconds to wait before retry number ``attempt`` (1-based) after ``error``."""
-    if isinstance(error, RateLimited) and error.retry_after_s is not None and 0 < error.retry_after_s <= MAX_RETRY_AFTER_S:
+    if (
+        isinstance(error, RateLimited)
+        and error.retry_after_s is not None
+        and 0 < error.retry_after_s <= MAX_RETRY_AFTER_S
+    ):
         return error.retry_after_s
-    base = min(INITIAL_DELAY_S * 2 ** (attempt - 1), MAX_DELAY_S)
-    jitter = (rng or random).uniform(0, base * 0.25)
+    base = min(INITIAL_DELAY_S * 2.0 ** (attempt - 1), MAX_DELAY_S)
+    jitter: float = (rng or random.Random()).uniform(0, base * 0.25)
     return base - jitter
 
 

@@ -82,7 +82,7 @@ def owner_alive(pid: int, started: float) -> bool:
 
     try:
         proc = psutil.Process(pid)
-        return abs(proc.create_time() - started) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE
+        return bool(abs(proc.create_time() - started) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
@@ -149,9 +149,17 @@ class CapHit:
         from supervisor.cost import format_usd
 
         if self.unit == "micros":
-            used, limit, need = format_usd(self.spent + self.held), format_usd(self.limit), format_usd(self.needed)
+            used, limit, need = (
+                format_usd(self.spent + self.held),
+                format_usd(self.limit),
+                format_usd(self.needed),
+            )
         else:
-            used, limit, need = f"{self.spent + self.held} tokens", f"{self.limit} tokens", f"{self.needed} tokens"
+            used, limit, need = (
+                f"{self.spent + self.held} tokens",
+                f"{self.limit} tokens",
+                f"{self.needed} tokens",
+            )
         when = f"; resets {self.resets_at.astimezone():%Y-%m-%d %H:%M}" if self.resets_at else ""
         return f"{self.cap} cap: {used} of {limit} used, this call could need {need}{when}"
 
@@ -229,10 +237,14 @@ class ReconcileReport:
 
     @property
     def anything(self) -> bool:
-        return bool(self.released_reservations or self.charged_reservations or self.crashed_runs or self.recovered_agents)
+        return bool(
+            self.released_reservations or self.charged_reservations or self.crashed_runs or self.recovered_agents
+        )
 
 
-_SPENT = "CASE state WHEN 'held' THEN amount_micros WHEN 'released' THEN 0 ELSE coalesce(actual_micros, amount_micros) END"
+_SPENT = (
+    "CASE state WHEN 'held' THEN amount_micros WHEN 'released' THEN 0 ELSE coalesce(actual_micros, amount_micros) END"
+)
 _HELD = "CASE state WHEN 'held' THEN amount_micros ELSE 0 END"
 _TOKENS = "CASE state WHEN 'held' THEN tokens WHEN 'released' THEN 0 ELSE coalesce(actual_tokens, tokens) END"
 
@@ -536,7 +548,8 @@ class Ledger:
             return cur.rowcount
 
     def calls(self, run_id: int | None = None, agent: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if run_id is not None:
             clauses.append("run_id = ?")
             params.append(run_id)
@@ -572,13 +585,55 @@ class Ledger:
         with self.immediate() as conn:
             checks: list[tuple[str, Literal["micros", "tokens"], int | None, str, list[Any], datetime | None]] = [
                 ("run run_usd", "micros", limits.run_micros, "run_id = ?", [run_id], None),
-                ("agent day_usd", "micros", limits.agent_day_micros, "agent = ? AND created_at >= ?", [agent, iso(day)], next_local_day(now)),
-                ("agent month_usd", "micros", limits.agent_month_micros, "agent = ? AND created_at >= ?", [agent, iso(month)], next_local_month(now)),
-                ("global day_usd", "micros", limits.global_day_micros, "created_at >= ?", [iso(day)], next_local_day(now)),
-                ("global month_usd", "micros", limits.global_month_micros, "created_at >= ?", [iso(month)], next_local_month(now)),
+                (
+                    "agent day_usd",
+                    "micros",
+                    limits.agent_day_micros,
+                    "agent = ? AND created_at >= ?",
+                    [agent, iso(day)],
+                    next_local_day(now),
+                ),
+                (
+                    "agent month_usd",
+                    "micros",
+                    limits.agent_month_micros,
+                    "agent = ? AND created_at >= ?",
+                    [agent, iso(month)],
+                    next_local_month(now),
+                ),
+                (
+                    "global day_usd",
+                    "micros",
+                    limits.global_day_micros,
+                    "created_at >= ?",
+                    [iso(day)],
+                    next_local_day(now),
+                ),
+                (
+                    "global month_usd",
+                    "micros",
+                    limits.global_month_micros,
+                    "created_at >= ?",
+                    [iso(month)],
+                    next_local_month(now),
+                ),
                 ("run run_tokens", "tokens", limits.run_tokens, "run_id = ?", [run_id], None),
-                ("agent day_tokens", "tokens", limits.agent_day_tokens, "agent = ? AND created_at >= ?", [agent, iso(day)], next_local_day(now)),
-                ("agent month_tokens", "tokens", limits.agent_month_tokens, "agent = ? AND created_at >= ?", [agent, iso(month)], next_local_month(now)),
+                (
+                    "agent day_tokens",
+                    "tokens",
+                    limits.agent_day_tokens,
+                    "agent = ? AND created_at >= ?",
+                    [agent, iso(day)],
+                    next_local_day(now),
+                ),
+                (
+                    "agent month_tokens",
+                    "tokens",
+                    limits.agent_month_tokens,
+                    "agent = ? AND created_at >= ?",
+                    [agent, iso(month)],
+                    next_local_month(now),
+                ),
             ]
             for cap, unit, limit, where, params, resets in checks:
                 if limit is None:
@@ -587,10 +642,16 @@ class Ledger:
                 if needed <= 0 or (cap.startswith("run") and run_id is None):
                     continue
                 if unit == "micros":
-                    row = conn.execute(f"SELECT coalesce(sum({_SPENT}), 0), coalesce(sum({_HELD}), 0) FROM reservations WHERE {where}", params).fetchone()
+                    row = conn.execute(
+                        f"SELECT coalesce(sum({_SPENT}), 0), coalesce(sum({_HELD}), 0) FROM reservations WHERE {where}",
+                        params,
+                    ).fetchone()
                     spent_total, held = int(row[0]), int(row[1])
                 else:
-                    row = conn.execute(f"SELECT coalesce(sum({_TOKENS}), 0), coalesce(sum(CASE state WHEN 'held' THEN tokens ELSE 0 END), 0) FROM reservations WHERE {where}", params).fetchone()
+                    row = conn.execute(
+                        f"SELECT coalesce(sum({_TOKENS}), 0), coalesce(sum(CASE state WHEN 'held' THEN tokens ELSE 0 END), 0) FROM reservations WHERE {where}",
+                        params,
+                    ).fetchone()
                     spent_total, held = int(row[0]), int(row[1])
                 if spent_total + needed > limit:
                     return CapHit(cap, unit, limit, spent_total - held, held, needed, resets)
@@ -623,7 +684,8 @@ class Ledger:
         )
 
     def spend(self, *, agent: str | None = None, run_id: int | None = None, since: datetime | None = None) -> Spend:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if agent is not None:
             clauses.append("agent = ?")
             params.append(agent)
@@ -698,7 +760,9 @@ class Ledger:
                         ),
                     )
                     charged += 1
-            for row in conn.execute("SELECT id, agent, owner_pid, owner_started FROM runs WHERE outcome = 'running'").fetchall():
+            for row in conn.execute(
+                "SELECT id, agent, owner_pid, owner_started FROM runs WHERE outcome = 'running'"
+            ).fetchall():
                 if owner_alive(row["owner_pid"] or 0, row["owner_started"] or 0.0):
                     continue
                 conn.execute(
@@ -711,10 +775,7 @@ class Ledger:
                     (iso(now), row["id"]),
                 )
                 crashed.append(int(row["id"]))
-            live_runs = {
-                int(r["id"])
-                for r in conn.execute("SELECT id FROM runs WHERE outcome = 'running'").fetchall()
-            }
+            live_runs = {int(r["id"]) for r in conn.execute("SELECT id FROM runs WHERE outcome = 'running'").fetchall()}
             for row in conn.execute(
                 "SELECT name, current_run_id FROM agents WHERE state IN ('running', 'waiting_approval')"
             ).fetchall():
@@ -769,7 +830,9 @@ class Ledger:
         with self.immediate() as conn:
             row = conn.execute("SELECT state FROM approvals WHERE id = ?", (approval_id,)).fetchone()
             if row is None:
-                raise LedgerError(f"no approval request #{approval_id}", "`supervisor approvals` lists the pending ones")
+                raise LedgerError(
+                    f"no approval request #{approval_id}", "`supervisor approvals` lists the pending ones"
+                )
             if row["state"] != "pending":
                 raise LedgerError(f"approval #{approval_id} is already {row['state']}")
             conn.execute(
@@ -799,7 +862,10 @@ class Ledger:
         if agent is not None:
             clauses.append("agent = ?")
             params.append(agent)
-        return [_approval(r) for r in self.query(f"SELECT * FROM approvals WHERE {' AND '.join(clauses)} ORDER BY id", params)]
+        return [
+            _approval(r)
+            for r in self.query(f"SELECT * FROM approvals WHERE {' AND '.join(clauses)} ORDER BY id", params)
+        ]
 
     def open_approval_for(self, agent: str, step: str, tier: str) -> ApprovalRow | None:
         """A pending or approved (not yet used) request for this agent's step at this tier, if any."""
@@ -813,7 +879,15 @@ class Ledger:
     # ----------------------------------------------------------------------------------------------------
     # Events
 
-    def append_event(self, kind: str, data: dict[str, Any], *, agent: str | None = None, run_id: int | None = None, at: datetime | None = None) -> int:
+    def append_event(
+        self,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        agent: str | None = None,
+        run_id: int | None = None,
+        at: datetime | None = None,
+    ) -> int:
         text = self.redactor.scrub(json.dumps(data, default=str, ensure_ascii=False))
         return self._write(
             "INSERT INTO events (at, agent, run_id, kind, data) VALUES (?, ?, ?, ?, ?)",
@@ -821,9 +895,15 @@ class Ledger:
         )
 
     def events_after(
-        self, last_id: int = 0, *, agent: str | None = None, kinds: Sequence[str] | None = None, limit: int = 1000
+        self,
+        last_id: int = 0,
+        *,
+        agent: str | None = None,
+        kinds: Sequence[str] | None = None,
+        limit: int = 1000,
     ) -> list[EventRow]:
-        clauses, params = ["id > ?"], [last_id]
+        clauses: list[str] = ["id > ?"]
+        params: list[Any] = [last_id]
         if agent is not None:
             clauses.append("agent = ?")
             params.append(agent)
@@ -841,12 +921,15 @@ class Ledger:
 
     def enqueue_command(self, agent: str, kind: str, by: str) -> int:
         return self._write(
-            "INSERT INTO commands (at, agent, kind, requested_by) VALUES (?, ?, ?, ?)", (iso(utcnow()), agent, kind, by)
+            "INSERT INTO commands (at, agent, kind, requested_by) VALUES (?, ?, ?, ?)",
+            (iso(utcnow()), agent, kind, by),
         )
 
     def take_commands(self) -> list[dict[str, Any]]:
         with self.immediate() as conn:
-            rows = [dict(r) for r in conn.execute("SELECT * FROM commands WHERE state = 'pending' ORDER BY id").fetchall()]
+            rows = [
+                dict(r) for r in conn.execute("SELECT * FROM commands WHERE state = 'pending' ORDER BY id").fetchall()
+            ]
             if rows:
                 conn.execute(
                     f"UPDATE commands SET state = 'done', done_at = ? WHERE id IN ({', '.join('?' * len(rows))})",
@@ -879,14 +962,32 @@ class Ledger:
     def record_plan(self, *, agent: str, run_id: int, tier: str, model: str, plan: str, valid: bool, error: str) -> int:
         return self._write(
             "INSERT INTO plans (agent, run_id, tier, model, created_at, valid, validation_error, plan) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (agent, run_id, tier, model, iso(utcnow()), int(valid), self.redactor.scrub(error), self.redactor.scrub(plan)),
+            (
+                agent,
+                run_id,
+                tier,
+                model,
+                iso(utcnow()),
+                int(valid),
+                self.redactor.scrub(error),
+                self.redactor.scrub(plan),
+            ),
         )
 
     # ----------------------------------------------------------------------------------------------------
     # Attempts (gate verdicts per tier: learned routing and the repeated-failure breaker)
 
     def record_attempt(
-        self, *, agent: str, run_id: int, step: str, tier: str, model: str, attempt: int, passed: bool, failure: str
+        self,
+        *,
+        agent: str,
+        run_id: int,
+        step: str,
+        tier: str,
+        model: str,
+        attempt: int,
+        passed: bool,
+        failure: str,
     ) -> int:
         import hashlib
 
@@ -894,7 +995,18 @@ class Ledger:
         return self._write(
             "INSERT INTO attempts (agent, run_id, step, tier, model, attempt, at, passed, failure_hash, failure) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (agent, run_id, step, tier, model, attempt, iso(utcnow()), int(passed), digest, self.redactor.scrub(failure[:2000])),
+            (
+                agent,
+                run_id,
+                step,
+                tier,
+                model,
+                attempt,
+                iso(utcnow()),
+                int(passed),
+                digest,
+                self.redactor.scrub(failure[:2000]),
+            ),
         )
 
     def recent_attempts(self, agent: str, step: str, limit: int = 50) -> list[dict[str, Any]]:
@@ -902,7 +1014,8 @@ class Ledger:
         return [
             dict(r)
             for r in self.query(
-                "SELECT * FROM attempts WHERE agent = ? AND step = ? ORDER BY id DESC LIMIT ?", (agent, step, limit)
+                "SELECT * FROM attempts WHERE agent = ? AND step = ? ORDER BY id DESC LIMIT ?",
+                (agent, step, limit),
             )
         ]
 
@@ -918,7 +1031,10 @@ class Ledger:
         ]
 
     def recent_run_ids(self, agent: str, limit: int) -> list[int]:
-        return [int(r[0]) for r in self.query("SELECT id FROM runs WHERE agent = ? ORDER BY id DESC LIMIT ?", (agent, limit))]
+        return [
+            int(r[0])
+            for r in self.query("SELECT id FROM runs WHERE agent = ? ORDER BY id DESC LIMIT ?", (agent, limit))
+        ]
 
     # ----------------------------------------------------------------------------------------------------
     # Reports

@@ -12,6 +12,7 @@ A trip pauses the agent (only a human's resume restarts it) and records an alarm
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,7 +39,7 @@ def check_rising_input(ledger: Ledger, agent: str, cfg: BreakerConfig) -> Trip |
         return None
     inputs = [_prompt(c) for c in calls]
     outputs = [int(c.get("output") or 0) for c in calls]
-    rising = all(b > a for a, b in zip(inputs, inputs[1:], strict=False))
+    rising = all(b > a for a, b in itertools.pairwise(inputs))
     lean_output = all(o < cfg.max_output_ratio * i for i, o in zip(inputs, outputs, strict=True) if i)
     if not (rising and lean_output and all(inputs)):
         return None
@@ -50,7 +51,9 @@ def check_rising_input(ledger: Ledger, agent: str, cfg: BreakerConfig) -> Trip |
     )
 
 
-def check_hourly_spend(ledger: Ledger, agent: str, day_cap_micros: int | None, cfg: BreakerConfig, now: datetime) -> Trip | None:
+def check_hourly_spend(
+    ledger: Ledger, agent: str, day_cap_micros: int | None, cfg: BreakerConfig, now: datetime
+) -> Trip | None:
     if not day_cap_micros:
         return None
     spent = ledger.spend(agent=agent, since=now - timedelta(hours=1)).micros
@@ -79,5 +82,10 @@ def check_repeated_failure(ledger: Ledger, agent: str, step: str, tier: str, cfg
         "repeated_failure",
         f"step {step!r} failed its gate {len(recent)} times in a row at {tier} with the same output; retrying it "
         "again would loop",
-        {"step": step, "tier": tier, "runs": sorted({a["run_id"] for a in recent}), "failure": recent[0]["failure"][:500]},
+        {
+            "step": step,
+            "tier": tier,
+            "runs": sorted({a["run_id"] for a in recent}),
+            "failure": recent[0]["failure"][:500],
+        },
     )

@@ -59,7 +59,10 @@ def caps_left(ledger: Ledger, config: Config, agent_name: str, run_id: int | Non
 def describe_caps_left(left: dict[str, Any]) -> str:
     if not left:
         return "no caps set"
-    return ", ".join(f"{name} {format_usd(v['left_micros'], places=4)} left of {format_usd(v['limit_micros'], places=4)}" for name, v in left.items())
+    return ", ".join(
+        f"{name} {format_usd(v['left_micros'], places=4)} left of {format_usd(v['limit_micros'], places=4)}"
+        for name, v in left.items()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,9 @@ class CallEstimate:
     output_tokens: int
 
 
-def estimate_call(spec: ModelSpec, prefix_tokens: int, other_tokens: int, output_tokens: int, at: datetime) -> CallEstimate:
+def estimate_call(
+    spec: ModelSpec, prefix_tokens: int, other_tokens: int, output_tokens: int, at: datetime
+) -> CallEstimate:
     """Cold: the stable prefix is written to the cache (or sent uncached when the provider has no write fee);
     warm: the prefix is read from the cache. The rest of the prompt is uncached input either way."""
     table = spec.price_at(at) or spec.prices[-1]
@@ -85,6 +90,15 @@ def estimate_call(spec: ModelSpec, prefix_tokens: int, other_tokens: int, output
     def micros(value: Decimal) -> int:
         return int(value.quantize(Decimal(1), rounding=ROUND_CEILING))
 
-    cold = micros(prefix_tokens * max(rates.cache_write, rates.input) + other_tokens * rates.input + output_tokens * rates.output)
+    cold = micros(
+        prefix_tokens * max(rates.cache_write, rates.input) + other_tokens * rates.input + output_tokens * rates.output
+    )
     warm = micros(prefix_tokens * rates.cache_read + other_tokens * rates.input + output_tokens * rates.output)
-    return CallEstimate(cold, warm, worst_case_micros(spec, prompt, output_tokens, at), prefix_tokens, other_tokens, output_tokens)
+    return CallEstimate(
+        cold,
+        warm,
+        worst_case_micros(spec, prompt, output_tokens, at),
+        prefix_tokens,
+        other_tokens,
+        output_tokens,
+    )

@@ -60,7 +60,9 @@ def not_billed(reason: str) -> Cost:
 
 
 class ModelCaller:
-    def __init__(self, ledger: Ledger, pool: BackendPool, bus: EventBus, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, ledger: Ledger, pool: BackendPool, bus: EventBus, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self.ledger = ledger
         self.pool = pool
         self.bus = bus
@@ -121,7 +123,12 @@ class ModelCaller:
         )
 
         def record(
-            started: datetime, usage: Usage, cost: Cost, result: Result | None, error: BackendError | None, elapsed: float
+            started: datetime,
+            usage: Usage,
+            cost: Cost,
+            result: Result | None,
+            error: BackendError | None,
+            elapsed: float,
         ) -> int:
             call_id = self.ledger.record_call(
                 CallRecord(
@@ -176,7 +183,11 @@ class ModelCaller:
             # The rejected try cost nothing, but it happened: it gets its own $0 row.
             record(self.clock(), Usage(), not_billed(error.error_class), None, error, 0.0)
             self.bus.publish(
-                Notice(agent=agent, run_id=run_id, message=f"{candidate.key}: {error.error_class}; retry {retry} in {delay:.1f}s")
+                Notice(
+                    agent=agent,
+                    run_id=run_id,
+                    message=f"{candidate.key}: {error.error_class}; retry {retry} in {delay:.1f}s",
+                )
             )
 
         started = self.clock()
@@ -190,13 +201,23 @@ class ModelCaller:
         except asyncio.CancelledError:
             # Interrupted in flight: the provider may still bill it. Keep the worst case and say so.
             self.ledger.settle(held.id, None, None, note="cancelled in flight")
-            record(started, Usage(), Cost(priced=False, reason="cancelled in flight; usage unknown"), None, None, time.monotonic() - t0)
+            record(
+                started,
+                Usage(),
+                Cost(priced=False, reason="cancelled in flight; usage unknown"),
+                None,
+                None,
+                time.monotonic() - t0,
+            )
             raise
         except BackendError as error:
             elapsed = time.monotonic() - t0
             if isinstance(error, MAYBE_BILLED):
                 self.ledger.settle(held.id, None, None, note=error.error_class)
-                cost = Cost(priced=False, reason=f"{error.error_class}: the provider may have billed it; usage unknown")
+                cost = Cost(
+                    priced=False,
+                    reason=f"{error.error_class}: the provider may have billed it; usage unknown",
+                )
             else:
                 self.ledger.release(held.id, note=error.error_class)
                 cost = not_billed(error.error_class)
@@ -204,9 +225,14 @@ class ModelCaller:
             return CallOutcome(call_id, None, error, cost, count.tokens)
         usage = result.usage
         cost = cost_of(usage, spec, started)
-        actual_tokens = None if usage.prompt_tokens is None or usage.output is None else usage.prompt_tokens + usage.output
+        actual_tokens = (
+            None if usage.prompt_tokens is None or usage.output is None else usage.prompt_tokens + usage.output
+        )
         self.ledger.settle(held.id, cost.total_micros if cost.priced else None, actual_tokens)
         if candidate.simulated:
-            cost = replace(cost, price_label=f"simulated at {spec.notes.removeprefix('simulated; priced as ')} {cost.price_label}")
+            cost = replace(
+                cost,
+                price_label=f"simulated at {spec.notes.removeprefix('simulated; priced as ')} {cost.price_label}",
+            )
         call_id = record(started, usage, cost, result, None, time.monotonic() - t0)
         return CallOutcome(call_id, result, None, cost, count.tokens)

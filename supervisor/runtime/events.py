@@ -35,7 +35,13 @@ class Event:
         return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
 
     def to_json(self) -> dict[str, Any]:
-        return {"event": self.kind, "at": iso(self.at), "agent": self.agent, "run_id": self.run_id, **self.data()}
+        return {
+            "event": self.kind,
+            "at": iso(self.at),
+            "agent": self.agent,
+            "run_id": self.run_id,
+            **self.data(),
+        }
 
 
 def _plain(value: Any) -> Any:

@@ -143,8 +143,14 @@ def render_digest(agent: str, state: dict[str, Any], budget_tokens: int) -> str:
             return text[: budget_tokens * BYTES_PER_TOKEN_ESTIMATE // 2]
 
 
-def _render(agent: str, runs: list[dict[str, Any]], failures: dict[str, Any], decisions: list[str], failure_chars: int) -> str:
-    lines = [f"# Memory digest for {agent}", "(Written by the supervisor after each run; not a conversation.)", ""]
+def _render(
+    agent: str, runs: list[dict[str, Any]], failures: dict[str, Any], decisions: list[str], failure_chars: int
+) -> str:
+    lines = [
+        f"# Memory digest for {agent}",
+        "(Written by the supervisor after each run; not a conversation.)",
+        "",
+    ]
     if not runs:
         return "\n".join([*lines, "No runs yet."]) + "\n"
     last = runs[-1]

@@ -41,7 +41,9 @@ class LearnedSkip:
 class BackendPool:
     """Backends by provider name, created on first use; tests and the demo can inject their own."""
 
-    def __init__(self, config: Config, environ: Mapping[str, str], overrides: Mapping[str, Backend] | None = None) -> None:
+    def __init__(
+        self, config: Config, environ: Mapping[str, str], overrides: Mapping[str, Backend] | None = None
+    ) -> None:
         self.config = config
         self.environ = environ
         self._backends: dict[str, Backend] = dict(overrides or {})
@@ -110,7 +112,9 @@ class Router:
                     continue
                 spec = _relabel(spec, provider, model_id, tier)
             else:
-                resolved = self.catalog.resolve(provider, model_id, local=pcfg.local, context_window=pcfg.context_window)
+                resolved = self.catalog.resolve(
+                    provider, model_id, local=pcfg.local, context_window=pcfg.context_window
+                )
                 if resolved is None:
                     skipped.append(f"{key}: not in the catalog, so unpriced; paid traffic is never sent to it")
                     continue

@@ -25,7 +25,6 @@ from supervisor.backends.base import Backend, Request
 from supervisor.catalog import Catalog, Tier
 from supervisor.config import AgentConfig, Config, StepConfig
 from supervisor.errors import (
-    BackendError,
     BackendUnavailable,
     BadRequest,
     ContextOverflow,
@@ -35,9 +34,9 @@ from supervisor.errors import (
     SupervisorError,
 )
 from supervisor.ledger import CapHit, Ledger
-from supervisor.ledger.ledger import utcnow
+from supervisor.ledger.ledger import AgentState, utcnow
 from supervisor.runtime import breaker
-from supervisor.runtime.budget import cap_limits, caps_left, describe_caps_left, estimate_call
+from supervisor.runtime.budget import cap_limits, caps_left, estimate_call
 from supervisor.runtime.caller import CallOutcome, ModelCaller
 from supervisor.runtime.events import (
     AgentDeferred,
@@ -52,6 +51,7 @@ from supervisor.runtime.events import (
     EventBus,
     GateChecked,
     Notice,
+    PlanRecorded,
     RunFinished,
     RunStarted,
     StepFinished,
@@ -62,6 +62,7 @@ from supervisor.runtime.events import (
     WorkspaceRestored,
 )
 from supervisor.runtime.memory import AgentMemory, RunSummary, StepSummary
+from supervisor.runtime.planner import PLAN_STEP
 from supervisor.runtime.process import ProcessRegistry, run_command
 from supervisor.runtime.prompt import build_messages, extract_answer, read_context
 from supervisor.runtime.router import BackendPool, Candidate, Router
@@ -81,7 +82,7 @@ EXIT_CODES: dict[str, int] = {
     "waiting_approval": 4,
     "paused": 5,
 }
-AGENT_STATE_AFTER: dict[str, str] = {
+AGENT_STATE_AFTER: dict[str, AgentState] = {
     "success": "idle",
     "failed": "failed",
     "exhausted": "exhausted",
@@ -265,10 +266,12 @@ class Runtime:
         from supervisor.ledger.ledger import owner_alive
 
         if any(owner_alive(r["owner_pid"] or 0, r["owner_started"] or 0.0) for r in live):
-            raise AlreadyRunning(f"agent {agent!r} is already running (run {live[0]['id']})", "wait for it, or pause it")
+            raise AlreadyRunning(
+                f"agent {agent!r} is already running (run {live[0]['id']})", "wait for it, or pause it"
+            )
         current = asyncio.current_task()
         if current is not None and agent not in self._running:
-            self._running[agent] = current  # type: ignore[assignment]
+            self._running[agent] = current
         try:
             async with self._semaphore:
                 return await self._run(agent, cfg, trigger, approval_timeout_s, approver)
@@ -277,7 +280,12 @@ class Runtime:
                 self._running.pop(agent, None)
 
     async def _run(
-        self, agent: str, cfg: AgentConfig, trigger: str, approval_timeout_s: float | None, approver: Approver | None
+        self,
+        agent: str,
+        cfg: AgentConfig,
+        trigger: str,
+        approval_timeout_s: float | None,
+        approver: Approver | None,
     ) -> RunResult:
         simulated = self._agent_simulated(cfg)
         run_id = self.ledger.start_run(agent, trigger, simulated=simulated)
@@ -286,7 +294,15 @@ class Runtime:
         unsubscribe = self.bus.subscribe(lambda e: events.append(e) if e.run_id == run_id and e.persist else None)
         self.ledger.set_agent_state(agent, "running", f"run {run_id} ({trigger})", run_id=run_id)
         self._emit(AgentStateChanged(agent=agent, run_id=run_id, state="running", reason=trigger))
-        self._emit(RunStarted(agent=agent, run_id=run_id, trigger=trigger, steps=[s.name for s in cfg.steps], simulated=simulated))
+        self._emit(
+            RunStarted(
+                agent=agent,
+                run_id=run_id,
+                trigger=trigger,
+                steps=[s.name for s in cfg.steps],
+                simulated=simulated,
+            )
+        )
         outcome: Outcome = "failed"
         reason = ""
         summaries: list[StepSummary] = []
@@ -294,7 +310,9 @@ class Runtime:
         tier_reached: str | None = None
         try:
             if not workspace.is_dir():
-                raise WorkspaceError(f"workspace {workspace} does not exist", f"create it or fix agents.{agent}.workspace")
+                raise WorkspaceError(
+                    f"workspace {workspace} does not exist", f"create it or fix agents.{agent}.workspace"
+                )
             limits = self.config.file.limits
             snapshot = Snapshot.take(
                 workspace,
@@ -303,31 +321,17 @@ class Runtime:
                 max_bytes=limits.max_snapshot_bytes,
             )
             state = _RunState(
-                agent, cfg, run_id, trigger, workspace, snapshot, self.memory(agent).digest(), approval_timeout_s, approver
+                agent,
+                cfg,
+                run_id,
+                trigger,
+                workspace,
+                snapshot,
+                self.memory(agent).digest(),
+                approval_timeout_s,
+                approver,
             )
-            steps = cfg.steps
-            if cfg.planner_mode:
-                from supervisor.runtime.planner import plan_steps
-
-                steps, plan_outcome = await plan_steps(self, state)
-                if plan_outcome is not None:
-                    summaries.append(_summary("plan", plan_outcome))
-                    outcome, reason = _run_outcome(plan_outcome)
-                    steps = []
-            for step in steps:
-                step_outcome = await self._run_step(state, step)
-                summaries.append(_summary(step.name, step_outcome))
-                tier_reached = step_outcome.tier or tier_reached
-                if step_outcome.status != "passed":
-                    outcome, reason = _run_outcome(step_outcome)
-                    break
-            else:
-                if not (cfg.planner_mode and summaries and summaries[0].outcome != "passed"):
-                    outcome, reason = "success", ""
-            if outcome == "success" and cfg.planner_mode and cfg.verify:
-                passed, detail = await self._run_gates(state, "plan-verify", cfg.verify, answer=None, tier=None, attempt=0)
-                if not passed:
-                    outcome, reason = "failed", f"the run's verify gate failed: {detail[:300]}"
+            outcome, reason, tier_reached = await self._run_steps(state, summaries)
         except asyncio.CancelledError:
             outcome, reason = "cancelled", "cancelled"
             row = self.ledger.agent(agent)
@@ -358,6 +362,29 @@ class Runtime:
             tier_reached=tier_reached,
         )
 
+    async def _run_steps(self, state: _RunState, summaries: list[StepSummary]) -> tuple[Outcome, str, str | None]:
+        """Run the configured steps (or, in planner mode, plan them first and check the agent's gates at the end)."""
+        steps = state.cfg.steps
+        tier_reached: str | None = None
+        if state.cfg.planner_mode:
+            from supervisor.runtime.planner import plan_steps
+
+            steps, plan_outcome = await plan_steps(self, state)
+            if plan_outcome is not None:
+                summaries.append(_summary(PLAN_STEP, plan_outcome))
+                return (*_run_outcome(plan_outcome), plan_outcome.tier)
+        for step in steps:
+            step_outcome = await self._run_step(state, step)
+            summaries.append(_summary(step.name, step_outcome))
+            tier_reached = step_outcome.tier or tier_reached
+            if step_outcome.status != "passed":
+                return (*_run_outcome(step_outcome), tier_reached)
+        if state.cfg.planner_mode:
+            passed, detail = await self._run_gates(state, "verify", state.cfg.verify, answer=None, tier=None, attempt=0)
+            if not passed:
+                return "failed", f"the agent's verify gate failed after the plan ran: {detail[:300]}", tier_reached
+        return "success", "", tier_reached
+
     async def _finish(
         self,
         run_id: int,
@@ -374,12 +401,27 @@ class Runtime:
             if outcome != "success":
                 restored, removed = state.snapshot.restore()
                 if restored or removed:
-                    self._emit(WorkspaceRestored(agent=agent, run_id=run_id, step=None, files_restored=restored, files_removed=removed, scope="run"))
+                    self._emit(
+                        WorkspaceRestored(
+                            agent=agent,
+                            run_id=run_id,
+                            step=None,
+                            files_restored=restored,
+                            files_removed=removed,
+                            scope="run",
+                        )
+                    )
             state.snapshot.discard()
         cfg = self.config.agents.get(agent)
         now = self.clock()
         if cfg is not None and cfg.caps.day_usd:
-            trip = breaker.check_hourly_spend(self.ledger, agent, cap_limits(self.config, cfg).agent_day_micros, self.config.file.breaker, now)
+            trip = breaker.check_hourly_spend(
+                self.ledger,
+                agent,
+                cap_limits(self.config, cfg).agent_day_micros,
+                self.config.file.breaker,
+                now,
+            )
             if trip is not None and state is not None and state.pause_after is None:
                 state.pause_after = trip
         if state is not None and state.pause_after is not None:
@@ -411,12 +453,19 @@ class Runtime:
                 path, tokens = self.memory(agent).record_run(summary, _record_lines(summary, events))
                 self._emit(DigestWritten(agent=agent, run_id=run_id, path=str(path), tokens=tokens))
             except OSError as exc:
-                self._emit(Notice(agent=agent, run_id=run_id, message=f"could not write the digest: {exc}", level="error"))
+                self._emit(
+                    Notice(
+                        agent=agent,
+                        run_id=run_id,
+                        message=f"could not write the digest: {exc}",
+                        level="error",
+                    )
+                )
         self.ledger.finish_run(run_id, outcome, reason)
         paused = self.ledger.agent(agent)
         if not (paused is not None and paused["state"] == "paused"):
             agent_state = AGENT_STATE_AFTER[outcome]
-            self.ledger.set_agent_state(agent, agent_state, reason)  # type: ignore[arg-type]
+            self.ledger.set_agent_state(agent, agent_state, reason)
             self._emit(AgentStateChanged(agent=agent, run_id=run_id, state=agent_state, reason=reason))
         self._emit(
             RunFinished(
@@ -432,8 +481,12 @@ class Runtime:
 
     def _trip(self, agent: str, run_id: int | None, trip: breaker.Trip) -> None:
         self.ledger.pause_agent(agent, "breaker", f"runaway breaker ({trip.rule}): {trip.message}")
-        self._emit(BreakerTripped(agent=agent, run_id=run_id, rule=trip.rule, message=trip.message, evidence=trip.evidence))
-        self._emit(AgentStateChanged(agent=agent, run_id=run_id, state="paused", reason=f"runaway breaker: {trip.rule}"))
+        self._emit(
+            BreakerTripped(agent=agent, run_id=run_id, rule=trip.rule, message=trip.message, evidence=trip.evidence)
+        )
+        self._emit(
+            AgentStateChanged(agent=agent, run_id=run_id, state="paused", reason=f"runaway breaker: {trip.rule}")
+        )
 
     def _emit(self, event: Event) -> None:
         self.bus.publish(event)
@@ -441,7 +494,7 @@ class Runtime:
     def _agent_simulated(self, cfg: AgentConfig) -> bool:
         tiers = {t for step in cfg.steps for t in (step.ladder or cfg.ladder)} or set(cfg.ladder)
         for tier in tiers:
-            for key in self.config.tiers.models(tier):  # type: ignore[arg-type]
+            for key in self.config.tiers.models(tier):
                 provider = key.partition(":")[0]
                 pcfg = self.config.providers.get(provider)
                 if pcfg is not None and pcfg.kind == "scripted":
@@ -451,11 +504,13 @@ class Runtime:
     # ----------------------------------------------------------------------------------------------------
     # Steps
 
-    async def _run_step(self, state: _RunState, step: StepConfig) -> StepOutcome:
-        kind = "run" if step.run is not None else "model"
+    async def _run_step(self, state: _RunState, step: StepConfig, kind: str | None = None) -> StepOutcome:
+        kind = kind or ("run" if step.run is not None else "model")
         step_id = self.ledger.start_step(state.run_id, step.name, kind)
         self._emit(StepStarted(agent=state.agent, run_id=state.run_id, step=step.name, step_kind=kind))
-        self.ledger.update_agent_position(state.agent, step=step.name, tier="tier0" if kind == "run" else None, model=None)
+        self.ledger.update_agent_position(
+            state.agent, step=step.name, tier="tier0" if kind == "run" else None, model=None
+        )
         if step.run is not None:
             outcome = await self._run_command_step(state, step)
         else:
@@ -506,14 +561,29 @@ class Runtime:
             )
         )
         if not result.ok:
-            return StepOutcome("failed", f"step {step.name!r}: command failed", tier="tier0", attempts=1, failure=result.summary())
+            return StepOutcome(
+                "failed",
+                f"step {step.name!r}: command failed",
+                tier="tier0",
+                attempts=1,
+                failure=result.summary(),
+            )
         passed, detail = await self._run_gates(state, step.name, step.verify, answer=None, tier="tier0", attempt=1)
         if not passed:
-            return StepOutcome("failed", f"step {step.name!r}: verify gate failed", tier="tier0", attempts=1, failure=detail)
+            return StepOutcome(
+                "failed", f"step {step.name!r}: verify gate failed", tier="tier0", attempts=1, failure=detail
+            )
         return StepOutcome("passed", tier="tier0", attempts=1)
 
     async def _run_gates(
-        self, state: _RunState, step: str, gates: list[Any], *, answer: str | None, tier: str | None, attempt: int
+        self,
+        state: _RunState,
+        step: str,
+        gates: list[Any],
+        *,
+        answer: str | None,
+        tier: str | None,
+        attempt: int,
     ) -> tuple[bool, str]:
         for gate in gates:
             result = await run_gate(
@@ -550,7 +620,13 @@ class Runtime:
         total_attempts = 0
         approved_frontier = self._approved_frontier(state.agent, step.name)
         if approved_frontier is not None and "frontier" in ladder:
-            self._emit(Notice(agent=state.agent, run_id=state.run_id, message=f"approval #{approved_frontier} granted earlier: going straight to the frontier tier"))
+            self._emit(
+                Notice(
+                    agent=state.agent,
+                    run_id=state.run_id,
+                    message=f"approval #{approved_frontier} granted earlier: going straight to the frontier tier",
+                )
+            )
             ladder = ["frontier"]
         for index, tier in enumerate(ladder):
             is_last = index == len(ladder) - 1
@@ -566,7 +642,15 @@ class Runtime:
             if tier != "frontier" and not is_last:
                 learned = self.router.learned_skip(state.agent, step.name, tier)
                 if learned is not None:
-                    self._emit(TierSkipped(agent=state.agent, run_id=state.run_id, step=step.name, tier=tier, reason=f"learned: {learned.reason}"))
+                    self._emit(
+                        TierSkipped(
+                            agent=state.agent,
+                            run_id=state.run_id,
+                            step=step.name,
+                            tier=tier,
+                            reason=f"learned: {learned.reason}",
+                        )
+                    )
                     continue
             tier_attempts = attempts_per_tier
             if tier == "frontier":
@@ -574,7 +658,7 @@ class Runtime:
                 if policy == "never":
                     return StepOutcome(
                         "exhausted",
-                        f"step {step.name!r}: every tier below frontier failed and frontier = \"never\"",
+                        f'step {step.name!r}: every tier below frontier failed and frontier = "never"',
                         tier=last_tier,
                         attempts=total_attempts,
                         failure=failure or "",
@@ -593,9 +677,18 @@ class Runtime:
                 tier_attempts = 1  # an approval buys one frontier attempt
             if last_tier is not None:
                 self._emit(
-                    Escalated(agent=state.agent, run_id=state.run_id, step=step.name, from_tier=last_tier, to_tier=tier, reason=(failure or "")[:500])
+                    Escalated(
+                        agent=state.agent,
+                        run_id=state.run_id,
+                        step=step.name,
+                        from_tier=last_tier,
+                        to_tier=tier,
+                        reason=(failure or "")[:500],
+                    )
                 )
-            outcome = await self._try_tier(state, step, step_id, tier, candidates, tier_attempts, failure, limits, total_attempts)
+            outcome = await self._try_tier(
+                state, step, step_id, tier, candidates, tier_attempts, failure, limits, total_attempts
+            )
             total_attempts = outcome.attempts
             if outcome.status != "failed":
                 return outcome
@@ -636,13 +729,26 @@ class Runtime:
             candidate = remaining[0]
             last_model = candidate.key
             self.ledger.update_agent_position(state.agent, step=step.name, tier=tier, model=candidate.key)
-            self.ledger.set_agent_state(state.agent, "running", f"{step.name} at {tier}", run_id=state.run_id, step=step.name, tier=tier, model=candidate.key)
+            self.ledger.set_agent_state(
+                state.agent,
+                "running",
+                f"{step.name} at {tier}",
+                run_id=state.run_id,
+                step=step.name,
+                tier=tier,
+                model=candidate.key,
+            )
             try:
                 context = read_context(state.workspace, step, self.config.file.limits.max_context_file_bytes)
             except (PromptTooLarge, WorkspaceError) as exc:
                 return StepOutcome("failed", str(exc), tier=tier, attempts=used, failure=str(exc))
             messages = build_messages(
-                state.agent, state.cfg, step, digest=state.digest, context=context, failure=failure,
+                state.agent,
+                state.cfg,
+                step,
+                digest=state.digest,
+                context=context,
+                failure=failure,
                 failure_chars=self.config.file.limits.failure_excerpt_chars,
             )
             pcfg = self.pool.provider(candidate.provider)
@@ -685,19 +791,41 @@ class Runtime:
                 remaining.pop(0)
                 attempt -= 1
                 used -= 1
-                self._emit(Notice(agent=state.agent, run_id=state.run_id, message=f"{candidate.key} unavailable: {exc}", level="warning"))
+                self._emit(
+                    Notice(
+                        agent=state.agent,
+                        run_id=state.run_id,
+                        message=f"{candidate.key} unavailable: {exc}",
+                        level="warning",
+                    )
+                )
                 continue
             if isinstance(outcome, CapHit):
                 reason = f"{outcome.describe()}"
                 self._defer(state, step.name, reason, outcome)
-                return StepOutcome("deferred", reason, tier=tier, model=candidate.key, attempts=used - 1, failure=failure or "", cap=outcome)
+                return StepOutcome(
+                    "deferred",
+                    reason,
+                    tier=tier,
+                    model=candidate.key,
+                    attempts=used - 1,
+                    failure=failure or "",
+                    cap=outcome,
+                )
             assert isinstance(outcome, CallOutcome)
             if outcome.error is not None:
                 error = outcome.error
                 if isinstance(error, (BackendUnavailable, RateLimited, ModelNotFound)):
                     remaining.pop(0)
                     attempt -= 1
-                    self._emit(Notice(agent=state.agent, run_id=state.run_id, message=f"{candidate.key}: {error}", level="warning"))
+                    self._emit(
+                        Notice(
+                            agent=state.agent,
+                            run_id=state.run_id,
+                            message=f"{candidate.key}: {error}",
+                            level="warning",
+                        )
+                    )
                     continue
                 failure = f"the call failed: {error}"
                 if isinstance(error, BadRequest):
@@ -705,26 +833,65 @@ class Runtime:
                 continue
             assert outcome.result is not None
             answer = extract_answer(outcome.result.text)
-            passed, detail = await self._apply_and_verify(state, step, answer, tier, used)
+            passed, detail = await self._apply_and_verify(state, step, answer, tier, used, candidate.key)
             self.ledger.record_attempt(
-                agent=state.agent, run_id=state.run_id, step=step.name, tier=tier, model=candidate.key, attempt=used, passed=passed, failure=detail
+                agent=state.agent,
+                run_id=state.run_id,
+                step=step.name,
+                tier=tier,
+                model=candidate.key,
+                attempt=used,
+                passed=passed,
+                failure=detail,
             )
             rising = breaker.check_rising_input(self.ledger, state.agent, self.config.file.breaker)
             if rising is not None:
                 state.pause_after = rising
-                return StepOutcome("paused", f"runaway breaker: {rising.message}", tier=tier, model=candidate.key, attempts=used, failure=detail)
+                return StepOutcome(
+                    "paused",
+                    f"runaway breaker: {rising.message}",
+                    tier=tier,
+                    model=candidate.key,
+                    attempts=used,
+                    failure=detail,
+                )
             if passed:
-                self._emit(StepVerified(agent=state.agent, run_id=state.run_id, step=step.name, tier=tier, model=candidate.key, attempt=used))
+                self._emit(
+                    StepVerified(
+                        agent=state.agent,
+                        run_id=state.run_id,
+                        step=step.name,
+                        tier=tier,
+                        model=candidate.key,
+                        attempt=used,
+                    )
+                )
                 return StepOutcome("passed", tier=tier, model=candidate.key, attempts=used)
             failure = detail
             trip = breaker.check_repeated_failure(self.ledger, state.agent, step.name, tier, self.config.file.breaker)
             if trip is not None:
                 state.pause_after = trip
-                self._emit(Notice(agent=state.agent, run_id=state.run_id, message=f"runaway breaker: {trip.message}; escalating", level="warning"))
+                self._emit(
+                    Notice(
+                        agent=state.agent,
+                        run_id=state.run_id,
+                        message=f"runaway breaker: {trip.message}; escalating",
+                        level="warning",
+                    )
+                )
                 break
-        return StepOutcome("failed", f"{tier} did not pass", tier=tier, model=last_model, attempts=used, failure=failure or "")
+        return StepOutcome(
+            "failed",
+            f"{tier} did not pass",
+            tier=tier,
+            model=last_model,
+            attempts=used,
+            failure=failure or "",
+        )
 
-    async def _apply_and_verify(self, state: _RunState, step: StepConfig, answer: str, tier: str, attempt: int) -> tuple[bool, str]:
+    async def _apply_and_verify(
+        self, state: _RunState, step: StepConfig, answer: str, tier: str, attempt: int, model: str
+    ) -> tuple[bool, str]:
         """Write the answer (or keep it as an artifact), run every gate; on failure restore what the attempt touched."""
         limits = self.config.file.limits
         snapshot = Snapshot.take(
@@ -744,7 +911,13 @@ class Runtime:
                 artifact.parent.mkdir(parents=True, exist_ok=True)
                 artifact.write_text(answer, encoding="utf-8")
                 state.artifacts[name] = str(artifact)
-            passed, detail = await self._run_gates(state, step.name, step.verify, answer=answer, tier=tier, attempt=attempt)
+            passed, detail = True, ""
+            if state.cfg.planner_mode and step.name == PLAN_STEP and step.output == PLAN_STEP:
+                passed, detail = self._check_plan(state, answer, tier, model, attempt)
+            if passed:
+                passed, detail = await self._run_gates(
+                    state, step.name, step.verify, answer=answer, tier=tier, attempt=attempt
+                )
         except WorkspaceError as exc:
             passed, detail = False, str(exc)
         except BaseException:
@@ -753,9 +926,59 @@ class Runtime:
             raise
         if not passed:
             restored, removed = snapshot.restore()
-            self._emit(WorkspaceRestored(agent=state.agent, run_id=state.run_id, step=step.name, files_restored=restored, files_removed=removed, scope="attempt"))
+            self._emit(
+                WorkspaceRestored(
+                    agent=state.agent,
+                    run_id=state.run_id,
+                    step=step.name,
+                    files_restored=restored,
+                    files_removed=removed,
+                    scope="attempt",
+                )
+            )
         snapshot.discard()
         return passed, detail
+
+    def _check_plan(self, state: _RunState, answer: str, tier: str, model: str, attempt: int) -> tuple[bool, str]:
+        from supervisor.runtime.planner import validate_plan
+
+        result = validate_plan(answer, state.cfg)
+        self.ledger.record_plan(
+            agent=state.agent,
+            run_id=state.run_id,
+            tier=tier,
+            model=model,
+            plan=answer,
+            valid=result.passed,
+            error="" if result.passed else result.output,
+        )
+        steps = 0
+        if result.passed:
+            steps = len(json.loads(answer)["steps"])
+        self._emit(
+            PlanRecorded(
+                agent=state.agent,
+                run_id=state.run_id,
+                tier=tier,
+                model=model,
+                valid=result.passed,
+                error="" if result.passed else result.output,
+                steps=steps,
+            )
+        )
+        self._emit(
+            GateChecked(
+                agent=state.agent,
+                run_id=state.run_id,
+                step=PLAN_STEP,
+                gate="plan",
+                passed=result.passed,
+                output=result.output,
+                tier=tier,
+                attempt=attempt,
+            )
+        )
+        return result.passed, "" if result.passed else f"plan: {result.output}"
 
     def _defer(self, state: _RunState, step: str, reason: str, cap: CapHit | None = None) -> None:
         state.decisions.append(f"{self.clock():%Y-%m-%d %H:%M} deferred at step {step}: {reason}")
@@ -773,7 +996,9 @@ class Runtime:
     # ----------------------------------------------------------------------------------------------------
     # Approvals
 
-    async def _ask_approval(self, state: _RunState, step: StepConfig, candidate: Candidate, failure: str | None, limits: Any) -> StepOutcome:
+    async def _ask_approval(
+        self, state: _RunState, step: StepConfig, candidate: Candidate, failure: str | None, limits: Any
+    ) -> StepOutcome:
         existing = self.ledger.open_approval_for(state.agent, step.name, "frontier")
         if existing is not None and existing.state == "pending":
             approval_id = existing.id
@@ -781,19 +1006,45 @@ class Runtime:
             approval_id = self._request_approval(state, step, candidate, failure)
         state.approval_id = approval_id
         self.ledger.set_agent_state(
-            state.agent, "waiting_approval", f"approval #{approval_id}: {step.name} -> {candidate.key}", run_id=state.run_id, step=step.name, tier="frontier", model=candidate.key
+            state.agent,
+            "waiting_approval",
+            f"approval #{approval_id}: {step.name} -> {candidate.key}",
+            run_id=state.run_id,
+            step=step.name,
+            tier="frontier",
+            model=candidate.key,
         )
-        self._emit(AgentStateChanged(agent=state.agent, run_id=state.run_id, state="waiting_approval", reason=f"approval #{approval_id}"))
+        self._emit(
+            AgentStateChanged(
+                agent=state.agent,
+                run_id=state.run_id,
+                state="waiting_approval",
+                reason=f"approval #{approval_id}",
+            )
+        )
         decision = await self._wait_approval(approval_id, state)
         if decision is None:
-            return StepOutcome("waiting_approval", f"waiting for approval #{approval_id} (`supervisor approve {approval_id}`)", approval_id=approval_id)
-        self.ledger.set_agent_state(state.agent, "running", f"approval #{approval_id} {'approved' if decision else 'denied'}", run_id=state.run_id)
+            return StepOutcome(
+                "waiting_approval",
+                f"waiting for approval #{approval_id} (`supervisor approve {approval_id}`)",
+                approval_id=approval_id,
+            )
+        self.ledger.set_agent_state(
+            state.agent,
+            "running",
+            f"approval #{approval_id} {'approved' if decision else 'denied'}",
+            run_id=state.run_id,
+        )
         if not decision:
-            state.decisions.append(f"{self.clock():%Y-%m-%d %H:%M} approval #{approval_id} denied ({step.name} -> frontier)")
+            state.decisions.append(
+                f"{self.clock():%Y-%m-%d %H:%M} approval #{approval_id} denied ({step.name} -> frontier)"
+            )
             return StepOutcome("denied", f"approval #{approval_id} denied", approval_id=approval_id)
         if not self.ledger.consume_approval(approval_id):
             return StepOutcome("denied", f"approval #{approval_id} was already used", approval_id=approval_id)
-        state.decisions.append(f"{self.clock():%Y-%m-%d %H:%M} approval #{approval_id} approved ({step.name} -> frontier)")
+        state.decisions.append(
+            f"{self.clock():%Y-%m-%d %H:%M} approval #{approval_id} approved ({step.name} -> frontier)"
+        )
         return StepOutcome("passed", approval_id=approval_id)
 
     def _request_approval(self, state: _RunState, step: StepConfig, candidate: Candidate, failure: str | None) -> int:
@@ -801,7 +1052,12 @@ class Runtime:
         with contextlib.suppress(PromptTooLarge, WorkspaceError):
             context = read_context(state.workspace, step, self.config.file.limits.max_context_file_bytes)
         messages = build_messages(
-            state.agent, state.cfg, step, digest=state.digest, context=context, failure=failure,
+            state.agent,
+            state.cfg,
+            step,
+            digest=state.digest,
+            context=context,
+            failure=failure,
             failure_chars=self.config.file.limits.failure_excerpt_chars,
         )
         from supervisor.backends.base import estimate_tokens
@@ -860,7 +1116,15 @@ class Runtime:
                 current = self.ledger.approval(approval_id)
                 if current is not None and current.state == "pending":
                     (self.approve if answer else self.deny)(approval_id, "terminal")
-                    self._emit(ApprovalDecided(agent=state.agent, run_id=state.run_id, approval_id=approval_id, approved=answer, by="terminal"))
+                    self._emit(
+                        ApprovalDecided(
+                            agent=state.agent,
+                            run_id=state.run_id,
+                            approval_id=approval_id,
+                            approved=answer,
+                            by="terminal",
+                        )
+                    )
         timeout = state.approval_timeout_s
         event = self._approval_events.setdefault(approval_id, asyncio.Event())
         loop = asyncio.get_running_loop()
@@ -872,7 +1136,15 @@ class Runtime:
                     return None
                 if row.state in ("approved", "denied"):
                     if row.decided_by not in ("terminal",):
-                        self._emit(ApprovalDecided(agent=state.agent, run_id=state.run_id, approval_id=approval_id, approved=row.state == "approved", by=row.decided_by or "?"))
+                        self._emit(
+                            ApprovalDecided(
+                                agent=state.agent,
+                                run_id=state.run_id,
+                                approval_id=approval_id,
+                                approved=row.state == "approved",
+                                by=row.decided_by or "?",
+                            )
+                        )
                     return row.state == "approved"
                 if row.state != "pending":
                     return False
@@ -887,7 +1159,14 @@ class Runtime:
 
 
 def _summary(name: str, outcome: StepOutcome) -> StepSummary:
-    return StepSummary(name, outcome.status, outcome.tier, outcome.model, outcome.attempts, outcome.failure if outcome.status != "passed" else "")
+    return StepSummary(
+        name,
+        outcome.status,
+        outcome.tier,
+        outcome.model,
+        outcome.attempts,
+        outcome.failure if outcome.status != "passed" else "",
+    )
 
 
 def _run_outcome(step: StepOutcome) -> tuple[Outcome, str]:
@@ -911,7 +1190,8 @@ def _record_lines(summary: RunSummary, events: list[Event]) -> list[str]:
         f"- started: {summary.started_at}",
         f"- ended: {summary.ended_at}",
         f"- outcome: {summary.outcome}" + (f" ({summary.reason})" if summary.reason else ""),
-        f"- cost: {summary.cost_micros} micro-USD" + (f", {summary.unpriced_calls} unpriced call(s)" if summary.unpriced_calls else ""),
+        f"- cost: {summary.cost_micros} micro-USD"
+        + (f", {summary.unpriced_calls} unpriced call(s)" if summary.unpriced_calls else ""),
         "",
         "## Events",
         "",

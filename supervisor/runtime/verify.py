@@ -87,7 +87,12 @@ async def run_gate(
     """Run one gate. ``answer`` is the step's text (``None`` for a `run` step, where content gates read nothing)."""
     if isinstance(gate, CommandGate):
         result = await run_command(
-            gate.cmd, workspace, timeout_s=gate.timeout_s, capture_bytes=capture_bytes, registry=registry, agent=agent
+            gate.cmd,
+            workspace,
+            timeout_s=gate.timeout_s,
+            capture_bytes=capture_bytes,
+            registry=registry,
+            agent=agent,
         )
         return GateResult(describe(gate), result.ok, result.summary())
     text = answer or ""

@@ -155,7 +155,9 @@ class Snapshot:
         saved = self.directory / FILES / rel
         current = self.workspace / rel
         if os.path.islink(saved) or os.path.islink(current):
-            return not (os.path.islink(saved) and os.path.islink(current) and os.readlink(saved) == os.readlink(current))
+            return not (
+                os.path.islink(saved) and os.path.islink(current) and os.readlink(saved) == os.readlink(current)
+            )
         if st.st_size != entry.size or st.st_mode != entry.mode:
             return True
         # Same size: compare bytes, since a rewrite can keep the size and land in the same mtime tick.

@@ -47,34 +47,25 @@ THINKING_TEXT = "Considering the clause."
 class AnthropicFake(FakeServer):
     """``POST /v1/messages`` and ``GET /v1/models`` on loopback."""
 
-    def __init__(
-        self, models: tuple[str, ...] = ("claude-fake-5",), *, split_cache_creation: bool = True
-    ) -> None:
+    def __init__(self, models: tuple[str, ...] = ("claude-fake-5",), *, split_cache_creation: bool = True) -> None:
         super().__init__()
         # serve_forever polls for shutdown every 0.5 s by default, which every stop() would wait out.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.models = models
         self.split_cache_creation = split_cache_creation  # False: an older API without cache_creation.{5m,1h}
         self.mid_stream_error_type = "overloaded_error"
 
     def model_requests(self) -> list[RecordedRequest]:
-        return [
-            r for r in self.requests if r.method == "POST" and r.path.split("?")[0].endswith("/v1/messages")
-        ]
+        return [r for r in self.requests if r.method == "POST" and r.path.split("?")[0].endswith("/v1/messages")]
 
     def handle(self, req: RecordedRequest, handler: BaseHTTPRequestHandler) -> None:
         path = req.path.split("?")[0].rstrip("/")
         if req.method == "GET" and path.endswith("/v1/models"):
             data = [
-                {"type": "model", "id": m, "display_name": m, "created_at": "2026-11-01T00:00:00Z"}
-                for m in self.models
+                {"type": "model", "id": m, "display_name": m, "created_at": "2026-11-01T00:00:00Z"} for m in self.models
             ]
             first, last = (self.models[0], self.models[-1]) if self.models else (None, None)
-            self.send_json(
-                handler, 200, {"data": data, "has_more": False, "first_id": first, "last_id": last}
-            )
+            self.send_json(handler, 200, {"data": data, "has_more": False, "first_id": first, "last_id": last})
             return
         if req.method != "POST" or not path.endswith("/v1/messages"):
             self.send_json(handler, 404, _error("not_found_error", f"Not found: {req.method} {req.path}"))
@@ -118,9 +109,7 @@ class AnthropicFake(FakeServer):
                 },
             )
             delta = {"type": "thinking_delta", "thinking": THINKING_TEXT}
-            self._event(
-                handler, "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}
-            )
+            self._event(handler, "content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
             signature = {"type": "signature_delta", "signature": "c2lnbmF0dXJl"}
             self._event(
                 handler,
@@ -206,9 +195,7 @@ class AnthropicFake(FakeServer):
             }
         return usage
 
-    def _message(
-        self, model: str, reply: Reply, *, with_usage: bool, streaming: bool = False
-    ) -> dict[str, Any]:
+    def _message(self, model: str, reply: Reply, *, with_usage: bool, streaming: bool = False) -> dict[str, Any]:
         message: dict[str, Any] = {
             "id": "msg_fake",
             "type": "message",

@@ -208,7 +208,9 @@ class FakeServer:
     # --- helpers for subclasses ------------------------------------------------------------------------
 
     @staticmethod
-    def send_json(handler: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+    def send_json(
+        handler: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None
+    ) -> None:
         data = json.dumps(payload).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")

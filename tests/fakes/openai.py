@@ -70,9 +70,7 @@ class OpenAIFake(FakeServer):
     def __init__(self, dialect: Dialect = "openai", models: tuple[str, ...] = ("fake-model",)) -> None:
         super().__init__()
         # serve_forever polls for shutdown every 0.5 s by default, which every stop() would wait out.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.dialect: Dialect = dialect
         self.models = models
         self.model_name = "fake-model-2026-11-01"
@@ -87,9 +85,7 @@ class OpenAIFake(FakeServer):
     def handle(self, req: RecordedRequest, handler: BaseHTTPRequestHandler) -> None:
         path = req.path.split("?")[0].rstrip("/")
         if req.method == "GET" and path.endswith("/models"):
-            data = [
-                {"id": m, "object": "model", "created": 1762000000, "owned_by": "fake"} for m in self.models
-            ]
+            data = [{"id": m, "object": "model", "created": 1762000000, "owned_by": "fake"} for m in self.models]
             self.send_json(handler, 200, {"object": "list", "data": data})
             return
         if req.method != "POST" or not path.endswith("/chat/completions"):

@@ -208,9 +208,7 @@ def test_only_the_last_breakpoint_is_marked() -> None:
 
 
 def test_a_system_breakpoint_marks_the_system_block() -> None:
-    body = messages_body(
-        _request(messages=(Message("system", "stable", cache_breakpoint=True), Message("user", "q")))
-    )
+    body = messages_body(_request(messages=(Message("system", "stable", cache_breakpoint=True), Message("user", "q"))))
 
     assert body["system"] == [
         {"type": "text", "text": "stable", "cache_control": {"type": "ephemeral", "ttl": "5m"}},
@@ -244,9 +242,7 @@ async def test_thinking_is_not_answer_text(fake: AnthropicFake, make_backend: Ma
     assert result.usage.reasoning == 40
 
 
-async def test_a_server_that_ignores_stream_answers_with_json(
-    fake: AnthropicFake, make_backend: MakeBackend
-) -> None:
+async def test_a_server_that_ignores_stream_answers_with_json(fake: AnthropicFake, make_backend: MakeBackend) -> None:
     message = fake._message("claude-opus-5-5", GOLDEN_REPLY, with_usage=True)
     fake.enqueue(Malformed(body=json.dumps(message).encode(), content_type="application/json"))
 
@@ -288,9 +284,7 @@ async def test_cache_writes_without_the_ttl_split_count_as_5m(make_backend: Make
     server = AnthropicFake(split_cache_creation=False)
     server.start()
     try:
-        server.enqueue(
-            Reply(input_tokens=100, cache_write=3000, cache_write_1h=1000, cache_read=50, output_tokens=7)
-        )
+        server.enqueue(Reply(input_tokens=100, cache_write=3000, cache_write_1h=1000, cache_read=50, output_tokens=7))
         result = await make_backend(server.url).complete(_request())
     finally:
         server.stop()
@@ -298,21 +292,15 @@ async def test_cache_writes_without_the_ttl_split_count_as_5m(make_backend: Make
     assert result.usage == Usage(100, 50, 4000, 0, 7)
 
 
-async def test_5m_writes_are_kept_apart_from_1h_writes(
-    fake: AnthropicFake, make_backend: MakeBackend
-) -> None:
-    fake.enqueue(
-        Reply(input_tokens=100, cache_write=3000, cache_write_1h=1000, cache_read=50, output_tokens=7)
-    )
+async def test_5m_writes_are_kept_apart_from_1h_writes(fake: AnthropicFake, make_backend: MakeBackend) -> None:
+    fake.enqueue(Reply(input_tokens=100, cache_write=3000, cache_write_1h=1000, cache_read=50, output_tokens=7))
 
     result = await make_backend(fake.url).complete(_request())
 
     assert result.usage == Usage(100, 50, 3000, 1000, 7)
 
 
-async def test_stream_without_usage_is_unknown_not_zero(
-    fake: AnthropicFake, make_backend: MakeBackend
-) -> None:
+async def test_stream_without_usage_is_unknown_not_zero(fake: AnthropicFake, make_backend: MakeBackend) -> None:
     fake.enqueue(NoUsage(text="fine"))
 
     result = await make_backend(fake.url).complete(_request())
@@ -332,9 +320,7 @@ async def test_stream_without_usage_is_unknown_not_zero(
         (HttpError(529, "Overloaded"), Overloaded, None),
         (HttpError(503, "Service unavailable"), Overloaded, None),
         (
-            HttpError(
-                429, "Number of request tokens has exceeded your rate limit", headers={"retry-after": "12"}
-            ),
+            HttpError(429, "Number of request tokens has exceeded your rate limit", headers={"retry-after": "12"}),
             RateLimited,
             Overloaded,
         ),
@@ -481,9 +467,7 @@ CANARY_BEHAVIORS = [
 
 
 @pytest.mark.parametrize("behavior", CANARY_BEHAVIORS, ids=lambda b: type(b).__name__)
-async def test_the_key_never_appears_in_an_error(
-    fake: AnthropicFake, make_backend: MakeBackend, behavior: Any
-) -> None:
+async def test_the_key_never_appears_in_an_error(fake: AnthropicFake, make_backend: MakeBackend, behavior: Any) -> None:
     fake.enqueue(behavior)
     backend = make_backend(fake.url, key=CANARY)
 

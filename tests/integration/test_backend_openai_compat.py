@@ -228,9 +228,7 @@ def test_max_tokens_field_depends_on_the_host() -> None:
     assert max_tokens_field("https://api.deepseek.com") == "max_tokens"
     assert max_tokens_field("https://generativelanguage.googleapis.com/v1beta/openai") == "max_tokens"
     assert max_tokens_field("http://127.0.0.1:1234/v1") == "max_tokens"
-    body = chat_body(
-        _request(max_output_tokens=99), max_tokens_key=max_tokens_field("https://api.openai.com/v1")
-    )
+    body = chat_body(_request(max_output_tokens=99), max_tokens_key=max_tokens_field("https://api.openai.com/v1"))
     assert body["max_completion_tokens"] == 99
     assert "max_tokens" not in body
 
@@ -251,9 +249,7 @@ async def test_length_and_other_finish_reasons(fake: OpenAIFake, make_backend: M
     assert (await backend.complete(_request())).finish_reason == "content_filter"
 
 
-async def test_line_separators_inside_text_survive_streaming(
-    fake: OpenAIFake, make_backend: MakeBackend
-) -> None:
+async def test_line_separators_inside_text_survive_streaming(fake: OpenAIFake, make_backend: MakeBackend) -> None:
     # The fake writes raw UTF-8 (like DeepSeek); U+2028/U+0085 must not split an SSE line.
     text = "one\u2028two\u0085three\u2029four — 完成"
     fake.enqueue(Reply(text=text, chunks=2))
@@ -263,9 +259,7 @@ async def test_line_separators_inside_text_survive_streaming(
     assert result.text == text
 
 
-async def test_a_server_that_ignores_stream_answers_with_json(
-    fake: OpenAIFake, make_backend: MakeBackend
-) -> None:
+async def test_a_server_that_ignores_stream_answers_with_json(fake: OpenAIFake, make_backend: MakeBackend) -> None:
     completion = fake._completion(Reply(text="whole answer", input_tokens=7, output_tokens=2))
     fake.enqueue(Malformed(body=json.dumps(completion).encode(), content_type="application/json"))
     deltas: list[str] = []
@@ -518,9 +512,7 @@ CANARY_BEHAVIORS = [
 
 
 @pytest.mark.parametrize("behavior", CANARY_BEHAVIORS, ids=lambda b: type(b).__name__)
-async def test_the_key_never_appears_in_an_error(
-    fake: OpenAIFake, make_backend: MakeBackend, behavior: Any
-) -> None:
+async def test_the_key_never_appears_in_an_error(fake: OpenAIFake, make_backend: MakeBackend, behavior: Any) -> None:
     fake.enqueue(behavior)
     backend = make_backend(fake.url, key=CANARY)
 
@@ -553,9 +545,7 @@ async def test_health_lists_a_local_servers_models(make_backend: MakeBackend) ->
     server = OpenAIFake(models=("qwen3-4b", "llama-3.2-1b"))
     server.start()
     try:
-        health = await make_backend(
-            server.url + "/v1", key_env=None, local=True, provider="lmstudio"
-        ).health()
+        health = await make_backend(server.url + "/v1", key_env=None, local=True, provider="lmstudio").health()
     finally:
         server.stop()
 

@@ -53,7 +53,8 @@ def test_bundled_files_each_record_sources_and_a_checked_date() -> None:
 
     for path in sorted(paths.bundled_models_dir().glob("*.toml")):
         meta = tomllib.loads(path.read_text())["meta"]
-        assert meta["sources"] and meta["checked"], path
+        assert meta["sources"], path
+        assert meta["checked"], path
 
 
 def test_user_catalog_overrides_and_extends(tmp_path: Path) -> None:
@@ -71,12 +72,21 @@ def test_user_catalog_overrides_and_extends(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutation", "expected"),
     [
-        (lambda m: m.replace('output = "2.00"', 'output = "2.00"\noutptu = "1"'), "field outptu: unknown key"),
+        (
+            lambda m: m.replace('output = "2.00"', 'output = "2.00"\noutptu = "1"'),
+            "field outptu: unknown key",
+        ),
         (lambda m: m.replace('output = "2.00"\n', ""), "field output: missing required field"),
         (lambda m: m.replace('input = "1.00"', 'input = "-1"'), "field input: '-1' is negative"),
         (lambda m: m.replace('input = "1.00"', 'input = "cheap"'), "field input: 'cheap' is not a number"),
-        (lambda m: m.replace('input = "1.00"', "input = 1.0"), "field input: write prices as decimal strings"),
-        (lambda m: m.replace("effective_from = 2026-01-01", 'effective_from = "last tuesday"'), "field effective_from"),
+        (
+            lambda m: m.replace('input = "1.00"', "input = 1.0"),
+            "field input: write prices as decimal strings",
+        ),
+        (
+            lambda m: m.replace("effective_from = 2026-01-01", 'effective_from = "last tuesday"'),
+            "field effective_from",
+        ),
         (lambda m: m.replace('tier = "cheap"', 'tier = "premium"'), "field tier"),
         (lambda m: m + m, "model 'm1': duplicate id"),
         (lambda m: m.replace("context_window = 1000", "context_window = -5"), "field context_window"),

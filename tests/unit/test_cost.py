@@ -43,7 +43,12 @@ def test_openai_gpt_6_1_terra_worked_example(catalog: Catalog) -> None:
     # prompt 10,000 of which cached 8,000 and written 1,024 -> uncached 976
     usage = Usage(input_uncached=976, cache_read=8_000, cache_write_5m=1_024, cache_write_1h=0, output=500)
     cost = cost_of(usage, spec(catalog, "openai:gpt-6.1-terra"), NOV_2026)
-    assert (cost.input_uncached_micros, cost.cache_read_micros, cost.cache_write_5m_micros, cost.output_micros) == (
+    assert (
+        cost.input_uncached_micros,
+        cost.cache_read_micros,
+        cost.cache_write_5m_micros,
+        cost.output_micros,
+    ) == (
         976,
         400,
         1_280,
@@ -148,7 +153,11 @@ def test_local_model_is_free_even_with_unknown_usage() -> None:
 
 
 def test_call_before_any_price_is_unpriced(catalog: Catalog) -> None:
-    cost = cost_of(Usage(input_uncached=1, output=1), spec(catalog, "openai:gpt-6.2-sol"), datetime(2020, 1, 1, tzinfo=UTC))
+    cost = cost_of(
+        Usage(input_uncached=1, output=1),
+        spec(catalog, "openai:gpt-6.2-sol"),
+        datetime(2020, 1, 1, tzinfo=UTC),
+    )
     assert not cost.priced
     assert "no price in force" in cost.reason
 
@@ -158,7 +167,13 @@ def test_rounding_is_half_up_per_component_and_parts_add_up(catalog: Catalog) ->
     usage = Usage(input_uncached=5, cache_read=49, cache_write_5m=4, cache_write_1h=0, output=1)
     cost = cost_of(usage, haiku, NOV_2026)
     # 5 x 0.10 = 0.5 -> 1; 49 x 0.01 = 0.49 -> 0; 4 x 0.125 = 0.5 -> 1; 1 x 0.50 = 0.5 -> 1
-    assert cost.components() == {"input_uncached": 1, "cache_read": 0, "cache_write_5m": 1, "cache_write_1h": 0, "output": 1}
+    assert cost.components() == {
+        "input_uncached": 1,
+        "cache_read": 0,
+        "cache_write_5m": 1,
+        "cache_write_1h": 0,
+        "output": 1,
+    }
     assert cost.total_micros == sum(v for v in cost.components().values() if v is not None)
 
 

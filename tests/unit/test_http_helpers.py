@@ -41,9 +41,7 @@ from supervisor.errors import (
 from supervisor.usage import Usage
 
 SECRET = "sk-CANARY-123"
-SITE = CallSite(
-    "deepseek", "deepseek-flash", "https://api.deepseek.com/chat/completions", "DEEPSEEK_API_KEY", SECRET
-)
+SITE = CallSite("deepseek", "deepseek-flash", "https://api.deepseek.com/chat/completions", "DEEPSEEK_API_KEY", SECRET)
 NOW = datetime(2026, 11, 18, 12, 0, 0, tzinfo=UTC)
 
 
@@ -204,9 +202,7 @@ def test_provider_error_shapes(body: object, expected: ProviderError) -> None:
 
 
 def test_provider_error_from_non_json_bodies() -> None:
-    assert provider_error_from_body(b"upstream connect error") == ProviderError(
-        message="upstream connect error"
-    )
+    assert provider_error_from_body(b"upstream connect error") == ProviderError(message="upstream connect error")
     assert provider_error_from_body(b"<html><h1>502 Bad Gateway</h1></html>") == ProviderError()
 
 
@@ -219,9 +215,7 @@ def _openai_body(message: str, type_: str = "invalid_request_error", code: str |
     [
         (
             400,
-            _openai_body(
-                "This model's maximum context length is 4097 tokens.", code="context_length_exceeded"
-            ),
+            _openai_body("This model's maximum context length is 4097 tokens.", code="context_length_exceeded"),
             ContextOverflow,
         ),
         (400, _openai_body("prompt is too long: 210000 tokens > 200000 maximum"), ContextOverflow),

@@ -1,0 +1,134 @@
+"""Planner mode: an agent with a goal and verify gates but no steps asks the cheapest tier for a plan.
+
+The plan is JSON validated against the schema we publish (``supervisor/schemas/plan.schema.json``). Its steps
+may only be model steps or commands from the agent's ``tools`` allowlist; anything else rejects the plan, and
+planning is retried and escalated like any step. A tool step runs the allowlisted string from the config (the
+model only names it): model output is never executed as a shell command.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from supervisor.config import AgentConfig, CommandGate, StepConfig
+from supervisor.runtime.verify import GateResult
+
+if TYPE_CHECKING:
+    from supervisor.runtime.runtime import Runtime, StepOutcome, _RunState
+
+PLAN_STEP = "plan"
+MAX_LISTED_FILES = 40
+
+
+@cache
+def plan_schema() -> dict[str, Any]:
+    text = resources.files("supervisor").joinpath("schemas/plan.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def _listing(workspace: Path) -> str:
+    names = []
+    for path in sorted(workspace.rglob("*")):
+        if any(part.startswith(".") for part in path.relative_to(workspace).parts):
+            continue
+        if path.is_file():
+            names.append(f"{path.relative_to(workspace).as_posix()} ({path.stat().st_size} bytes)")
+        if len(names) >= MAX_LISTED_FILES:
+            names.append("…")
+            break
+    return "\n".join(names) or "(empty)"
+
+
+def planner_step(agent: AgentConfig, workspace: Path) -> StepConfig:
+    tools = "\n".join(f"- {t}" for t in agent.tools) or "(none: plan model steps only)"
+    prompt = (
+        "Plan the steps that reach the goal. Reply with one JSON object matching this schema:\n"
+        f"{json.dumps(plan_schema()['properties'], separators=(',', ':'))}\n\n"
+        "Step kinds: a `model` step asks a model (give `prompt`, optionally `context` files to read and the file "
+        "it `writes`, and `verify` commands from the tools list); a `tool` step runs one command from the tools "
+        f"list, copied exactly.\n\nTools (the only commands allowed):\n{tools}\n\nFiles in the workspace:\n"
+        f"{_listing(workspace)}"
+    )
+    return StepConfig(name=PLAN_STEP, prompt=prompt, output=PLAN_STEP, max_output_tokens=1024)
+
+
+def validate_plan(answer: str, agent: AgentConfig) -> GateResult:
+    """Schema, allowlist and path checks; the first problem found is the failure the retry prompt carries."""
+    import jsonschema
+
+    label = "plan"
+    try:
+        plan = json.loads(answer)
+    except json.JSONDecodeError as exc:
+        return GateResult(label, False, f"the plan is not valid JSON: {exc}")
+    validator = jsonschema.Draft202012Validator(plan_schema())
+    errors = sorted(validator.iter_errors(plan), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+        return GateResult(label, False, f"the plan does not match the plan schema at {where}: {first.message}")
+    names: set[str] = set()
+    for index, step in enumerate(plan["steps"]):
+        if step["name"] in names:
+            return GateResult(label, False, f"steps[{index}]: the name {step['name']!r} is used twice")
+        names.add(step["name"])
+        if step["kind"] == "tool" and step["tool"] not in agent.tools:
+            return GateResult(
+                label,
+                False,
+                f"steps[{index}] ({step['name']}): {step['tool']!r} is not one of the agent's tools; "
+                f"allowed: {', '.join(agent.tools) or 'none'}",
+            )
+        if step["kind"] == "model":
+            for command in step.get("verify", []):
+                if command not in agent.tools:
+                    return GateResult(
+                        label,
+                        False,
+                        f"steps[{index}] ({step['name']}): verify command {command!r} is not one of the agent's tools",
+                    )
+            for rel in [*step.get("context", []), *([step["writes"]] if step.get("writes") else [])]:
+                path = Path(rel)
+                if path.is_absolute() or ".." in path.parts or not rel.strip():
+                    return GateResult(
+                        label, False, f"steps[{index}] ({step['name']}): {rel!r} is outside the workspace"
+                    )
+    return GateResult(label, True, f"valid plan with {len(plan['steps'])} step(s)")
+
+
+def steps_from_plan(answer: str, agent: AgentConfig) -> list[StepConfig]:
+    """Turn a validated plan into steps; tool commands are taken from the config, never from the answer."""
+    plan = json.loads(answer)
+    steps = []
+    for step in plan["steps"]:
+        if step["kind"] == "tool":
+            command = agent.tools[agent.tools.index(step["tool"])]
+            steps.append(StepConfig(name=step["name"], run=command))
+        else:
+            verify = [CommandGate(cmd=agent.tools[agent.tools.index(c)]) for c in step.get("verify", [])]
+            steps.append(
+                StepConfig(
+                    name=step["name"],
+                    prompt=step["prompt"],
+                    context=list(step.get("context", [])),
+                    writes=step.get("writes"),
+                    output=None if step.get("writes") else step["name"],
+                    verify=verify,
+                )
+            )
+    return steps
+
+
+async def plan_steps(runtime: Runtime, state: _RunState) -> tuple[list[StepConfig], StepOutcome | None]:
+    """Run the planning step (retried and escalated like any step); the plan's steps, or why there are none."""
+    step = planner_step(state.cfg, state.workspace)
+    outcome = await runtime._run_step(state, step, kind="plan")
+    if outcome.status != "passed":
+        return [], outcome
+    text = Path(state.artifacts[PLAN_STEP]).read_text(encoding="utf-8")
+    return steps_from_plan(text, state.cfg), None
