@@ -175,7 +175,7 @@ def iter_sse(lines: Iterable[str]) -> Iterator[SSEEvent]:
 
 
 async def aiter_sse(lines: AsyncIterable[str]) -> AsyncGenerator[SSEEvent, None]:
-    """Events from an async iterable of lines (``httpx.Response.aiter_lines()``).
+    """Events from an async iterable of lines (``aiter_lines`` over a response's bytes).
 
     A transport error while reading propagates and the half-received event is dropped, never dispatched.
     """
@@ -448,7 +448,7 @@ def stream_cut(site: CallSite, partial_text: str, detail: str = "") -> ProtocolE
 def malformed(site: CallSite, what: str, partial_text: str = "") -> ProtocolError:
     """The provider sent something its protocol does not allow."""
     return ProtocolError(
-        f"{site.who}: malformed response: {what}",
+        f"{site.who}: malformed response: {site.scrub(what)}",
         provider=site.provider,
         model=site.model,
         partial_text=partial_text,

@@ -209,9 +209,7 @@ class OllamaBackend:
             usage=usage_from_metrics(raw_usage),
             ttft_s=ttft_s,
             total_s=total_s,
-            tokens_per_s=tokens_per_second(
-                final.eval_count, eval_duration / NS_PER_S if eval_duration else None
-            ),
+            tokens_per_s=tokens_per_second(final.eval_count, eval_duration / NS_PER_S if eval_duration else None),
             compute_s=final.total_duration / NS_PER_S if final.total_duration is not None else None,
             model_reported=final.model,
             raw_usage=raw_usage,
@@ -404,9 +402,7 @@ class OllamaBackend:
         if status == 408:  # the server gave up reading the request: nothing ran, so a retry is safe
             return BackendUnavailable(message, "the server could not take the request now; retry", **kw)
         if 400 <= status < 500:
-            return BadRequest(
-                message, "this request will not succeed as sent; check the model and options", **kw
-            )
+            return BadRequest(message, "this request will not succeed as sent; check the model and options", **kw)
         return BackendUnavailable(message, "check the `ollama serve` log", **kw)
 
     def _transport_error(self, exc: BaseException, model: str, timeout_s: float) -> BackendError:
@@ -420,9 +416,7 @@ class OllamaBackend:
                 "raise the step's timeout_s, or use a smaller model",
                 **kw,
             )
-        return BackendUnavailable(
-            f"{where}: request to Ollama at {self.host} failed: {exc!r}", _START_HINT, **kw
-        )
+        return BackendUnavailable(f"{where}: request to Ollama at {self.host} failed: {exc!r}", _START_HINT, **kw)
 
     def _endpoint_error(self, exc: Exception, endpoint: str) -> BackendError:
         """Errors from the model-management endpoints, which concern the server rather than one model."""

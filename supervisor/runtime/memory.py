@@ -19,6 +19,7 @@ from typing import Any
 
 from supervisor.backends.base import BYTES_PER_TOKEN_ESTIMATE
 from supervisor.cost import format_usd
+from supervisor.secrets import NO_SECRETS, Redactor
 
 RECENT_RUNS = 10
 MAX_DECISIONS = 5
@@ -70,10 +71,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
 class AgentMemory:
     """The files under ``agents/<name>/``."""
 
-    def __init__(self, agent: str, agents_dir: Path, memory_tokens: int) -> None:
+    def __init__(self, agent: str, agents_dir: Path, memory_tokens: int, redactor: Redactor = NO_SECRETS) -> None:
         self.agent = agent
         self.directory = agents_dir / agent
         self.memory_tokens = memory_tokens
+        self.redactor = redactor
 
     @property
     def digest_path(self) -> Path:
@@ -102,7 +104,8 @@ class AgentMemory:
 
     def record_run(self, summary: RunSummary, record_lines: list[str]) -> tuple[Path, int]:
         """Save the run's full record, update the state, and rewrite the bounded digest."""
-        _atomic_write_text(self.run_record_path(summary.run_id), "\n".join(record_lines) + "\n")
+        scrub = self.redactor.scrub
+        _atomic_write_text(self.run_record_path(summary.run_id), scrub("\n".join(record_lines) + "\n"))
         state = self.state()
         state["runs"] = [*state.get("runs", []), asdict(summary)][-KEEP_RUN_SUMMARIES:]
         failures: dict[str, Any] = state.get("open_failures", {})
@@ -117,8 +120,8 @@ class AgentMemory:
                 }
         state["open_failures"] = failures
         state["decisions"] = [*state.get("decisions", []), *summary.decisions][-MAX_DECISIONS:]
-        _atomic_write_text(self.state_path, json.dumps(state, indent=1))
-        text = render_digest(self.agent, state, self.memory_tokens)
+        _atomic_write_text(self.state_path, scrub(json.dumps(state, indent=1)))
+        text = scrub(render_digest(self.agent, state, self.memory_tokens))
         _atomic_write_text(self.digest_path, text)
         return self.digest_path, estimate_text_tokens(text)
 

@@ -192,7 +192,7 @@ class Runtime:
     # Public API (the CLI, the daemon and the TUI all go through these)
 
     def memory(self, agent: str) -> AgentMemory:
-        return AgentMemory(agent, self.home / "agents", self.config.agent(agent).memory_tokens)
+        return AgentMemory(agent, self.home / "agents", self.config.agent(agent).memory_tokens, self.ledger.redactor)
 
     def is_running(self, agent: str) -> bool:
         task = self._running.get(agent)
@@ -618,6 +618,11 @@ class Runtime:
         failure: str | None = None
         last_tier: str | None = None
         total_attempts = 0
+        try:
+            # No tier can fix a missing or oversized context file: fail the step now instead of escalating.
+            read_context(state.workspace, step, self.config.file.limits.max_context_file_bytes)
+        except (PromptTooLarge, WorkspaceError) as exc:
+            return StepOutcome("failed", str(exc), failure=str(exc))
         approved_frontier = self._approved_frontier(state.agent, step.name)
         if approved_frontier is not None and "frontier" in ladder:
             self._emit(
@@ -748,7 +753,7 @@ class Runtime:
                 step,
                 digest=state.digest,
                 context=context,
-                failure=failure,
+                failure=self.ledger.redactor.scrub(failure) if failure else None,
                 failure_chars=self.config.file.limits.failure_excerpt_chars,
             )
             pcfg = self.pool.provider(candidate.provider)
@@ -1057,7 +1062,7 @@ class Runtime:
             step,
             digest=state.digest,
             context=context,
-            failure=failure,
+            failure=self.ledger.redactor.scrub(failure) if failure else None,
             failure_chars=self.config.file.limits.failure_excerpt_chars,
         )
         from supervisor.backends.base import estimate_tokens

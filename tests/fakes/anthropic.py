@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from tests.fakes.base import (
+    Behavior,
     CutStream,
     FakeServer,
     Hang,
@@ -25,6 +26,7 @@ from tests.fakes.base import (
     RecordedRequest,
     Reply,
 )
+from tests.fakes.openai import RawStream, write_raw_stream
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -55,6 +57,9 @@ class AnthropicFake(FakeServer):
         self.split_cache_creation = split_cache_creation  # False: an older API without cache_creation.{5m,1h}
         self.mid_stream_error_type = "overloaded_error"
 
+    def enqueue(self, *behaviors: Behavior | RawStream) -> None:
+        super().enqueue(*behaviors)  # type: ignore[arg-type]  # the base queue holds only the shared kinds
+
     def model_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == "POST" and r.path.split("?")[0].endswith("/v1/messages")]
 
@@ -73,7 +78,9 @@ class AnthropicFake(FakeServer):
         body = req.json or {}
         model = str(body.get("model", "claude-fake"))
         behavior = self.next_behavior(req)
-        if isinstance(behavior, HttpError):
+        if isinstance(behavior, RawStream):
+            write_raw_stream(self, handler, behavior)
+        elif isinstance(behavior, HttpError):
             error_type = behavior.code or _ERROR_TYPES.get(behavior.status, "api_error")
             self.send_json(handler, behavior.status, _error(error_type, behavior.message), behavior.headers)
         elif isinstance(behavior, Hang):

@@ -158,7 +158,7 @@ class FakeServer:
             do_DELETE = _do
 
         self._server = _Server(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -237,6 +237,8 @@ class FakeServer:
         handler.send_header("Content-Type", content_type)
         handler.send_header("Transfer-Encoding", "chunked")
         handler.send_header("Cache-Control", "no-cache")
+        # Say so: a pooling client must not send its next request down a socket we are about to close.
+        handler.send_header("Connection", "close")
         handler.end_headers()
         handler.close_connection = True
 

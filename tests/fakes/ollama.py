@@ -126,9 +126,7 @@ class OllamaFake(FakeServer):
             name: (FOREVER, m.context_length) for name, m in self.models.items() if m.loaded
         }
         # serve_forever's default 0.5 s poll makes every stop() wait up to half a second; poll faster.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     # --- what tests look at ----------------------------------------------------------------------------
 

@@ -20,10 +20,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 
 from tests.fakes.base import (
+    Behavior,
     CutStream,
     FakeServer,
     Hang,
@@ -64,6 +66,36 @@ _ERROR_TYPES = {
 THINKING_TEXT = "Let me think this through."
 
 
+@dataclass(frozen=True)
+class RawStream:
+    """Exact event-stream bytes, for edge cases no ``Behavior`` covers (both SSE fakes accept it).
+
+    Each chunk is written ``interval_s`` apart; then the stream ends cleanly, is ``cut`` (connection dropped
+    mid-body), or with ``forever`` the last chunk repeats until the client or the server gives up.
+    """
+
+    chunks: tuple[bytes, ...]
+    cut: bool = False
+    forever: bool = False
+    interval_s: float = 0.0
+
+
+def write_raw_stream(server: FakeServer, handler: BaseHTTPRequestHandler, raw: RawStream) -> None:
+    """Render a ``RawStream`` on a chunked ``text/event-stream`` response."""
+    server.start_stream(handler, "text/event-stream")
+    for chunk in raw.chunks:
+        server.write_chunk(handler, chunk)
+        if raw.interval_s:
+            server.hang(raw.interval_s)
+    while raw.forever and raw.chunks and not server._stop.is_set():
+        server.write_chunk(handler, raw.chunks[-1])
+        server.hang(raw.interval_s or 0.05)
+    if raw.cut:
+        server.cut(handler)
+    else:
+        server.end_stream(handler)
+
+
 class OpenAIFake(FakeServer):
     """``POST …/chat/completions`` and ``GET …/models`` on loopback; the path prefix (``/v1``) is free."""
 
@@ -79,6 +111,9 @@ class OpenAIFake(FakeServer):
 
     def model_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == "POST" and r.path.endswith("/chat/completions")]
+
+    def enqueue(self, *behaviors: Behavior | RawStream) -> None:
+        super().enqueue(*behaviors)  # type: ignore[arg-type]  # the base queue holds only the shared kinds
 
     # --- dispatch --------------------------------------------------------------------------------------
 
@@ -98,7 +133,9 @@ class OpenAIFake(FakeServer):
         with self._lock:
             self.include_usage.append(include_usage)
         behavior = self.next_behavior(req)
-        if isinstance(behavior, HttpError):
+        if isinstance(behavior, RawStream):
+            write_raw_stream(self, handler, behavior)
+        elif isinstance(behavior, HttpError):
             self._http_error(handler, behavior)
         elif isinstance(behavior, Hang):
             self.hang(behavior.seconds)

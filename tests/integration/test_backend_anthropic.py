@@ -36,6 +36,7 @@ from supervisor.errors import (
 from supervisor.usage import Usage
 from tests.fakes.anthropic import THINKING_TEXT, AnthropicFake
 from tests.fakes.base import CutStream, Hang, HttpError, Malformed, MidStreamError, NoUsage, Reply
+from tests.fakes.openai import RawStream
 
 KEY = "sk-ant-test-0001"
 CANARY = "sk-CANARY-123"
@@ -426,6 +427,70 @@ async def test_malformed_responses_are_protocol_errors(
 
     with pytest.raises(ProtocolError):
         await make_backend(fake.url).complete(_request())
+
+
+def _events(*events: tuple[str, dict[str, Any]]) -> tuple[bytes, ...]:
+    return tuple(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode() for name, data in events)
+
+
+START = (
+    "message_start",
+    {"type": "message_start", "message": {"model": "m", "usage": {"input_tokens": 5, "output_tokens": 1}}},
+)
+TEXT = (
+    "content_block_delta",
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "whole"}},
+)
+DELTA = (
+    "message_delta",
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}},
+)
+FUTURE = ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "citations_delta"}})
+
+
+async def test_a_cut_after_the_final_usage_still_returns_the_billed_result(
+    fake: AnthropicFake, make_backend: MakeBackend
+) -> None:
+    fake.enqueue(
+        RawStream(_events(START, TEXT, FUTURE, ("brand_new_event", {"type": "brand_new_event"}), DELTA), cut=True)
+    )
+
+    result = await make_backend(fake.url).complete(_request())
+
+    assert result.text == "whole"
+    assert result.finish_reason == "stop"
+    assert result.usage == Usage(5, 0, 0, 0, 3)
+
+
+async def test_usage_only_from_message_start_leaves_output_unknown(
+    fake: AnthropicFake, make_backend: MakeBackend
+) -> None:
+    # message_start's output_tokens (1) is a placeholder; without a message_delta usage the output is unknown.
+    stop_without_usage = ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}})
+    fake.enqueue(RawStream(_events(START, TEXT, stop_without_usage, ("message_stop", {"type": "message_stop"}))))
+
+    result = await make_backend(fake.url).complete(_request())
+
+    assert result.usage.input_uncached == 5
+    assert result.usage.output is None
+    assert not cost_of(result.usage, OPUS, AT).priced
+
+
+async def test_a_stream_without_a_stop_is_cut(fake: AnthropicFake, make_backend: MakeBackend) -> None:
+    fake.enqueue(RawStream(_events(START, TEXT)))
+
+    with pytest.raises(ProtocolError) as caught:
+        await make_backend(fake.url).complete(_request())
+
+    assert caught.value.partial_text == "whole"
+
+
+async def test_pings_forever_hit_the_whole_call_deadline(fake: AnthropicFake, make_backend: MakeBackend) -> None:
+    ping = ("ping", {"type": "ping"})
+    fake.enqueue(RawStream(_events(START, ping), forever=True, interval_s=0.05))
+
+    with pytest.raises(BackendTimeout):
+        await make_backend(fake.url).complete(_request(timeout_s=0.5))
 
 
 async def test_connection_refused_is_unavailable(make_backend: MakeBackend) -> None:

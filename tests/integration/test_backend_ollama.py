@@ -83,9 +83,7 @@ async def make(fake: OllamaFake) -> AsyncIterator[MakeBackend]:
     made: list[OllamaBackend] = []
 
     def build(host: str | None = None, environ: dict[str, str] | None = None, **fields: Any) -> OllamaBackend:
-        config = ProviderConfig(
-            kind="ollama", host=host if host is not None else fake.url, local=True, **fields
-        )
+        config = ProviderConfig(kind="ollama", host=host if host is not None else fake.url, local=True, **fields)
         backend = OllamaBackend("ollama", config, environ or {})
         made.append(backend)
         return backend
@@ -133,9 +131,7 @@ async def test_usage_and_timing_come_from_the_final_chunk(fake: OllamaFake, make
     result = await make().complete(ask())
 
     # prompt_eval_count (100) includes the 60 KV-cache hits; nothing is billed for them, so all is uncached.
-    assert result.usage == Usage(
-        input_uncached=100, cache_read=0, cache_write_5m=0, cache_write_1h=0, output=25
-    )
+    assert result.usage == Usage(input_uncached=100, cache_read=0, cache_write_5m=0, cache_write_1h=0, output=25)
     assert result.usage.reasoning is None
     prompt_ns, eval_ns = 100 * PROMPT_NS_PER_TOKEN, 25 * EVAL_NS_PER_TOKEN
     assert result.raw_usage == {
@@ -150,9 +146,7 @@ async def test_usage_and_timing_come_from_the_final_chunk(fake: OllamaFake, make
     assert result.tokens_per_s == pytest.approx(50.0)
 
 
-async def test_prompt_eval_cached_count_is_kept_in_raw_usage_only(
-    fake: OllamaFake, make: MakeBackend
-) -> None:
+async def test_prompt_eval_cached_count_is_kept_in_raw_usage_only(fake: OllamaFake, make: MakeBackend) -> None:
     fake.report_cached_count = True
     fake.enqueue(Reply("ok", input_tokens=10, cache_read=90, output_tokens=5))
 
@@ -267,9 +261,7 @@ async def test_keep_alive_is_forwarded(fake: OllamaFake, make: MakeBackend, keep
 # --- refusing instead of truncating ----------------------------------------------------------------------
 
 
-async def test_a_prompt_that_does_not_fit_is_refused_before_sending(
-    fake: OllamaFake, make: MakeBackend
-) -> None:
+async def test_a_prompt_that_does_not_fit_is_refused_before_sending(fake: OllamaFake, make: MakeBackend) -> None:
     request = ask("x" * 300, context_window=128, max_output_tokens=32)
     prompt_estimate = estimate_tokens(request.messages)
 
@@ -357,9 +349,7 @@ async def test_an_error_line_inside_a_200_stream_is_typed(
         assert caught.value.partial_text == "partial"
 
 
-async def test_a_cut_stream_is_a_protocol_error_with_the_partial_text(
-    fake: OllamaFake, make: MakeBackend
-) -> None:
+async def test_a_cut_stream_is_a_protocol_error_with_the_partial_text(fake: OllamaFake, make: MakeBackend) -> None:
     fake.enqueue(CutStream(text="partial answer", after_chunks=1))
 
     with pytest.raises(ProtocolError) as caught:
@@ -397,9 +387,7 @@ async def test_a_stream_without_usage_gives_unknown_usage_priced_at_zero_locally
     ],
     ids=["not-json", "wrong-shape", "not-an-object"],
 )
-async def test_malformed_bodies_are_protocol_errors(
-    fake: OllamaFake, make: MakeBackend, malformed: Malformed
-) -> None:
+async def test_malformed_bodies_are_protocol_errors(fake: OllamaFake, make: MakeBackend, malformed: Malformed) -> None:
     fake.enqueue(malformed)
     with pytest.raises(ProtocolError):
         await make().complete(ask())
@@ -457,9 +445,7 @@ async def test_health_lists_pulled_and_loaded_models(make: MakeBackend) -> None:
     assert {m.name: m.loaded for m in health.models} == {"llama3.2:latest": False, "qwen3:4b": True}
 
 
-async def test_health_of_a_closed_port_is_not_ok_and_does_not_raise(
-    make: MakeBackend, closed_port: int
-) -> None:
+async def test_health_of_a_closed_port_is_not_ok_and_does_not_raise(make: MakeBackend, closed_port: int) -> None:
     health = await make(host=f"127.0.0.1:{closed_port}").health()
 
     assert not health.ok
@@ -478,9 +464,7 @@ async def test_model_management_errors_are_typed(make: MakeBackend, closed_port:
 # --- hosts -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "form", ["127.0.0.1:{port}", "http://127.0.0.1:{port}", ":{port}", "127.0.0.1:{port}/"]
-)
+@pytest.mark.parametrize("form", ["127.0.0.1:{port}", "http://127.0.0.1:{port}", ":{port}", "127.0.0.1:{port}/"])
 async def test_ollama_host_forms(fake: OllamaFake, make: MakeBackend, form: str) -> None:
     result = await make(host=form.format(port=fake.port)).complete(ask())
     assert result.text == "ok"
@@ -526,9 +510,7 @@ async def test_fake_answers_non_streaming_chat_and_version(fake: OllamaFake) -> 
     fake.enqueue(Reply('{"age": 22}', input_tokens=34, output_tokens=12))
     client = ollama.AsyncClient(host=fake.url, timeout=5)
     try:
-        response = await client.chat(
-            model="llama3.2", messages=[{"role": "user", "content": "age?"}], stream=False
-        )
+        response = await client.chat(model="llama3.2", messages=[{"role": "user", "content": "age?"}], stream=False)
     finally:
         await client.close()  # type: ignore[no-untyped-call]
     assert response.message.content == '{"age": 22}'

@@ -35,7 +35,7 @@ from supervisor.errors import (
 )
 from supervisor.usage import Usage
 from tests.fakes.base import CutStream, Hang, HttpError, Malformed, MidStreamError, NoUsage, Reply
-from tests.fakes.openai import THINKING_TEXT, Dialect, OpenAIFake
+from tests.fakes.openai import THINKING_TEXT, Dialect, OpenAIFake, RawStream
 
 KEY_ENV = "FAKE_COMPAT_API_KEY"
 KEY = "sk-test-key-0001"
@@ -269,6 +269,57 @@ async def test_a_server_that_ignores_stream_answers_with_json(fake: OpenAIFake, 
     assert result.text == "whole answer"
     assert deltas == ["whole answer"]
     assert result.usage == Usage(7, 0, 0, 0, 2, 0)
+
+
+def _sse(*payloads: object) -> tuple[bytes, ...]:
+    return tuple(b"data: " + (p if isinstance(p, bytes) else json.dumps(p).encode()) + b"\n\n" for p in payloads)
+
+
+TEXT_CHUNK = {"choices": [{"index": 0, "delta": {"content": "whole"}, "finish_reason": None}], "usage": None}
+FINISH_CHUNK = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None}
+USAGE_CHUNK = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}
+
+
+async def test_a_cut_after_the_usage_record_still_returns_the_billed_result(
+    fake: OpenAIFake, make_backend: MakeBackend
+) -> None:
+    # The call happened and is billed; raising would make a retry pay for it twice.
+    fake.enqueue(RawStream(_sse(TEXT_CHUNK, FINISH_CHUNK, USAGE_CHUNK), cut=True))
+
+    result = await make_backend(fake.url).complete(_request())
+
+    assert result.text == "whole"
+    assert result.usage == Usage(5, 0, 0, 0, 1)
+
+
+async def test_a_finished_stream_without_done_is_accepted(fake: OpenAIFake, make_backend: MakeBackend) -> None:
+    # Some local servers end the body after the finish chunk and skip [DONE]; the last line has no blank line.
+    fake.enqueue(RawStream((*_sse(TEXT_CHUNK), b"data: " + json.dumps(FINISH_CHUNK).encode())))
+
+    result = await make_backend(fake.url).complete(_request())
+
+    assert result.text == "whole"
+    assert result.finish_reason == "stop"
+    assert result.usage == Usage()
+
+
+async def test_a_stream_that_ends_before_finishing_is_cut(fake: OpenAIFake, make_backend: MakeBackend) -> None:
+    fake.enqueue(RawStream(_sse(TEXT_CHUNK)))
+
+    with pytest.raises(ProtocolError) as caught:
+        await make_backend(fake.url).complete(_request())
+
+    assert caught.value.partial_text == "whole"
+
+
+async def test_keepalives_forever_hit_the_whole_call_deadline(fake: OpenAIFake, make_backend: MakeBackend) -> None:
+    # Bytes keep arriving, so httpx's per-read timeout never fires; the call's own deadline must.
+    fake.enqueue(RawStream((*_sse(TEXT_CHUNK), b": keep-alive\n\n"), forever=True, interval_s=0.05))
+
+    with pytest.raises(BackendTimeout) as caught:
+        await make_backend(fake.url).complete(_request(timeout_s=0.5))
+
+    assert "5 characters" in str(caught.value)
 
 
 # ----------------------------------------------------------------------------------------------------------

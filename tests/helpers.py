@@ -1,0 +1,120 @@
+"""Building blocks for runtime tests: a config on disk, a workspace, scripted tiers, a real ledger."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import textwrap
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from supervisor.backends.base import Request
+from supervisor.backends.scripted import ScriptedAnswer, ScriptedBackend
+from supervisor.catalog import Catalog, default_catalog_dirs, load_catalog
+from supervisor.config import Config, ProviderConfig, load_config
+from supervisor.ledger import Ledger
+from supervisor.runtime.runtime import Runtime
+
+# Three scripted tiers priced like real models (local is free; cheap like DeepSeek Flash; frontier like Sonnet 5.5).
+PROVIDERS = """
+[providers.sim-local]
+kind = "scripted"
+local = true
+simulated_as = "mlx:smollm2-135m"
+script = "unused.toml"
+
+[providers.sim-cheap]
+kind = "scripted"
+simulated_as = "deepseek:deepseek-flash"
+script = "unused.toml"
+
+[providers.sim-frontier]
+kind = "scripted"
+simulated_as = "anthropic:claude-sonnet-5-5"
+script = "unused.toml"
+
+[tiers]
+local = ["sim-local:tiny"]
+cheap = ["sim-cheap:flash"]
+frontier = ["sim-frontier:sonnet"]
+"""
+
+Responder = Callable[[Request], "ScriptedAnswer | str"]
+
+
+def last_user(request: Request) -> str:
+    return request.messages[-1].content
+
+
+@dataclass
+class Tiers:
+    """Scripted answers per tier; each records the requests it received."""
+
+    local: Responder = field(default=lambda r: "wrong")
+    cheap: Responder = field(default=lambda r: "wrong")
+    frontier: Responder = field(default=lambda r: "wrong")
+
+    def backends(self, config: Config, environ: Mapping[str, str]) -> dict[str, ScriptedBackend]:
+        return {
+            "sim-local": ScriptedBackend("sim-local", config.providers["sim-local"], environ, self.local),
+            "sim-cheap": ScriptedBackend("sim-cheap", config.providers["sim-cheap"], environ, self.cheap),
+            "sim-frontier": ScriptedBackend("sim-frontier", config.providers["sim-frontier"], environ, self.frontier),
+        }
+
+
+@dataclass
+class Harness:
+    tmp: Path
+    config_path: Path
+    workspace: Path
+    home: Path
+    environ: dict[str, str]
+    tiers: Tiers
+    _catalog: Catalog | None = None
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = load_catalog(default_catalog_dirs())
+        return self._catalog
+
+    def config(self) -> Config:
+        return load_config(self.config_path, self.environ, required=True)
+
+    def ledger(self) -> Ledger:
+        from supervisor.secrets import Redactor
+
+        return Ledger(self.home / "ledger.db", redactor=Redactor.from_environ(self.environ))
+
+    def runtime(self, ledger: Ledger | None = None, **kwargs: Any) -> tuple[Runtime, dict[str, ScriptedBackend]]:
+        config = self.config()
+        backends = self.tiers.backends(config, self.environ)
+        runtime = Runtime(config, self.catalog, ledger or self.ledger(), environ=self.environ, backends=backends, home=self.home, **kwargs)
+        return runtime, backends
+
+
+def make_harness(tmp_path: Path, agents_toml: str, *, files: Mapping[str, str] | None = None, extra_toml: str = "", tiers: Tiers | None = None) -> Harness:
+    """A config (scripted tiers + ``agents_toml``) with its workspace at ``tmp/ws``."""
+    workspace = tmp_path / "ws"
+    workspace.mkdir(exist_ok=True)
+    for rel, text in (files or {}).items():
+        path = workspace / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    config_path = tmp_path / "supervisor.toml"
+    config_path.write_text(textwrap.dedent(extra_toml) + PROVIDERS + textwrap.dedent(agents_toml))
+    home = Path(os.environ["SUPERVISOR_HOME"])
+    environ = dict(os.environ)
+    return Harness(tmp_path, config_path, workspace, home, environ, tiers or Tiers())
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (relative path -> sha256 of its bytes), to compare workspaces byte for byte."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() or path.is_symlink():
+            data = os.readlink(path).encode() if path.is_symlink() else path.read_bytes()
+            out[path.relative_to(root).as_posix()] = hashlib.sha256(data).hexdigest()
+    return out
