@@ -48,20 +48,20 @@ def _nonneg_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The same two options work before or after the command. The subcommands' copies default to SUPPRESS, so an
+    # option given before the command is not overwritten by the subcommand's default.
+    config_help = "config file (default: the platform config dir's supervisor.toml)"
+    offline_help = "turn off every non-local provider"
     common = _Parser(add_help=False)
-    common.add_argument(
-        "--config",
-        type=Path,
-        metavar="PATH",
-        help="config file (default: the platform config dir's supervisor.toml)",
-    )
-    common.add_argument("--offline", action="store_true", help="turn off every non-local provider")
+    common.add_argument("--config", type=Path, metavar="PATH", default=argparse.SUPPRESS, help=config_help)
+    common.add_argument("--offline", action="store_true", default=argparse.SUPPRESS, help=offline_help)
 
     parser = _Parser(
         prog="supervisor",
         description="A local-first, cost-native supervisor for unattended AI agents. With no command, opens the TUI.",
-        parents=[common],
     )
+    parser.add_argument("--config", type=Path, metavar="PATH", help=config_help)
+    parser.add_argument("--offline", action="store_true", help=offline_help)
     parser.add_argument("--version", action="version", version=f"supervisor {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 

@@ -389,3 +389,213 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 def fail(message: str, hint: str | None = None) -> SupervisorError:
     return SupervisorError(message, hint)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# running agents
+
+
+def _require_config(ctx: Context) -> Any:
+    if not ctx.config_path.exists():
+        raise ConfigError(
+            f"no config file at {ctx.config_path}",
+            "run `supervisor init` to write one, or pass --config PATH (try `supervisor demo` first)",
+        )
+    return ctx.config
+
+
+def _runtime(ctx: Context) -> Any:
+    from supervisor.runtime.runtime import Runtime
+
+    config = _require_config(ctx)
+    return Runtime(config, ctx.catalog, ctx.ledger, environ=ctx.environ)
+
+
+def _terminal_approver() -> Any:
+    """Ask y/n on the terminal; anything else leaves the request pending."""
+    import asyncio
+
+    from supervisor.runtime.events import EscalationRequested
+
+    async def approve(request: EscalationRequested) -> bool | None:
+        print(
+            f"\nApproval #{request.approval_id}: {request.agent} step {request.step!r} wants {request.model}\n"
+            f"  why: {sanitize(' '.join(request.reason.split()))[:400]}\n"
+            f"  estimated cost: {usd(request.est_cold_micros)} with a cold cache, {usd(request.est_warm_micros)} warm\n"
+            f"  caps left: {_caps_text(request.caps_left)}",
+            flush=True,
+        )
+        answer = await asyncio.to_thread(input, "Approve this frontier call once? [y/N] ")
+        if answer.strip().lower() in ("y", "yes"):
+            return True
+        if answer.strip().lower() in ("n", "no"):
+            return False
+        return None
+
+    return approve
+
+
+def _caps_text(caps_left: dict[str, Any]) -> str:
+    from supervisor.runtime.budget import describe_caps_left
+
+    return describe_caps_left(caps_left)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from supervisor.console import Printer
+    from supervisor.runtime.runtime import recover
+
+    ctx = _ctx(args)
+    runtime = _runtime(ctx)
+    runtime.config.agent(args.name)
+    runtime.bus.subscribe(Printer(as_json=args.json))
+    recover(runtime)
+    interactive = sys.stdin.isatty() and sys.stdout.isatty() and not args.json
+    timeout = args.approval_timeout
+    if timeout is None:
+        timeout = runtime.config.file.approval_timeout_s or 0.0
+
+    async def go() -> Any:
+        try:
+            return await runtime.run_agent(
+                args.name,
+                "cli",
+                approval_timeout_s=timeout,
+                approver=_terminal_approver() if interactive else None,
+            )
+        finally:
+            await runtime.aclose()
+
+    result = asyncio.run(go())
+    if not args.json:
+        if result.outcome == "waiting_approval":
+            print(f"waiting for approval #{result.approval_id}: `supervisor approve {result.approval_id}` or `supervisor deny {result.approval_id}`")
+        elif result.outcome == "paused" and result.run_id == 0:
+            print(f"{args.name} is {result.reason}")
+    return int(result.exit_code)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from supervisor.ledger.ledger import utcnow
+    from supervisor.runtime.status import agent_statuses
+
+    ctx = _ctx(args)
+    config = _require_config(ctx)
+    statuses = agent_statuses(config, ctx.catalog, ctx.ledger, utcnow(), dict(ctx.environ))
+    daemon = ctx.ledger.daemon_info()
+    if args.json:
+        print_json({"daemon": daemon, "offline": config.offline, "agents": [s.as_dict() for s in statuses]})
+        return 0
+    if not statuses:
+        print(f"no agents in {ctx.config_path}")
+        return 0
+    symbols = {"idle": "·", "running": "▶", "waiting_approval": "?", "deferred": "⏸", "paused": "‖", "failed": "✗", "exhausted": "✗", "denied": "✗"}
+    rows = []
+    for s in statuses:
+        day_cap = f"/{usd(s.cap_day_micros, 2)}" if s.cap_day_micros is not None else ""
+        month_cap = f"/{usd(s.cap_month_micros, 2)}" if s.cap_month_micros is not None else ""
+        rows.append(
+            [
+                s.name,
+                f"{symbols.get(s.state, ' ')} {s.state}",
+                usd(s.spend_day_micros, 4) + day_cap,
+                usd(s.spend_month_micros, 4) + month_cap,
+                s.schedule or "on demand",
+                (s.next_run_at or "")[:16].replace("T", " "),
+                (s.last_run or {}).get("outcome", ""),
+            ]
+        )
+    print(table(["agent", "state", "today", "this month", "schedule", "next run (UTC)", "last run"], rows))
+    for s in statuses:
+        notes = []
+        if s.state_reason and s.state in ("deferred", "paused", "waiting_approval", "failed", "exhausted", "denied"):
+            notes.append(f"{s.state}: {s.state_reason}")
+        if s.breaker:
+            notes.append(f"breaker ({s.breaker.get('rule')}): {s.breaker.get('message')}")
+        for skip in s.learned_skips:
+            notes.append(f"learned: skipping {skip['tier']} for {skip['step']}: {skip['reason']}")
+        if s.wake_estimate:
+            w = s.wake_estimate
+            notes.append(
+                f"cost per wake at the API tier: {usd(w.warm_micros)} warm cache / {usd(w.cold_micros)} cold; "
+                f"expected {w.expected} ({w.why})"
+            )
+        if s.pending_approvals:
+            notes.append(f"{s.pending_approvals} approval(s) pending: `supervisor approvals`")
+        for note in notes:
+            print(f"  {s.name}: {sanitize(note)}")
+    where = f"daemon pid {daemon['pid']} is running" if daemon else "no daemon running (`supervisor daemon` runs scheduled agents)"
+    print(f"\n{where}" + ("; offline mode" if config.offline else ""))
+    return 0
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    ctx = _ctx(args)
+    states = ("pending", "approved", "denied", "consumed") if args.all else ("pending",)
+    rows = ctx.ledger.approvals(states=states)
+    if args.json:
+        from dataclasses import asdict
+
+        print_json([asdict(r) for r in rows])
+        return 0
+    if not rows:
+        print("no approvals pending" if not args.all else "no approval requests yet")
+        return 0
+    for r in rows:
+        sim = " (simulated)" if r.simulated else ""
+        print(
+            f"#{r.id} [{r.state}] {r.agent} step {r.step!r} -> {r.model}{sim}, requested {r.requested_at[:16].replace('T', ' ')} UTC\n"
+            f"    estimated {usd(r.est_cold_micros)} cold cache / {usd(r.est_warm_micros)} warm; caps left: {_caps_text(r.caps_left)}\n"
+            f"    why: {sanitize(' '.join(r.reason.split()))[:300]}"
+        )
+    if any(r.state == "pending" for r in rows):
+        print("\n`supervisor approve ID` runs it once at the frontier tier; `supervisor deny ID` ends it.")
+    return 0
+
+
+def _decide(args: argparse.Namespace, approve: bool) -> int:
+    from supervisor.errors import LedgerError
+
+    ctx = _ctx(args)
+    try:
+        row = ctx.ledger.decide_approval(args.id, approve, "cli")
+    except LedgerError as exc:
+        raise UsageError(exc.message, exc.hint) from None
+    ctx.ledger.append_event("approval_decided", {"approval_id": row.id, "approved": approve, "by": "cli"}, agent=row.agent, run_id=row.run_id)
+    verb = "approved" if approve else "denied"
+    print(f"approval #{row.id} {verb}: {row.agent} step {row.step!r} -> {row.model}")
+    if approve:
+        print("a waiting run continues now; otherwise the agent's next run goes straight to the frontier tier once")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    return _decide(args, True)
+
+
+def cmd_deny(args: argparse.Namespace) -> int:
+    return _decide(args, False)
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    ctx = _ctx(args)
+    config = _require_config(ctx)
+    config.agent(args.name)
+    ctx.ledger.pause_agent(args.name, "human", "paused from the command line")
+    ctx.ledger.append_event("agent_state", {"state": "paused", "reason": "paused from the command line"}, agent=args.name)
+    print(f"{args.name} paused; `supervisor resume {args.name}` lets it run again")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    ctx = _ctx(args)
+    config = _require_config(ctx)
+    config.agent(args.name)
+    if not ctx.ledger.resume_agent(args.name):
+        print(f"{args.name} was not paused")
+        return 0
+    ctx.ledger.append_event("agent_state", {"state": "idle", "reason": "resumed from the command line"}, agent=args.name)
+    print(f"{args.name} resumed")
+    return 0

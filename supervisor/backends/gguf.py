@@ -28,9 +28,7 @@ from supervisor.errors import ModelNotFound
 log = logging.getLogger(__name__)
 
 SUPPORTED_ARCHITECTURES = ("llama",)
-SUPPORTED_TENSOR_TYPES = (
-    "F32, F16, BF16, Q4_0, Q4_1, Q4_K and Q8_0 (other GGML types are dequantized to F16 by mlx)"
-)
+SUPPORTED_TENSOR_TYPES = "F32, F16, BF16, Q4_0, Q4_1, Q4_K and Q8_0 (other GGML types are dequantized to F16 by mlx)"
 SUPPORTED_TOKENIZERS = ("gpt2", "llama")
 
 # GGUF token types (llama.cpp's llama_token_type).
@@ -48,9 +46,7 @@ _LAYER_TENSORS = {
     "ffn_norm": "post_attention_layernorm",
 }
 _TOP_TENSORS = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
-_TENSOR_NAME = re.compile(
-    r"^(?:blk\.(?P<layer>\d+)\.)?(?P<base>[a-z_]+)\.(?P<part>weight|bias|scales|biases)$"
-)
+_TENSOR_NAME = re.compile(r"^(?:blk\.(?P<layer>\d+)\.)?(?P<base>[a-z_]+)\.(?P<part>weight|bias|scales|biases)$")
 ROPE_FREQS = "rope_freqs.weight"
 
 # Pre-tokenizer regexes, by ``tokenizer.ggml.pre``, as llama.cpp's llama-vocab.cpp splits text before BPE.
@@ -90,11 +86,11 @@ def load_gguf(path: Path) -> tuple[Any, Any, dict[str, Any]]:
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise ModelNotFound(
             f"{path}: GGUF architecture {architecture!r} is not supported",
-            f"supported architectures: {', '.join(SUPPORTED_ARCHITECTURES)} (Llama, SmolLM, Mistral-style "
-            "files); "
-            "for other models point the mlx provider at an MLX model directory or Hugging Face repo",
+            f"supported architectures: {', '.join(SUPPORTED_ARCHITECTURES)} (Llama, SmolLM, Mistral-style files); "
+            "for other models, point the mlx provider at an MLX model directory or a Hugging Face repo",
         )
     config = model_config_from_metadata(metadata, path=path)
+    config["gguf_file"] = str(path)
     rope_freqs = weights.pop(ROPE_FREQS, None)
     weights = translate_weights(weights, path=path)
     config["tie_word_embeddings"] = "lm_head.weight" not in weights
@@ -122,24 +118,18 @@ def model_config_from_metadata(metadata: Mapping[str, Any], *, path: Path | str 
     arch = _string(metadata, "general.architecture") or "llama"
     tokens = metadata.get("tokenizer.ggml.tokens")
     if not isinstance(tokens, list) or not tokens:
-        raise ModelNotFound(
-            f"{path}: the GGUF file has no tokenizer.ggml.tokens", "re-export it with llama.cpp"
-        )
+        raise ModelNotFound(f"{path}: the GGUF file has no tokenizer.ggml.tokens", "re-export it with llama.cpp")
 
     def required(key: str) -> Any:
         value = _scalar(metadata, f"{arch}.{key}")
         if value is None:
-            raise ModelNotFound(
-                f"{path}: GGUF metadata key {arch}.{key} is missing", "re-export it with llama.cpp"
-            )
+            raise ModelNotFound(f"{path}: GGUF metadata key {arch}.{key} is missing", "re-export it with llama.cpp")
         return value
 
     hidden = int(required("embedding_length"))
     heads = int(required("attention.head_count"))
     kv_heads = _scalar(metadata, f"{arch}.attention.head_count_kv")
-    head_dim = _scalar(metadata, f"{arch}.attention.key_length") or _scalar(
-        metadata, f"{arch}.rope.dimension_count"
-    )
+    head_dim = _scalar(metadata, f"{arch}.attention.key_length") or _scalar(metadata, f"{arch}.rope.dimension_count")
     context_length = int(required("context_length"))
     config: dict[str, Any] = {
         "model_type": "llama",
@@ -215,8 +205,7 @@ def quantize_like(model: Any, weights: Mapping[str, Any], *, path: Path | str = 
         group_size = in_dims // scales.shape[-1]
         if bits not in (2, 3, 4, 5, 6, 8) or group_size not in (32, 64, 128) or in_dims % group_size:
             raise ModelNotFound(
-                f"{path}: tensor {module_path} has a quantization mlx cannot run "
-                f"({bits} bits, groups of {group_size})",
+                f"{path}: tensor {module_path} has a quantization mlx cannot run ({bits} bits, groups of {group_size})",
                 f"supported: {SUPPORTED_TENSOR_TYPES}",
             )
         params = {"bits": bits, "group_size": group_size}
@@ -248,9 +237,7 @@ def _use_rope_frequency_factors(model: Any, rope_freqs: Any, config: dict[str, A
             self._periods = periods  # underscore: a constant, not a parameter to load
 
         def __call__(self, x: Any, offset: Any = 0) -> Any:
-            return mx.fast.rope(
-                x, dims, traditional=True, base=None, scale=1.0, offset=offset, freqs=self._periods
-            )
+            return mx.fast.rope(x, dims, traditional=True, base=None, scale=1.0, offset=offset, freqs=self._periods)
 
     for layer in model.layers:
         layer.self_attn.rope = FrequencyFactorRoPE()
@@ -278,10 +265,13 @@ def tokenizer_from_metadata(metadata: Mapping[str, Any], *, path: Path | str = "
     kind = _string(metadata, "tokenizer.ggml.model")
     tokens = metadata.get("tokenizer.ggml.tokens")
     if not isinstance(tokens, list) or not tokens:
-        raise ModelNotFound(
-            f"{path}: the GGUF file has no tokenizer.ggml.tokens", "re-export it with llama.cpp"
-        )
+        raise ModelNotFound(f"{path}: the GGUF file has no tokenizer.ggml.tokens", "re-export it with llama.cpp")
     token_types = _int_list(metadata, "tokenizer.ggml.token_type") or [TOKEN_NORMAL] * len(tokens)
+    if len(token_types) != len(tokens):
+        raise ModelNotFound(
+            f"{path}: tokenizer.ggml.token_type has {len(token_types)} entries for {len(tokens)} tokens",
+            "the file's tokenizer is damaged; download or re-export it with llama.cpp",
+        )
     if kind == "gpt2":
         backend = _byte_level_bpe(metadata, tokens, path=path)
         detokenizer_class: Any = BPEStreamingDetokenizer
@@ -339,19 +329,24 @@ def _byte_level_bpe(metadata: Mapping[str, Any], tokens: Sequence[str], *, path:
 
     merges_raw = metadata.get("tokenizer.ggml.merges")
     if not isinstance(merges_raw, list):
-        raise ModelNotFound(
-            f"{path}: a gpt2-style GGUF tokenizer needs tokenizer.ggml.merges", "re-export it"
-        )
-    merges = [tuple(merge.split(" ", 1)) for merge in merges_raw]
-    pre = _string(metadata, "tokenizer.ggml.pre") or "default"
+        raise ModelNotFound(f"{path}: a gpt2-style GGUF tokenizer needs tokenizer.ggml.merges", "re-export it")
     vocab = {str(token): index for index, token in enumerate(tokens)}
+    merges: list[tuple[str, str]] = []
+    for merge in merges_raw:
+        left, space, right = str(merge).partition(" ")
+        # tokenizers panics (it does not raise) on a merge outside the vocabulary, so check first.
+        if not space or left not in vocab or right not in vocab or left + right not in vocab:
+            raise ModelNotFound(
+                f"{path}: tokenizer.ggml.merges entry {merge!r} does not match tokenizer.ggml.tokens",
+                "the file's tokenizer is damaged; download or re-export it with llama.cpp",
+            )
+        merges.append((left, right))
+    pre = _string(metadata, "tokenizer.ggml.pre") or "default"
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=pre in _LLAMA3_PRE))
 
     def split_then_bytes(pattern: str) -> Any:
         split = pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False)
-        return pre_tokenizers.Sequence(
-            [split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
-        )
+        return pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
 
     # ByteLevel's own regex is GPT-2's, so the GPT-2 family needs no Split (as in their tokenizer.json files).
     gpt2_bytes = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
@@ -374,7 +369,9 @@ def _sentencepiece_bpe(metadata: Mapping[str, Any], tokens: Sequence[str], token
     """A Llama/SentencePiece BPE: merges ranked by the score of the piece they produce (higher first)."""
     from tokenizers import Tokenizer, decoders, models, normalizers
 
-    scores = _float_list(metadata, "tokenizer.ggml.scores") or [-float(i) for i in range(len(tokens))]
+    scores = _float_list(metadata, "tokenizer.ggml.scores") or []
+    if len(scores) != len(tokens):  # no usable scores: earlier ids merge first, as SentencePiece orders them
+        scores = [-float(i) for i in range(len(tokens))]
     vocab = {str(token): index for index, token in enumerate(tokens)}
     ranked: list[tuple[float, int, int, str, str]] = []
     for index, piece in enumerate(tokens):
@@ -388,9 +385,7 @@ def _sentencepiece_bpe(metadata: Mapping[str, Any], tokens: Sequence[str], token
     merges = [(left, right) for _, _, _, left, right in ranked]
     unk_index = _scalar(metadata, "tokenizer.ggml.unknown_token_id")
     unk = str(tokens[int(unk_index)]) if unk_index is not None and 0 <= int(unk_index) < len(tokens) else None
-    backend = Tokenizer(
-        models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True)
-    )
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
     steps: list[Any] = [normalizers.Replace(" ", "\u2581")]
     add_space_prefix = _scalar(metadata, "tokenizer.ggml.add_space_prefix")
     if add_space_prefix is None or bool(add_space_prefix):

@@ -64,9 +64,7 @@ class ModelSource:
     location: str  # absolute path, or the repo id
 
     def describe(self) -> str:
-        return {"dir": "MLX directory", "gguf": "GGUF file", "hf": "Hugging Face repo"}[
-            self.kind
-        ] + f" {self.location}"
+        return {"dir": "MLX directory", "gguf": "GGUF file", "hf": "Hugging Face repo"}[self.kind] + f" {self.location}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +88,7 @@ class _Loaded:
 
 
 class _Stopped(Exception):
-    """Raised on the worker thread when the call was cancelled or timed out; never leaves this module."""
+    """Raised on the worker thread when a call is cancelled, times out or the backend closes; never escapes."""
 
 
 @dataclass(slots=True, eq=False)
@@ -100,6 +98,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     on_text: OnText | None
     started: float
+    caller: asyncio.Task[Any] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     first_token_at: float | None = None
     generated_tokens: int = 0
@@ -118,7 +117,9 @@ class _Job:
             self.cancel.set()
 
     def _deliver(self, delta: str) -> None:
-        if not self.cancel.is_set() and self.on_text is not None:
+        # A delta queued before the caller was cancelled still arrives after ``task.cancel()``; drop it.
+        cancelling = self.caller is not None and self.caller.cancelling() > 0
+        if not cancelling and not self.cancel.is_set() and self.on_text is not None:
             self.on_text(delta)
 
 
@@ -198,7 +199,7 @@ class MLXBackend:
                 model=request.model,
             )
         loop = asyncio.get_running_loop()
-        job = _Job(loop=loop, on_text=on_text, started=time.perf_counter())
+        job = _Job(loop=loop, on_text=on_text, started=time.perf_counter(), caller=asyncio.current_task())
         with self._lock:
             self._jobs.add(job)
         try:
@@ -217,6 +218,12 @@ class MLXBackend:
             except asyncio.CancelledError:
                 job.cancel.set()
                 raise
+            except _Stopped:  # not cancelled by the caller: aclose() stopped the worker under it
+                raise BackendUnavailable(
+                    f"the {self.provider} backend was closed while {request.model} was generating",
+                    provider=self.provider,
+                    model=request.model,
+                ) from None
         finally:
             with self._lock:
                 self._jobs.discard(job)
@@ -275,9 +282,7 @@ class MLXBackend:
         try:
             models = self.available_models()
         except (OSError, SupervisorError) as exc:
-            return Health(
-                provider=self.provider, kind=self.kind, ok=False, detail=f"cannot list models: {exc}"
-            )
+            return Health(provider=self.provider, kind=self.kind, ok=False, detail=f"cannot list models: {exc}")
         loaded = [m for m in models if m.loaded]
         used_mb = sum(m.size_bytes or 0 for m in loaded) / _MB
         parts = [
@@ -289,9 +294,7 @@ class MLXBackend:
             parts.append(f"mlx active memory {active:.0f} MB")
         if not models:
             parts.append(f"no model on disk: run `supervisor models pull {DEFAULT_EMBEDDED_MODEL}`")
-        return Health(
-            provider=self.provider, kind=self.kind, ok=True, detail="; ".join(parts), models=tuple(models)
-        )
+        return Health(provider=self.provider, kind=self.kind, ok=True, detail="; ".join(parts), models=tuple(models))
 
     async def aclose(self) -> None:
         """Stop running generations at their next token, unload every model and end the worker thread."""
@@ -338,8 +341,7 @@ class MLXBackend:
             where = f"[providers.{self.provider}.models] {name}" if configured else "the model id"
             raise ModelNotFound(
                 f"{raw} does not exist (from {where})",
-                "check the path, or pull the embedded model with "
-                f"`supervisor models pull {DEFAULT_EMBEDDED_MODEL}`",
+                f"check the path, or pull the embedded model with `supervisor models pull {DEFAULT_EMBEDDED_MODEL}`",
                 provider=self.provider,
                 model=name,
             )
@@ -440,8 +442,7 @@ class MLXBackend:
                     f"the prompt is {len(prompt)} tokens and max_output_tokens is "
                     f"{request.max_output_tokens}: more than the {window}-token context window of "
                     f"{request.model}",
-                    "send fewer or smaller context files, lower max_output_tokens, or use a model with a "
-                    "larger window",
+                    "send fewer or smaller context files, lower max_output_tokens, or use a model with a larger window",
                     provider=self.provider,
                     model=request.model,
                 )
@@ -672,7 +673,7 @@ class MLXBackend:
             size_bytes=entry.size_bytes,
             loaded=True,
             context_length=entry.context_length,
-            detail=entry.source.describe(),
+            detail=f"{entry.source.describe()} (loaded in {entry.load_s:.1f} s)",
         )
 
 

@@ -7,6 +7,8 @@ script file::
     [[answer]]
     match = "capital of France"      # a regular expression searched in the prompt
     text = "Paris"
+    delay_s = 0.5                     # optional: answer after this long
+    output_tokens = 120               # optional: report this many output tokens
 
     default = "I don't know."         # optional: when nothing matches
 """
@@ -52,11 +54,16 @@ def load_script(path: Path) -> Responder:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the script: {exc}") from None
-    rules: list[tuple[re.Pattern[str], str]] = []
+    rules: list[tuple[re.Pattern[str], ScriptedAnswer]] = []
     for index, entry in enumerate(data.get("answer", [])):
         try:
-            rules.append((re.compile(entry["match"], re.IGNORECASE | re.DOTALL), str(entry["text"])))
-        except (KeyError, re.error) as exc:
+            answer = ScriptedAnswer(
+                text=str(entry["text"]),
+                delay_s=float(entry.get("delay_s", 0.0)),
+                output_tokens=int(entry["output_tokens"]) if "output_tokens" in entry else None,
+            )
+            rules.append((re.compile(entry["match"], re.IGNORECASE | re.DOTALL), answer))
+        except (KeyError, TypeError, ValueError, re.error) as exc:
             raise ConfigError(f"{path}: answer[{index}]: needs `match` (a regex) and `text`: {exc}") from None
     default = data.get("default")
 

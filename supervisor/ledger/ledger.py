@@ -46,24 +46,27 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _local_midnight(day: date) -> datetime:
+    """Midnight of ``day`` in local time, with that day's own UTC offset (right across DST changes)."""
+    return datetime(day.year, day.month, day.day).astimezone()
+
+
 def local_day_start(moment: datetime) -> datetime:
     """Midnight (local time) of the day containing ``moment``."""
-    local = moment.astimezone()
-    return local.replace(hour=0, minute=0, second=0, microsecond=0)
+    return _local_midnight(moment.astimezone().date())
 
 
 def local_month_start(moment: datetime) -> datetime:
-    return local_day_start(moment).replace(day=1)
+    return _local_midnight(moment.astimezone().date().replace(day=1))
 
 
 def next_local_day(moment: datetime) -> datetime:
-    start = local_day_start(moment)
-    return (start + timedelta(days=1, hours=2)).replace(hour=0)  # +2h absorbs DST shifts
+    return _local_midnight(moment.astimezone().date() + timedelta(days=1))
 
 
 def next_local_month(moment: datetime) -> datetime:
-    start = local_month_start(moment)
-    return (start + timedelta(days=32)).replace(day=1)
+    first = moment.astimezone().date().replace(day=1)
+    return _local_midnight((first + timedelta(days=32)).replace(day=1))
 
 
 def process_identity(pid: int | None = None) -> tuple[int, float]:
@@ -263,30 +266,49 @@ class Ledger:
             )
             self.conn.row_factory = sqlite3.Row
             self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.conn.execute("PRAGMA foreign_keys = OFF")
-            if migrate:
-                self._migrate()
+            self._prepare(migrate)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(
                 f"cannot open the ledger {self.path}: {exc}",
                 "check the file is a supervisor ledger and the disk is writable; `supervisor ledger path` shows it",
             ) from None
 
-    def _migrate(self) -> None:
-        from sqlite_utils import Database
+    def _prepare(self, migrate: bool) -> None:
+        """WAL mode and migrations, once per file: cheap when the file is already current.
 
-        from supervisor.ledger import migrations
+        Switching a new file to WAL takes an exclusive lock that SQLite's busy handler does not wait for, so
+        processes opening a fresh ledger together take turns under a file lock.
+        """
+        from supervisor.ledger.schema import MIGRATION_NAMES
 
-        # A file lock serializes first-time migration between processes starting together.
+        if self._is_current(MIGRATION_NAMES):
+            return
         lock_path = self.path.with_name(self.path.name + ".migrate.lock")
         with open(lock_path, "w") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
-                migrations.apply(Database(self.conn))
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                if migrate and not self._is_current(MIGRATION_NAMES):
+                    from sqlite_utils import Database
+
+                    from supervisor.ledger import migrations
+
+                    migrations.apply(Database(self.conn))
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _is_current(self, names: tuple[str, ...]) -> bool:
+        """WAL already on and every migration applied (checked with plain SQL: no sqlite-utils import)."""
+        mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode != "wal":
+            return False
+        exists = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'").fetchone()
+        if not exists:
+            return False
+        applied = {r[0] for r in self.conn.execute("SELECT name FROM _sqlite_migrations")}
+        return set(names) <= applied
 
     def close(self) -> None:
         with self._lock:
@@ -579,6 +601,8 @@ class Ledger:
         Runs in one ``BEGIN IMMEDIATE`` transaction: the check and the hold are atomic across processes.
         A $0 call is never blocked by a dollar cap (local models keep working when money runs out).
         """
+        if amount_micros < 0 or tokens < 0:
+            raise ValueError("a reservation cannot be negative")
         now = now or utcnow()
         pid, started = process_identity()
         day, month = local_day_start(now), local_month_start(now)
@@ -668,6 +692,8 @@ class Ledger:
 
     def settle(self, reservation_id: int, actual_micros: int | None, actual_tokens: int | None, note: str = "") -> None:
         """Replace the hold by the actual cost; unknown cost keeps the worst case (never $0)."""
+        if (actual_micros is not None and actual_micros < 0) or (actual_tokens is not None and actual_tokens < 0):
+            raise ValueError("an actual cost cannot be negative")
         self._write(
             """UPDATE reservations SET state = CASE WHEN ? IS NULL THEN 'settled_unpriced' ELSE 'settled' END,
                  actual_micros = coalesce(?, amount_micros), actual_tokens = coalesce(?, tokens),
@@ -719,12 +745,19 @@ class Ledger:
             for row in conn.execute("SELECT * FROM reservations WHERE state = 'held'").fetchall():
                 if owner_alive(row["owner_pid"], row["owner_started"]):
                     continue
-                call = conn.execute("SELECT cost_micros FROM calls WHERE reservation_id = ?", (row["id"],)).fetchone()
+                call = conn.execute(
+                    "SELECT cost_micros, priced, coalesce(input_uncached, 0) + coalesce(cache_read, 0) + "
+                    "coalesce(cache_write_5m, 0) + coalesce(cache_write_1h, 0) + coalesce(output, 0) AS tokens, "
+                    "input_uncached IS NOT NULL AND output IS NOT NULL AS tokens_known "
+                    "FROM calls WHERE reservation_id = ? ORDER BY id DESC LIMIT 1",
+                    (row["id"],),
+                ).fetchone()
                 if call is not None:
                     conn.execute(
-                        "UPDATE reservations SET state = 'settled', actual_micros = coalesce(?, amount_micros), "
+                        "UPDATE reservations SET state = CASE WHEN ? THEN 'settled' ELSE 'settled_unpriced' END, "
+                        "actual_micros = coalesce(?, amount_micros), actual_tokens = CASE WHEN ? THEN ? ELSE tokens END, "
                         "settled_at = ?, note = 'reconciled from its call row' WHERE id = ?",
-                        (call["cost_micros"], iso(now), row["id"]),
+                        (call["priced"], call["cost_micros"], call["tokens_known"], call["tokens"], iso(now), row["id"]),
                     )
                     charged += 1
                 elif not row["sent"]:
@@ -888,7 +921,7 @@ class Ledger:
         run_id: int | None = None,
         at: datetime | None = None,
     ) -> int:
-        text = self.redactor.scrub(json.dumps(data, default=str, ensure_ascii=False))
+        text = json.dumps(_scrub_tree(data, self.redactor), default=str, ensure_ascii=False)
         return self._write(
             "INSERT INTO events (at, agent, run_id, kind, data) VALUES (?, ?, ?, ?, ?)",
             (iso(at or utcnow()), agent, run_id, kind, text),
@@ -1075,9 +1108,14 @@ class Ledger:
         )
         return [_report_row(r) for r in rows]
 
-    def _report_by_run(self, *, since: date | None, until: date | None, agent: str | None) -> list[ReportRow]:
+    def _report_by_run(self, *, since: date | None, until: date | None, agent: str | None, limit: int = 100) -> list[ReportRow]:
+        """Per run; without a date range, the latest ``limit`` runs (found through the run_id index, so it is fast)."""
         clauses: list[str] = []
         params: list[Any] = []
+        if since is None and until is None:
+            run_filter = "SELECT DISTINCT run_id FROM calls" + (" WHERE agent = ?" if agent else "") + " ORDER BY run_id DESC LIMIT ?"
+            clauses.append(f"(c.run_id IN ({run_filter}) OR c.run_id IS NULL)")
+            params.extend([agent, limit] if agent else [limit])
         if since is not None:
             clauses.append("c.started_at >= ?")
             params.append(iso(datetime.combine(since, datetime.min.time()).astimezone()))
@@ -1095,10 +1133,21 @@ class Ledger:
                        sum(coalesce(c.cache_write_5m, 0) + coalesce(c.cache_write_1h, 0)),
                        sum(coalesce(c.output, 0)), sum(coalesce(c.reasoning, 0)), sum(coalesce(c.cost_micros, 0)),
                        sum(coalesce(c.compute_s, 0))
-                FROM calls c {where} GROUP BY c.run_id, c.agent, c.simulated ORDER BY c.run_id""",
+                FROM calls c {where} GROUP BY c.run_id, c.agent, c.simulated ORDER BY c.run_id, c.agent, c.simulated""",
             params,
         )
         return [_report_row(r) for r in rows]
+
+
+def _scrub_tree(value: Any, redactor: Redactor) -> Any:
+    """Scrub every string inside ``value`` before it is encoded (escaping could hide a key from the scrubber)."""
+    if isinstance(value, str):
+        return redactor.scrub(value)
+    if isinstance(value, dict):
+        return {_scrub_tree(k, redactor): _scrub_tree(v, redactor) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub_tree(v, redactor) for v in value]
+    return value
 
 
 def _report_row(r: sqlite3.Row) -> ReportRow:

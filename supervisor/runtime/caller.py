@@ -83,7 +83,8 @@ class ModelCaller:
     ) -> CallOutcome | CapHit:
         backend = self.pool.get(candidate.provider)
         spec = candidate.spec
-        count = backend.count_tokens(request)
+        # Off the event loop: a local backend may load its model (and tokenizer) to count exactly.
+        count = await asyncio.to_thread(backend.count_tokens, request)
         window = request.context_window or spec.context_window
         if count.tokens + request.max_output_tokens > window:
             raise ContextOverflow(

@@ -1205,3 +1205,34 @@ def _record_lines(summary: RunSummary, events: list[Event]) -> list[str]:
         data = json.dumps(event.data(), default=str, ensure_ascii=False)
         lines.append(f"- {event.at:%H:%M:%S} {event.kind} {data}")
     return lines
+
+
+def recover(runtime: Runtime) -> list[str]:
+    """After a crash: reconcile the ledger, then put back the workspaces of runs that never finished."""
+    report = runtime.ledger.reconcile()
+    notes: list[str] = []
+    snapshots = runtime.home / "snapshots"
+    for run_id in report.crashed_runs:
+        directory = snapshots / str(run_id)
+        run_row = runtime.ledger.run(run_id)
+        agent = run_row["agent"] if run_row else None
+        if (directory / "manifest.json").exists():
+            restored, removed = Snapshot.load(directory).restore()
+            runtime.bus.publish(
+                WorkspaceRestored(agent=agent, run_id=run_id, step=None, files_restored=restored, files_removed=removed, scope="crash")
+            )
+            notes.append(f"run {run_id} ({agent}) was interrupted: workspace restored ({restored} put back, {removed} removed)")
+        for leftover in snapshots.glob(f"{run_id}*"):
+            import shutil
+
+            shutil.rmtree(leftover, ignore_errors=True)
+    if report.released_reservations or report.charged_reservations:
+        notes.append(
+            f"reconciled {report.released_reservations + report.charged_reservations} reservation(s) left by a crash "
+            f"({report.charged_reservations} kept as possibly billed)"
+        )
+    for agent in report.recovered_agents:
+        notes.append(f"agent {agent} was left running by a stopped supervisor; it is idle again")
+    for note in notes:
+        runtime.bus.publish(Notice(message=note, level="warning"))
+    return notes

@@ -251,9 +251,7 @@ def _encode_tensor(values: np.ndarray, quant: GGUFQuant) -> tuple[int, bytes]:
 def _permute_for_gguf(weight: np.ndarray, heads: int) -> np.ndarray:
     """llama.cpp's converter reorders Q/K rows so each head's rotary pairs are adjacent (interleaved RoPE)."""
     rows = weight.shape[0]
-    return (
-        weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
-    )
+    return weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
 _GGUF_NAMES = {
@@ -295,9 +293,7 @@ def gguf_metadata(seed: int = 0, *, quant: GGUFQuant = "f32") -> dict[str, Any]:
     tokenizer = json.loads(_tokenizer_json())
     vocab: dict[str, int] = tokenizer["model"]["vocab"]
     tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
-    merges = [
-        " ".join(pair) if isinstance(pair, list) else str(pair) for pair in tokenizer["model"]["merges"]
-    ]
+    merges = [" ".join(pair) if isinstance(pair, list) else str(pair) for pair in tokenizer["model"]["merges"]]
     return {
         "general.architecture": "llama",
         "general.name": f"tiny-llama-seed{seed}",
@@ -324,9 +320,7 @@ def gguf_metadata(seed: int = 0, *, quant: GGUFQuant = "f32") -> dict[str, Any]:
     }
 
 
-def write_gguf(
-    path: Path, metadata: dict[str, Any], tensors: dict[str, tuple[int, tuple[int, ...], bytes]]
-) -> Path:
+def write_gguf(path: Path, metadata: dict[str, Any], tensors: dict[str, tuple[int, tuple[int, ...], bytes]]) -> Path:
     """Write a GGUF v3 file: ``tensors`` maps name -> (GGML type, shape in row-major order, encoded bytes)."""
     header = bytearray(_GGUF_MAGIC + struct.pack("<IQQ", _GGUF_VERSION, len(tensors), len(metadata)))
     for key, value in metadata.items():

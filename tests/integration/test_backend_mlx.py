@@ -31,7 +31,7 @@ from fakes.tiny_model import (
 from supervisor.backends.base import Message, Request
 from supervisor.backends.mlx import MLXBackend
 from supervisor.config import ProviderConfig
-from supervisor.errors import BackendTimeout, ContextOverflow, ModelNotFound
+from supervisor.errors import BackendTimeout, BackendUnavailable, ContextOverflow, ModelNotFound
 from supervisor.models_pull import EMBEDDED_MODELS, embedded_model_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -118,8 +118,10 @@ async def test_complete_returns_text_and_exact_usage(backend: MLXBackend, tiny_m
     assert result.raw_usage["prompt_tokens"] == len(prompt_ids)
     assert {"prompt_tps", "generation_tps", "peak_memory"} <= result.raw_usage.keys()
     assert result.tokens_per_s == result.raw_usage["generation_tps"]
-    assert result.compute_s is not None and result.compute_s > 0
-    assert result.ttft_s is not None and result.ttft_s <= result.total_s
+    assert result.compute_s is not None
+    assert result.compute_s > 0
+    assert result.ttft_s is not None
+    assert result.ttft_s <= result.total_s
     assert result.model_reported == str(tiny_models["tiny"].resolve())
 
 
@@ -165,7 +167,8 @@ async def test_stop_string_trims_the_text_and_stops(backend: MLXBackend) -> None
     assert "".join(deltas) == expected
     assert result.finish_reason == "stop"
     assert result.raw_usage["stop"] == stop
-    assert result.usage.output is not None and result.usage.output < 24
+    assert result.usage.output is not None
+    assert result.usage.output < 24
 
 
 async def test_eos_ends_generation_and_is_counted(tiny_models: dict[str, Path], tmp_path: Path) -> None:
@@ -288,7 +291,8 @@ async def test_cancelling_the_call_stops_generation(backend: MLXBackend) -> None
         await call
     await backend.load("tiny")  # runs after the cancelled generation has left the worker thread
 
-    assert deltas and len(deltas) == 1  # nothing is delivered after the cancel
+    assert deltas
+    assert len(deltas) == 1
     assert backend.stats().cancelled_calls == 1
     assert backend.stats().generated_tokens < 400
     after = await backend.complete(request(max_output_tokens=3))  # the backend is still usable
@@ -305,7 +309,8 @@ async def test_least_recently_used_model_is_unloaded_beyond_the_budget(tiny_mode
         await mlx.complete(request("tiny", max_output_tokens=2))
         [first] = mlx.loaded_models()
         assert first.name == "tiny"
-        assert first.size_bytes is not None and 0.5 * 1024 * 1024 < first.size_bytes <= 1024 * 1024
+        assert first.size_bytes is not None
+        assert 0.5 * 1024 * 1024 < first.size_bytes <= 1024 * 1024
         await mlx.complete(request("tiny-b", max_output_tokens=2))
         assert [m.name for m in mlx.loaded_models()] == ["tiny-b"]
     finally:
@@ -336,7 +341,8 @@ async def test_available_models_and_health(tiny_models: dict[str, Path], supervi
         await mlx.load("tiny")
         available = {m.name: m for m in mlx.available_models()}
         assert set(available) == {"tiny", "q8", "smollm2-135m"}
-        assert available["tiny"].loaded and not available["q8"].loaded
+        assert available["tiny"].loaded
+        assert not available["q8"].loaded
         assert available["smollm2-135m"].size_bytes == EMBEDDED_MODELS["smollm2-135m"].size_bytes
         health = await mlx.health()
         assert health.ok
@@ -367,11 +373,14 @@ def test_gguf_f32_matches_the_directory_model(tiny_models: dict[str, Path]) -> N
     prompt = reference_prompt_ids(tiny_models["tiny"])
     text = "Numbers 12345, ünïcödé and <|im_end|> stay the same"
 
-    assert gguf_tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True) == prompt
+    assert (
+        gguf_tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], add_generation_prompt=True) == prompt
+    )
     assert gguf_tokenizer.encode(text) == tokenizer.encode(text)
     assert gguf_tokenizer.decode(gguf_tokenizer.encode(text)) == text
     assert gguf_tokenizer.eos_token_ids == tokenizer.eos_token_ids
-    assert config["context_length"] == MAX_POSITIONS and config["rope_traditional"]
+    assert config["context_length"] == MAX_POSITIONS
+    assert config["rope_traditional"]
     np.testing.assert_allclose(_logits(gguf_model, prompt), _logits(model, prompt), atol=1e-3)
 
 
@@ -426,7 +435,8 @@ async def test_gguf_with_tied_embeddings(tmp_path: Path, tiny_models: dict[str, 
         result = await mlx.complete(request("tied", max_output_tokens=4))
     finally:
         await mlx.aclose()
-    assert result.usage.output is not None and 1 <= result.usage.output <= 4
+    assert result.usage.output is not None
+    assert 1 <= result.usage.output <= 4
 
 
 def test_gguf_llama3_rope_frequency_factors(tmp_path: Path) -> None:
@@ -448,7 +458,8 @@ def test_gguf_llama3_rope_frequency_factors(tmp_path: Path) -> None:
     llama3 = Llama3RoPE(head_dim, MAX_POSITIONS, base=ROPE_THETA, scaling_config=scaling)
     base_periods = ROPE_THETA ** (mx.arange(0, head_dim, 2, dtype=mx.float32) / head_dim)
     factors = np.array(llama3._freqs / base_periods, dtype=np.float32)
-    assert factors.min() == 1.0 and factors.max() == 8.0  # high, medium and low frequencies all occur
+    assert factors.min() == 1.0
+    assert factors.max() == 8.0
 
     model, _ = load(str(build_tiny_llama(tmp_path / "llama3", config_overrides={"rope_scaling": scaling})))
     path = build_tiny_gguf(tmp_path / "llama3.gguf", extra_tensors={"rope_freqs.weight": factors})
@@ -465,6 +476,7 @@ def test_gguf_llama3_rope_frequency_factors(tmp_path: Path) -> None:
         ({"tokenizer.ggml.model": "bert"}, {}, "tokenizer 'bert' is not supported"),
         ({}, {"blk.0.attn_rot_embd.weight": np.zeros(4, dtype=np.float32)}, "unexpected tensor"),
         ({"llama.rope.scaling.type": "yarn"}, {}, "RoPE scaling 'yarn'"),
+        ({"tokenizer.ggml.merges": ["h e", "no such-token"]}, {}, "merges entry 'no such-token'"),
     ],
 )
 async def test_unsupported_gguf_is_a_clear_error(
@@ -546,3 +558,16 @@ def test_weight_names_map_onto_mlx_lm_llama() -> None:
     }
     translate: Callable[[str], str | None] = translate_weight_name
     assert {name: translate(name) for name in cases} == cases
+
+
+async def test_closing_the_backend_stops_a_running_generation(tiny_models: dict[str, Path]) -> None:
+    mlx = make_backend(tiny_models)
+    await mlx.load("tiny")
+    started = asyncio.Event()
+    call = asyncio.create_task(mlx.complete(request(max_output_tokens=400), on_text=lambda _: started.set()))
+    await started.wait()
+    await mlx.aclose()
+    with pytest.raises(BackendUnavailable, match="closed while tiny was generating"):
+        await call
+    assert mlx.loaded_models() == []
+    assert mlx.stats().generated_tokens < 400

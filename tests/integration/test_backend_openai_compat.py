@@ -17,9 +17,10 @@ import pytest
 from supervisor import paths
 from supervisor.backends.base import Backend, Message, Request
 from supervisor.backends.openai_compat import OpenAICompatBackend, chat_body, max_tokens_field
+from supervisor.backends.registry import make_backend as make_registry_backend
 from supervisor.backends.retry import complete_with_retry
 from supervisor.catalog import ModelSpec, PeakWindow, PriceTable, Rates, load_catalog
-from supervisor.config import ProviderConfig
+from supervisor.config import ProviderConfig, default_providers
 from supervisor.cost import cost_of
 from supervisor.errors import (
     AuthError,
@@ -544,6 +545,26 @@ async def test_missing_key_fails_before_any_request(fake: OpenAIFake, make_backe
     assert "set DEEPSEEK_API_KEY" in str(caught.value)
     assert "deepseek-flash" in str(caught.value)
     assert fake.requests == []
+
+
+@pytest.mark.parametrize(
+    ("provider", "variable"),
+    [
+        ("openai", "OPENAI_API_KEY"),
+        ("deepseek", "DEEPSEEK_API_KEY"),
+        ("gemini", "GEMINI_API_KEY"),
+        ("anthropic", "ANTHROPIC_API_KEY"),
+    ],
+)
+async def test_default_providers_name_their_missing_key(provider: str, variable: str) -> None:
+    backend = make_registry_backend(provider, default_providers()[provider], {})
+    try:
+        with pytest.raises(BackendUnavailable) as caught:
+            await backend.complete(_request())
+    finally:
+        await backend.aclose()
+
+    assert f"set {variable}" in str(caught.value)
 
 
 CANARY_BEHAVIORS = [

@@ -888,11 +888,6 @@ def test_reconcile_settles_each_reservation_of_a_dead_process_by_what_is_known(l
         assert not ledger.reconcile().anything  # idempotent
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG ledger.py reconcile(): a reservation reconciled from an UNPRICED call row becomes 'settled' "
-    "(actual = worst case) instead of 'settled_unpriced' as settle(None) does",
-)
 def test_reconcile_from_an_unpriced_call_row_is_settled_unpriced(ledger_path: Path) -> None:
     plan = {
         "agent": "fixer",
@@ -1045,11 +1040,6 @@ def test_cap_windows_follow_local_midnight(
     assert cap_hit_in_berlin(ledger_path, monkeypatch, earlier, later, limit) == cap
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG ledger.py local_day_start/local_month_start: midnight gets the UTC offset of *now*, "
-    "so across a DST change the day/month window starts an hour late and earlier spend escapes the cap",
-)
 @pytest.mark.parametrize(
     ("earlier", "later", "limit", "cap"),
     [
