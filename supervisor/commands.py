@@ -14,7 +14,7 @@ from typing import Any
 
 from supervisor import paths
 from supervisor.errors import ConfigError, SupervisorError, UsageError
-from supervisor.render import print_json, sanitize, table, tokens, usd
+from supervisor.render import money, print_json, sanitize, table, tokens, usd
 
 
 @dataclass
@@ -312,7 +312,7 @@ def cmd_ledger_report(args: argparse.Namespace) -> int:
             tokens(r.cache_read),
             tokens(r.cache_write),
             tokens(r.output),
-            usd(r.cost_micros, 4) + ("+?" if r.unpriced_calls else ""),
+            money(r.cost_micros) + ("+?" if r.unpriced_calls else ""),
             f"{r.local_compute_s:.1f}s" if r.local_compute_s else "",
         ]
         for r in rows
@@ -336,9 +336,9 @@ def cmd_ledger_report(args: argparse.Namespace) -> int:
             right=[1, 2, 3, 4, 5, 6, 7, 8],
         )
     )
-    footer = f"\nreal spend {usd(real, 4)}"
+    footer = f"\nreal spend {money(real)}"
     if simulated:
-        footer += f"; simulated (demo tiers, not billed) {usd(simulated, 4)}"
+        footer += f"; simulated (demo tiers, not billed) {money(simulated)}"
     unpriced = sum(r.unpriced_calls for r in rows)
     if unpriced:
         footer += f"; {unpriced} unpriced call(s) not included (usage unknown)"
@@ -471,7 +471,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = asyncio.run(go())
     if not args.json:
         if result.outcome == "waiting_approval":
-            print(f"waiting for approval #{result.approval_id}: `supervisor approve {result.approval_id}` or `supervisor deny {result.approval_id}`")
+            print(
+                f"waiting for approval #{result.approval_id}: `supervisor approve {result.approval_id}` or `supervisor deny {result.approval_id}`"
+            )
         elif result.outcome == "paused" and result.run_id == 0:
             print(f"{args.name} is {result.reason}")
     return int(result.exit_code)
@@ -491,17 +493,26 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not statuses:
         print(f"no agents in {ctx.config_path}")
         return 0
-    symbols = {"idle": "·", "running": "▶", "waiting_approval": "?", "deferred": "⏸", "paused": "‖", "failed": "✗", "exhausted": "✗", "denied": "✗"}
+    symbols = {
+        "idle": "·",
+        "running": "▶",
+        "waiting_approval": "?",
+        "deferred": "⏸",
+        "paused": "‖",
+        "failed": "✗",
+        "exhausted": "✗",
+        "denied": "✗",
+    }
     rows = []
     for s in statuses:
-        day_cap = f"/{usd(s.cap_day_micros, 2)}" if s.cap_day_micros is not None else ""
-        month_cap = f"/{usd(s.cap_month_micros, 2)}" if s.cap_month_micros is not None else ""
+        day_cap = f"/{money(s.cap_day_micros)}" if s.cap_day_micros is not None else ""
+        month_cap = f"/{money(s.cap_month_micros)}" if s.cap_month_micros is not None else ""
         rows.append(
             [
                 s.name,
                 f"{symbols.get(s.state, ' ')} {s.state}",
-                usd(s.spend_day_micros, 4) + day_cap,
-                usd(s.spend_month_micros, 4) + month_cap,
+                money(s.spend_day_micros) + day_cap,
+                money(s.spend_month_micros) + month_cap,
                 s.schedule or "on demand",
                 (s.next_run_at or "")[:16].replace("T", " "),
                 (s.last_run or {}).get("outcome", ""),
@@ -526,7 +537,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             notes.append(f"{s.pending_approvals} approval(s) pending: `supervisor approvals`")
         for note in notes:
             print(f"  {s.name}: {sanitize(note)}")
-    where = f"daemon pid {daemon['pid']} is running" if daemon else "no daemon running (`supervisor daemon` runs scheduled agents)"
+    where = (
+        f"daemon pid {daemon['pid']} is running"
+        if daemon
+        else "no daemon running (`supervisor daemon` runs scheduled agents)"
+    )
     print(f"\n{where}" + ("; offline mode" if config.offline else ""))
     return 0
 
@@ -563,7 +578,12 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
         row = ctx.ledger.decide_approval(args.id, approve, "cli")
     except LedgerError as exc:
         raise UsageError(exc.message, exc.hint) from None
-    ctx.ledger.append_event("approval_decided", {"approval_id": row.id, "approved": approve, "by": "cli"}, agent=row.agent, run_id=row.run_id)
+    ctx.ledger.append_event(
+        "approval_decided",
+        {"approval_id": row.id, "approved": approve, "by": "cli"},
+        agent=row.agent,
+        run_id=row.run_id,
+    )
     verb = "approved" if approve else "denied"
     print(f"approval #{row.id} {verb}: {row.agent} step {row.step!r} -> {row.model}")
     if approve:
@@ -584,7 +604,9 @@ def cmd_pause(args: argparse.Namespace) -> int:
     config = _require_config(ctx)
     config.agent(args.name)
     ctx.ledger.pause_agent(args.name, "human", "paused from the command line")
-    ctx.ledger.append_event("agent_state", {"state": "paused", "reason": "paused from the command line"}, agent=args.name)
+    ctx.ledger.append_event(
+        "agent_state", {"state": "paused", "reason": "paused from the command line"}, agent=args.name
+    )
     print(f"{args.name} paused; `supervisor resume {args.name}` lets it run again")
     return 0
 
@@ -596,6 +618,24 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if not ctx.ledger.resume_agent(args.name):
         print(f"{args.name} was not paused")
         return 0
-    ctx.ledger.append_event("agent_state", {"state": "idle", "reason": "resumed from the command line"}, agent=args.name)
+    ctx.ledger.append_event(
+        "agent_state", {"state": "idle", "reason": "resumed from the command line"}, agent=args.name
+    )
     print(f"{args.name} resumed")
     return 0
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    from supervisor.console import Printer
+    from supervisor.daemon import run_daemon
+
+    ctx = _ctx(args)
+    runtime = _runtime(ctx)
+    runtime.bus.subscribe(Printer(as_json=False))
+    scheduled = [n for n, a in runtime.config.agents.items() if a.schedule and a.enabled]
+    print(
+        f"supervisor daemon (pid {os.getpid()}): {len(scheduled)} scheduled agent(s) "
+        f"({', '.join(scheduled) or 'none'}); config {ctx.config_path}; stop with Ctrl-C or SIGTERM",
+        flush=True,
+    )
+    return run_daemon(runtime.config, runtime, paths.home(ctx.environ))

@@ -37,6 +37,19 @@ def usd(micros: int | None, places: int = 6) -> str:
     return format_usd(micros, places=places)
 
 
+def money(micros: int | None) -> str:
+    """Dollars with as many places as the amount needs: $0, $0.000029, $0.0123, $4.56."""
+    if micros is None:
+        return "unpriced"
+    if micros == 0:
+        return "$0"
+    if abs(micros) < 10_000:
+        return format_usd(micros, places=6)
+    if abs(micros) < 1_000_000:
+        return format_usd(micros, places=4)
+    return format_usd(micros, places=2)
+
+
 def tokens(n: int | None) -> str:
     if n is None:
         return "?"

@@ -161,7 +161,7 @@ def _render(
     for step in last.get("steps", []):
         where = f" at {step['tier']}" if step.get("tier") else ""
         step_bits.append(f"{step['name']} {step['outcome']}{where}")
-    cost = "unpriced" if last.get("unpriced_calls") else format_usd(last.get("cost_micros", 0), places=4)
+    cost = "unpriced" if last.get("unpriced_calls") else format_usd(last.get("cost_micros", 0))
     lines += [
         "## Last run",
         f"Run {last['run_id']} ({last['started_at'][:16].replace('T', ' ')} UTC, {last['trigger']}): {last['outcome']}"

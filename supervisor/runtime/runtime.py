@@ -191,6 +191,15 @@ class Runtime:
     # ----------------------------------------------------------------------------------------------------
     # Public API (the CLI, the daemon and the TUI all go through these)
 
+    def reconfigure(self, config: Config) -> None:
+        """Use a new config from now on (runs in progress keep the agent config they started with)."""
+        self.config = config
+        self.pool = BackendPool(config, self.environ, self.pool.loaded())
+        self.router = Router(config, self.catalog, self.pool, self.ledger)
+        self.caller = ModelCaller(self.ledger, self.pool, self.bus, self.clock)
+        for name in config.agents:
+            self.ledger.ensure_agent(name)
+
     def memory(self, agent: str) -> AgentMemory:
         return AgentMemory(agent, self.home / "agents", self.config.agent(agent).memory_tokens, self.ledger.redactor)
 
@@ -1219,9 +1228,13 @@ def recover(runtime: Runtime) -> list[str]:
         if (directory / "manifest.json").exists():
             restored, removed = Snapshot.load(directory).restore()
             runtime.bus.publish(
-                WorkspaceRestored(agent=agent, run_id=run_id, step=None, files_restored=restored, files_removed=removed, scope="crash")
+                WorkspaceRestored(
+                    agent=agent, run_id=run_id, step=None, files_restored=restored, files_removed=removed, scope="crash"
+                )
             )
-            notes.append(f"run {run_id} ({agent}) was interrupted: workspace restored ({restored} put back, {removed} removed)")
+            notes.append(
+                f"run {run_id} ({agent}) was interrupted: workspace restored ({restored} put back, {removed} removed)"
+            )
         for leftover in snapshots.glob(f"{run_id}*"):
             import shutil
 

@@ -64,7 +64,9 @@ class AgentStatus:
         return data
 
 
-def agent_statuses(config: Config, catalog: Catalog, ledger: Ledger, now: datetime, environ: dict[str, str] | None = None) -> list[AgentStatus]:
+def agent_statuses(
+    config: Config, catalog: Catalog, ledger: Ledger, now: datetime, environ: dict[str, str] | None = None
+) -> list[AgentStatus]:
     pool = BackendPool(config, environ if environ is not None else dict(config.environ))
     router = Router(config, catalog, pool, ledger)
     rows = {r["name"]: r for r in ledger.agents()}
@@ -99,7 +101,9 @@ def agent_statuses(config: Config, catalog: Catalog, ledger: Ledger, now: dateti
                     continue
                 learned = router.learned_skip(name, step.name, tier)
                 if learned is not None:
-                    skips.append({"step": step.name, "tier": tier, "reason": learned.reason, "failed_runs": learned.failed_runs})
+                    skips.append(
+                        {"step": step.name, "tier": tier, "reason": learned.reason, "failed_runs": learned.failed_runs}
+                    )
         out.append(
             AgentStatus(
                 name=name,
@@ -117,10 +121,19 @@ def agent_statuses(config: Config, catalog: Catalog, ledger: Ledger, now: dateti
                 cap_day_micros=limits.agent_day_micros,
                 cap_month_micros=limits.agent_month_micros,
                 cap_run_micros=limits.run_micros,
-                tokens_today={"input_uncached": int(tokens[0]), "cache_read": int(tokens[1]), "cache_write": int(tokens[2]), "output": int(tokens[3])},
+                tokens_today={
+                    "input_uncached": int(tokens[0]),
+                    "cache_read": int(tokens[1]),
+                    "cache_write": int(tokens[2]),
+                    "output": int(tokens[3]),
+                },
                 local_compute_s_today=round(float(tokens[4]), 2),
                 last_run=runs[0] if runs else None,
-                last_gate=(f"{last_gate[0]['name']}: {last_gate[0]['verify_result']} at {last_gate[0]['tier_reached']}" if last_gate else None),
+                last_gate=(
+                    f"{last_gate[0]['name']}: {last_gate[0]['verify_result']} at {last_gate[0]['tier_reached']}"
+                    if last_gate
+                    else None
+                ),
                 pending_approvals=len(ledger.approvals(agent=name)),
                 learned_skips=skips,
                 breaker=breaker,
@@ -130,7 +143,9 @@ def agent_statuses(config: Config, catalog: Catalog, ledger: Ledger, now: dateti
     return out
 
 
-def wake_estimate(config: Config, catalog: Catalog, router: Router, ledger: Ledger, name: str, agent: AgentConfig, now: datetime) -> WakeEstimate | None:
+def wake_estimate(
+    config: Config, catalog: Catalog, router: Router, ledger: Ledger, name: str, agent: AgentConfig, now: datetime
+) -> WakeEstimate | None:
     """Cost of one wake at each model step's first API tier, with a warm and a cold prompt cache.
 
     The prompt size is the step's last real call at that tier when there is one, else today's prompt built
@@ -173,7 +188,9 @@ def wake_estimate(config: Config, catalog: Catalog, router: Router, ledger: Ledg
             all_cold = False
             ttl_reasons.append(f"{spec.key}: runs on demand")
         elif ttl is None or schedule.nominal_interval_s > ttl:
-            ttl_reasons.append(f"{spec.key}: wakes every {schedule.text.split(maxsplit=1)[-1]} > cache TTL {(ttl or 0) // 60}m, so the cache is cold at each wake")
+            ttl_reasons.append(
+                f"{spec.key}: wakes every {schedule.text.split(maxsplit=1)[-1]} > cache TTL {(ttl or 0) // 60}m, so the cache is cold at each wake"
+            )
         else:
             all_cold = False
             ttl_reasons.append(f"{spec.key}: wakes within the {ttl // 60}m cache TTL")
@@ -183,7 +200,9 @@ def wake_estimate(config: Config, catalog: Catalog, router: Router, ledger: Ledg
     return WakeEstimate(warm, cold, cold if all_cold else warm, expected, "; ".join(ttl_reasons), models)
 
 
-def _prompt_size(config: Config, ledger: Ledger, name: str, agent: AgentConfig, step: Any, tier: str, memory: AgentMemory) -> tuple[int, int]:
+def _prompt_size(
+    config: Config, ledger: Ledger, name: str, agent: AgentConfig, step: Any, tier: str, memory: AgentMemory
+) -> tuple[int, int]:
     rows = ledger.query(
         "SELECT input_uncached, cache_read, cache_write_5m, cache_write_1h FROM calls WHERE agent = ? AND step = ? AND tier = ? "
         "AND input_uncached IS NOT NULL ORDER BY id DESC LIMIT 1",
