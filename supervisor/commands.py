@@ -639,3 +639,174 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         flush=True,
     )
     return run_daemon(runtime.config, runtime, paths.home(ctx.environ))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# ask and models
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from supervisor.runtime.oneshot import ask
+
+    ctx = _ctx(args)
+    prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
+    streaming = sys.stdout.isatty() and not args.json
+    printed: list[str] = []
+
+    def on_text(delta: str) -> None:
+        printed.append(delta)
+        sys.stdout.write(sanitize(delta))
+        sys.stdout.flush()
+
+    result = asyncio.run(
+        ask(
+            ctx.config,
+            ctx.catalog,
+            ctx.ledger,
+            args.model,
+            prompt,
+            system=args.system,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            timeout_s=args.timeout,
+            on_text=on_text if streaming else None,
+        )
+    )
+    outcome = result.outcome
+    if outcome.error is not None:
+        error = outcome.error
+        print(f"error: {error.error_class}: {sanitize(error.message)}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {sanitize(error.hint)}", file=sys.stderr)
+        return 1
+    assert outcome.result is not None
+    res = outcome.result
+    cost = outcome.cost
+    if args.json:
+        print_json(
+            {
+                "model": result.key,
+                "text": res.text,
+                "finish_reason": res.finish_reason,
+                "usage": res.usage.as_dict(),
+                "cost": {
+                    "priced": cost.priced,
+                    "total_micros": cost.total_micros,
+                    "components_micros": cost.components(),
+                    "price_label": cost.price_label,
+                    "simulated": result.simulated,
+                },
+                "latency_s": round(res.total_s, 4),
+                "ttft_s": None if res.ttft_s is None else round(res.ttft_s, 4),
+                "tokens_per_s": None if res.tokens_per_s is None else round(res.tokens_per_s, 2),
+                "compute_s": res.compute_s,
+                "call_id": outcome.call_id,
+                "run_id": result.run_id,
+            }
+        )
+        return 0
+    if streaming:
+        print()
+    else:
+        print(sanitize(res.text))
+    u = res.usage
+    spent = money(cost.total_micros) if cost.priced else "unpriced (usage unknown)"
+    extra = f", {res.tokens_per_s:.1f} tok/s" if res.tokens_per_s else ""
+    print(
+        f"[{result.key}: {tokens(u.input_uncached)} in, {tokens(u.cache_read)} cached, {tokens(u.output)} out; "
+        f"{spent}{' simulated' if result.simulated else ''}; {res.total_s:.2f}s{extra}]",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires a subcommand
+    raise UsageError("supervisor models needs a subcommand: list or pull")
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from supervisor.backends.mlx import MLXBackend
+    from supervisor.backends.ollama import OllamaBackend
+    from supervisor.backends.registry import make_backend
+
+    ctx = _ctx(args)
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+
+    async def collect() -> None:
+        for name, pcfg in ctx.config.providers.items():
+            if pcfg.kind not in ("ollama", "mlx"):
+                continue
+            backend = make_backend(name, pcfg, ctx.environ)
+            try:
+                if isinstance(backend, OllamaBackend):
+                    health = await backend.health()
+                    if not health.ok:
+                        notes.append(f"{name}: {health.detail}")
+                    for m in health.models:
+                        rows.append(
+                            {
+                                "model": f"{name}:{m.name}",
+                                "backend": "ollama",
+                                "size_bytes": m.size_bytes,
+                                "loaded": m.loaded,
+                                "expires_at": m.expires_at,
+                                "detail": m.detail,
+                            }
+                        )
+                elif isinstance(backend, MLXBackend):
+                    for m in backend.available_models():
+                        rows.append(
+                            {
+                                "model": f"{name}:{m.name}",
+                                "backend": "mlx",
+                                "size_bytes": m.size_bytes,
+                                "loaded": m.loaded,
+                                "expires_at": None,
+                                "detail": m.detail,
+                            }
+                        )
+            finally:
+                await backend.aclose()
+
+    asyncio.run(collect())
+    if args.json:
+        print_json({"models": rows, "notes": notes})
+        return 0
+    if rows:
+        body = [
+            [
+                r["model"],
+                r["backend"],
+                f"{(r['size_bytes'] or 0) / 1e6:.0f} MB" if r["size_bytes"] else "",
+                "loaded" if r["loaded"] else "",
+                r["detail"],
+            ]
+            for r in rows
+        ]
+        print(table(["model", "backend", "size", "state", "detail"], body, right=[2]))
+    else:
+        print("no local models available yet")
+    for note in notes:
+        print(f"note: {note}")
+    if not any(r["model"].endswith("smollm2-135m") for r in rows):
+        print("get the embedded model (98 MB, no server needed): supervisor models pull smollm2-135m")
+    return 0
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    from supervisor.models_pull import pull_embedded
+
+    ctx = _ctx(args)
+
+    def progress(line: str) -> None:
+        print(sanitize(line), flush=True)
+
+    path = pull_embedded(args.name, ctx.environ, progress=progress)
+    print(f"{args.name} is ready: {path}")
+    print(f'try it: supervisor ask mlx:{args.name} "What is the capital of France?"')
+    return 0

