@@ -810,3 +810,64 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     print(f"{args.name} is ready: {path}")
     print(f'try it: supervisor ask mlx:{args.name} "What is the capital of France?"')
     return 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from supervisor import demo
+    from supervisor.catalog import default_catalog_dirs, load_catalog
+    from supervisor.config import load_config
+    from supervisor.console import Printer
+    from supervisor.ledger import Ledger
+    from supervisor.models_pull import embedded_model_path
+    from supervisor.runtime.runtime import Runtime
+    from supervisor.secrets import Redactor
+
+    environ = dict(os.environ)
+    root = Path(args.dir).expanduser() if args.dir else demo.default_root()
+    if root.exists() and any(root.iterdir()):
+        raise UsageError(f"{root} is not empty", "give --dir a new or empty directory, or leave it out for a temporary one")
+    mode: demo.LocalMode
+    if args.local == "scripted":
+        mode, note = "scripted", "local tier: a scripted stand-in for SmolLM2 (--local scripted), labelled simulated"
+    else:
+        mode, note = demo.local_model_status(environ, pull=True, progress=lambda line: print(f"  {sanitize(line)}", flush=True))
+        if mode == "none" and args.local == "real":
+            raise ConfigError(note, "run `supervisor models pull smollm2-135m` first, or use --local scripted")
+    gguf = embedded_model_path("smollm2-135m", environ) if mode == "real" else None
+    demo_paths = demo.prepare(root, mode, gguf)
+    demo_env = {**environ, "SUPERVISOR_HOME": str(demo_paths.home)}
+    print(f"frugal-supervisor demo in {demo_paths.root}")
+    print(f"  {note}")
+    print("  cheap and frontier tiers: simulated (scripted), priced as deepseek-flash and claude-sonnet-5-5\n", flush=True)
+    config = load_config(demo_paths.config, demo_env, required=True)
+    catalog = load_catalog(default_catalog_dirs(environ=demo_env))
+    ledger = Ledger(demo_paths.home / "ledger.db", redactor=Redactor.from_environ(demo_env))
+    if not args.headless:
+        from supervisor.tui import run_demo_tui
+
+        return run_demo_tui(config, catalog, ledger, demo_env, demo_paths.home)
+    runtime = Runtime(config, catalog, ledger, environ=demo_env, home=demo_paths.home)
+    runtime.bus.subscribe(Printer(as_json=False))
+
+    async def go() -> tuple[list[demo.AgentLine], int | None]:
+        try:
+            return await demo.run_headless(runtime, ledger, catalog, mode)
+        finally:
+            await runtime.aclose()
+
+    lines, approval = asyncio.run(go())
+    print("\n" + demo.render_summary(lines))
+    if approval is not None:
+        print(
+            f"\nApproval #{approval} is waiting: the reviewer's frontier call was not sent. Approve it with "
+            f"`SUPERVISOR_HOME={demo_paths.home} supervisor approve {approval}` and run "
+            f"`supervisor run reviewer --config {demo_paths.config}` (with the same SUPERVISOR_HOME), or open the TUI."
+        )
+    print("\n" + demo.demo_toml_hint(demo_paths))
+    return 0

@@ -140,7 +140,7 @@ class CapLimits:
 class CapHit:
     """Why a reservation was refused: which cap, how much is already spent/held, and when the window resets."""
 
-    cap: str  # e.g. "agent day_usd", "global month_usd", "run run_usd", "agent day_tokens"
+    cap: str  # e.g. "agent day_usd", "global month_usd", "run_usd", "agent day_tokens"
     unit: Literal["micros", "tokens"]
     limit: int
     spent: int  # settled spend in the window
@@ -608,7 +608,7 @@ class Ledger:
         day, month = local_day_start(now), local_month_start(now)
         with self.immediate() as conn:
             checks: list[tuple[str, Literal["micros", "tokens"], int | None, str, list[Any], datetime | None]] = [
-                ("run run_usd", "micros", limits.run_micros, "run_id = ?", [run_id], None),
+                ("run_usd", "micros", limits.run_micros, "run_id = ?", [run_id], None),
                 (
                     "agent day_usd",
                     "micros",
@@ -641,7 +641,7 @@ class Ledger:
                     [iso(month)],
                     next_local_month(now),
                 ),
-                ("run run_tokens", "tokens", limits.run_tokens, "run_id = ?", [run_id], None),
+                ("run_tokens", "tokens", limits.run_tokens, "run_id = ?", [run_id], None),
                 (
                     "agent day_tokens",
                     "tokens",

@@ -271,12 +271,12 @@ verify = [{{ regex = "ok" }}]
 @pytest.mark.parametrize(
     ("agent_caps", "global_caps", "cap_name"),
     [
-        ("run_usd = 0.0005", "", "run run_usd"),
+        ("run_usd = 0.0005", "", "run_usd"),
         ("day_usd = 0.0005", "", "agent day_usd"),
         ("month_usd = 0.0005", "", "agent month_usd"),
         ("", "[caps]\nday_usd = 0.0005\n", "global day_usd"),
         ("", "[caps]\nmonth_usd = 0.0005\n", "global month_usd"),
-        ("run_tokens = 100", "", "run run_tokens"),
+        ("run_tokens = 100", "", "run_tokens"),
     ],
 )
 def test_a_call_that_could_cross_a_cap_is_not_sent(tmp_path: Path, agent_caps: str, global_caps: str, cap_name: str) -> None:

@@ -583,7 +583,7 @@ def assert_resets_next_month(hit: CapHit) -> None:
 # Each case: the limits, spend to set up as (amount, tokens, reserve kwargs), and the cap that must refuse.
 # Spend that must NOT count (other agent, other run, an earlier day or month) sits next to spend that must.
 CAP_CASES = {
-    "run run_usd": (
+    "run_usd": (
         CapLimits(run_micros=1_000),
         [(600, 0, {}), (5_000, 0, {"run_id": 2})],
         None,
@@ -620,7 +620,7 @@ CAP_CASES = {
         ],
         assert_resets_next_month,
     ),
-    "run run_tokens": (
+    "run_tokens": (
         CapLimits(run_tokens=1_000),
         [(0, 600, {}), (0, 5_000, {"run_id": 2})],
         None,
@@ -692,7 +692,7 @@ def test_the_first_cap_in_order_is_the_one_named(ledger: Ledger) -> None:
     held(ledger, 900)
     hit = reserve(ledger, 200, CapLimits(run_micros=1_000, agent_day_micros=1_000, global_month_micros=1_000))
     assert isinstance(hit, CapHit)
-    assert hit.cap == "run run_usd"
+    assert hit.cap == "run_usd"
 
 
 def test_a_zero_dollar_reservation_is_never_blocked_by_a_dollar_cap(ledger: Ledger) -> None:

@@ -1,0 +1,472 @@
+"""What the screens show, loaded off the event loop: plain dataclasses built from the ledger, config and probes.
+
+Every function here may block (SQLite, the filesystem, psutil, HTTP probes with short timeouts), so the app only
+calls them from thread workers, which post the results back as messages. Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from supervisor.backends.base import LocalModel
+from supervisor.catalog import TIERS, Catalog, split_model_key
+from supervisor.config import Config
+from supervisor.errors import SupervisorError
+from supervisor.ledger import ApprovalRow, CapLimits, EventRow, Ledger, ReportRow
+from supervisor.ledger.ledger import local_day_start, local_month_start
+from supervisor.ledger.views import DaySpend, counts, latest_events, recent_approvals, spend_per_day, spend_split
+from supervisor.runtime.budget import cap_limits
+from supervisor.runtime.status import AgentStatus, agent_statuses
+
+# ------------------------------------------------------------------------------------------------------------
+# Agents (home screen and header)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the Agents screen and the header show, as of ``now``."""
+
+    statuses: list[AgentStatus]
+    simulated: dict[str, bool]  # agent -> its ladder uses simulated (scripted) tiers
+    pending_approvals: int
+    breaker_paused: int
+    now: datetime
+    daemon_alive: bool | None = None  # attached mode: is the daemon still there? (None when hosting)
+
+
+def agent_is_simulated(config: Config, name: str) -> bool:
+    """True when any tier the agent may use is served by a scripted (simulated) provider."""
+    agent = config.agents[name]
+    tiers = {t for step in agent.steps for t in (step.ladder or agent.ladder)} or set(agent.ladder)
+    for tier in tiers:
+        for key in config.tiers.models(tier):
+            provider = config.providers.get(key.partition(":")[0])
+            if provider is not None and provider.kind == "scripted":
+                return True
+    return False
+
+
+def load_snapshot(
+    config: Config,
+    catalog: Catalog,
+    reader: Ledger,
+    now: datetime,
+    environ: Mapping[str, str],
+    *,
+    daemon_pid: int | None = None,
+) -> Snapshot:
+    statuses = agent_statuses(config, catalog, reader, now, dict(environ))
+    badge = counts(reader)
+    alive: bool | None = None
+    if daemon_pid is not None:
+        from supervisor.daemon import daemon_status
+
+        info = daemon_status(reader)
+        alive = info is not None and int(info["pid"]) == daemon_pid
+    return Snapshot(
+        statuses=statuses,
+        simulated={name: agent_is_simulated(config, name) for name in config.agents},
+        pending_approvals=badge["pending_approvals"],
+        breaker_paused=badge["breaker_paused"],
+        now=now,
+        daemon_alive=alive,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# One agent
+
+
+@dataclass(frozen=True)
+class AgentDetail:
+    name: str
+    digest: str
+    runs: list[dict[str, Any]]
+    days: list[DaySpend]
+    caps: CapLimits
+    spend_day_micros: int
+    spend_month_micros: int
+    simulated_day_micros: int
+    backlog: list[EventRow]  # the agent's events before this window opened, oldest first
+
+
+def load_agent_detail(
+    config: Config, reader: Ledger, name: str, now: datetime, before_event_id: int, days: int = 30
+) -> AgentDetail:
+    from supervisor.runtime.memory import AgentMemory
+
+    agent = config.agent(name)
+    memory = AgentMemory(name, reader.path.parent / "agents", agent.memory_tokens, reader.redactor)
+    today = local_day_start(now).date()
+    _, day_sim = spend_split(reader, name, today)
+    return AgentDetail(
+        name=name,
+        digest=memory.digest(),
+        runs=reader.recent_runs(name, limit=20),
+        days=spend_per_day(reader, today - timedelta(days=days - 1), today, agent=name),
+        caps=cap_limits(config, agent),
+        spend_day_micros=reader.spend(agent=name, since=local_day_start(now)).micros,
+        spend_month_micros=reader.spend(agent=name, since=local_month_start(now)).micros,
+        simulated_day_micros=day_sim,
+        backlog=latest_events(reader, agent=name, before_id=before_event_id, limit=200),
+    )
+
+
+ProcessSampler = Callable[[str], list[dict[str, Any]]]
+
+
+def sample_daemon_processes(daemon_pid: int, workspace: Path) -> list[dict[str, Any]]:
+    """An attached view cannot see the daemon's process registry: the agent's children are the daemon's
+    descendants running inside the agent's workspace (commands and gates run there)."""
+    import psutil
+
+    rows: list[dict[str, Any]] = []
+    try:
+        children = psutil.Process(daemon_pid).children(recursive=True)
+    except psutil.Error:
+        return rows
+    for proc in children:
+        try:
+            with proc.oneshot():
+                cwd = Path(proc.cwd())
+                if cwd != workspace and workspace not in cwd.parents:
+                    continue
+                rows.append(
+                    {
+                        "pid": proc.pid,
+                        "name": proc.name(),
+                        "cpu_percent": proc.cpu_percent(interval=None),
+                        "rss_bytes": proc.memory_info().rss,
+                    }
+                )
+        except psutil.Error:
+            continue
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Costs
+
+
+@dataclass(frozen=True)
+class DateRange:
+    label: str
+    since: date | None
+    until: date | None
+
+
+RANGE_PRESETS = ("today", "last 7 days", "last 30 days", "this month", "all time")
+
+
+def preset_range(label: str, today: date) -> DateRange:
+    if label == "today":
+        return DateRange(label, today, today)
+    if label == "last 7 days":
+        return DateRange(label, today - timedelta(days=6), today)
+    if label == "last 30 days":
+        return DateRange(label, today - timedelta(days=29), today)
+    if label == "this month":
+        return DateRange(label, today.replace(day=1), today)
+    return DateRange("all time", None, None)
+
+
+def parse_range(text: str) -> DateRange:
+    """``2026-01-01..2026-01-31``, ``2026-01-01..`` or a single day; raises ``ValueError`` with a readable message."""
+    text = text.strip()
+    if ".." in text:
+        start, _, end = text.partition("..")
+    else:
+        start = end = text
+    try:
+        since = date.fromisoformat(start.strip()) if start.strip() else None
+        until = date.fromisoformat(end.strip()) if end.strip() else None
+    except ValueError:
+        raise ValueError("write a range as YYYY-MM-DD..YYYY-MM-DD (either end may be left open)") from None
+    if since and until and since > until:
+        raise ValueError("the range starts after it ends")
+    label = f"{since or '…'} … {until or '…'}" if since != until else str(since)
+    return DateRange(label, since, until)
+
+
+@dataclass(frozen=True)
+class CostsData:
+    range: DateRange
+    by_agent: list[ReportRow]
+    by_model: list[ReportRow]
+    by_day: list[ReportRow]
+    days: list[DaySpend]
+
+
+def load_costs(reader: Ledger, span: DateRange, today: date) -> CostsData:
+    by_day = reader.report("day", since=span.since, until=span.until)
+    first = span.since
+    if first is None:
+        first = min((date.fromisoformat(r.group) for r in by_day), default=today)
+    last = span.until or today
+    if (last - first).days > 366:  # a chart wider than a year says nothing a report does not
+        first = last - timedelta(days=366)
+    return CostsData(
+        range=span,
+        by_agent=reader.report("agent", since=span.since, until=span.until),
+        by_model=reader.report("model", since=span.since, until=span.until),
+        by_day=by_day,
+        days=spend_per_day(reader, first, last),
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Models
+
+
+@dataclass(frozen=True)
+class LadderEntry:
+    tier: str
+    key: str
+    provider: str
+    kind: str
+    status: str  # "ready" or why the router would skip it now
+    priced_as: str | None  # the catalog model that prices it (itself, or `simulated_as` for a scripted one)
+    input_per_mtok: str | None
+    output_per_mtok: str | None
+    cache_read_per_mtok: str | None
+    context_window: int | None
+    cache_ttl_s: int | None
+    simulated: bool
+
+
+@dataclass(frozen=True)
+class BackendHealth:
+    provider: str
+    kind: str
+    ok: bool
+    detail: str
+    models: list[LocalModel] = field(default_factory=list)
+    memory_used_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cpu: str
+    cores: int
+    memory_total_bytes: int
+    memory_available_bytes: int
+    gpus: list[str]
+    gpu_detail: str
+
+
+@dataclass(frozen=True)
+class ModelsData:
+    ladder: list[LadderEntry]
+    backends: list[BackendHealth]
+    api_keys: dict[str, bool]  # key variable name -> present (never the value)
+    hardware: Hardware
+
+
+def ladder(config: Config, catalog: Catalog, environ: Mapping[str, str]) -> list[LadderEntry]:
+    """The tier ladder as configured, with prices and whether each model is usable right now."""
+    from supervisor.runtime.router import BackendPool
+
+    pool = BackendPool(config, environ)
+    out: list[LadderEntry] = []
+    for tier in TIERS:
+        for key in config.tiers.models(tier):
+            provider, _ = split_model_key(key)
+            pcfg = config.providers.get(provider)
+            kind = pcfg.kind if pcfg else "?"
+            simulated = pcfg is not None and pcfg.kind == "scripted"
+            priced_as = (pcfg.simulated_as if simulated and pcfg else key) or None
+            spec = catalog.get(priced_as) if priced_as else None
+            if spec is None and pcfg is not None and pcfg.local:
+                priced_as = None
+            status = pool.availability(provider) or ("simulated" if simulated else "ready")
+            rates = spec.current_rates if spec else None
+            local_free = pcfg is not None and pcfg.local and spec is None
+            out.append(
+                LadderEntry(
+                    tier=tier,
+                    key=key,
+                    provider=provider,
+                    kind=kind,
+                    status=status,
+                    priced_as=priced_as,
+                    input_per_mtok="0" if local_free else (str(rates.input) if rates else None),
+                    output_per_mtok="0" if local_free else (str(rates.output) if rates else None),
+                    cache_read_per_mtok="0" if local_free else (str(rates.cache_read) if rates else None),
+                    context_window=spec.context_window if spec else None,
+                    cache_ttl_s=spec.cache_ttl_seconds if spec else None,
+                    simulated=simulated,
+                )
+            )
+    return out
+
+
+def probe_hardware() -> Hardware:
+    from supervisor.doctor import probe_cpu, probe_gpu, probe_memory
+
+    cpu, memory, gpu = probe_cpu(), probe_memory(), probe_gpu()
+    return Hardware(
+        cpu=str(cpu["model"]),
+        cores=int(cpu["cores"]),
+        memory_total_bytes=int(memory["total_bytes"]),
+        memory_available_bytes=int(memory["available_bytes"]),
+        gpus=[f"{g['name']} ({g['memory_total_mb']} MiB)" for g in gpu["nvidia"]],
+        gpu_detail="Apple Silicon (unified memory)" if cpu["apple_silicon"] else str(gpu["detail"]),
+    )
+
+
+def probe_backends(config: Config, environ: Mapping[str, str], runtime: Any | None = None) -> list[BackendHealth]:
+    """Ollama and MLX always (the local tier's homes), plus every other provider the tiers name.
+
+    Remote APIs are not called (a probe must cost nothing): their row says whether the key is set. When this
+    window hosts the runtime, MLX's loaded models and memory come from the runtime's own backend.
+    """
+    from supervisor.backends.registry import make_backend
+
+    names: list[str] = ["ollama", "mlx"]
+    for tier in TIERS:
+        for key in config.tiers.models(tier):
+            provider = key.partition(":")[0]
+            if provider not in names:
+                names.append(provider)
+    hosted: dict[str, Any] = runtime.pool.loaded() if runtime is not None else {}
+    out: list[BackendHealth] = []
+    for name in names:
+        pcfg = config.providers.get(name)
+        if pcfg is None:
+            out.append(BackendHealth(name, "?", False, "not configured"))
+            continue
+        if pcfg.kind in ("anthropic", "openai_compat"):
+            key_env = pcfg.api_key_env
+            present = bool(key_env and environ.get(key_env))
+            detail = (
+                f"{key_env} set" if present else f"{key_env} missing" if key_env else "no key needed (not probed)"
+            )
+            if config.offline and not pcfg.local:
+                detail += "; offline mode"
+            out.append(BackendHealth(name, pcfg.kind, present or not key_env, detail))
+            continue
+        if pcfg.kind == "mlx" and name in hosted:
+            backend = hosted[name]
+            loaded = backend.loaded_models()
+            out.append(
+                BackendHealth(
+                    name,
+                    "mlx",
+                    True,
+                    f"in this process: {len(loaded)} loaded",
+                    models=list(backend.available_models()),
+                    memory_used_bytes=backend.memory_used_bytes(),
+                )
+            )
+            continue
+        try:
+            base_dir = config.path.parent if config.path else None
+            probe = make_backend(name, pcfg, environ, base_dir=base_dir)
+        except SupervisorError as exc:
+            out.append(BackendHealth(name, pcfg.kind, False, str(exc)))
+            continue
+
+        async def check(backend: Any = probe) -> Any:
+            try:
+                return await asyncio.wait_for(backend.health(), timeout=5.0)
+            finally:
+                with contextlib.suppress(SupervisorError, OSError):
+                    await backend.aclose()
+
+        try:
+            health = asyncio.run(check())
+        except (TimeoutError, SupervisorError, OSError) as exc:
+            out.append(BackendHealth(name, pcfg.kind, False, f"probe failed: {exc}"))
+            continue
+        detail = health.detail
+        if pcfg.kind == "mlx" and runtime is None:
+            detail += "; loaded models live in the process that runs the agents"
+        out.append(BackendHealth(name, pcfg.kind, health.ok, detail, models=list(health.models)))
+    return out
+
+
+def probe_models(config: Config, catalog: Catalog, environ: Mapping[str, str], runtime: Any | None) -> ModelsData:
+    from supervisor.doctor import probe_api_keys
+
+    extra = tuple(sorted({p.api_key_env for p in config.providers.values() if p.api_key_env}))
+    return ModelsData(
+        ladder=ladder(config, catalog, environ),
+        backends=probe_backends(config, environ, runtime),
+        api_keys=probe_api_keys(environ, extra),
+        hardware=probe_hardware(),
+    )
+
+
+ModelsProbe = Callable[[Config, Catalog, Mapping[str, str], Any], ModelsData]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Approvals and alarms
+
+
+def load_approvals(reader: Ledger) -> list[ApprovalRow]:
+    return recent_approvals(reader)
+
+
+@dataclass(frozen=True)
+class Alarm:
+    event_id: int
+    at: str
+    agent: str
+    rule: str
+    message: str
+    evidence: dict[str, Any]
+    still_paused: bool  # the agent is still paused by the breaker (resume is possible)
+
+
+def load_alarms(reader: Ledger, limit: int = 100) -> list[Alarm]:
+    rows = latest_events(reader, kinds=("breaker_tripped",), limit=limit)
+    agents = {r["name"]: r for r in reader.agents()}
+    out = []
+    for row in reversed(rows):  # newest first
+        agent = row.agent or "?"
+        state = agents.get(agent, {})
+        out.append(
+            Alarm(
+                event_id=row.id,
+                at=row.at,
+                agent=agent,
+                rule=str(row.data.get("rule", "?")),
+                message=str(row.data.get("message", "")),
+                evidence=dict(row.data.get("evidence") or {}),
+                still_paused=state.get("state") == "paused" and state.get("paused_by") == "breaker",
+            )
+        )
+    return out
+
+
+__all__ = [
+    "RANGE_PRESETS",
+    "AgentDetail",
+    "Alarm",
+    "BackendHealth",
+    "CostsData",
+    "DateRange",
+    "Hardware",
+    "LadderEntry",
+    "ModelsData",
+    "ModelsProbe",
+    "Snapshot",
+    "agent_is_simulated",
+    "ladder",
+    "load_agent_detail",
+    "load_alarms",
+    "load_approvals",
+    "load_costs",
+    "load_snapshot",
+    "parse_range",
+    "preset_range",
+    "probe_models",
+    "sample_daemon_processes",
+]

@@ -1,0 +1,208 @@
+"""The live step log: one line per event, and the model's output as it streams in."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import RichLog, Static
+
+from supervisor.render import money, tokens
+from supervisor.tui.messages import FeedItem
+from supervisor.tui.widgets.cells import Palette, local_clock, one_line, safe
+
+STREAM_TAIL_CHARS = 4000
+
+
+def describe(item: FeedItem, p: Palette) -> Text | None:
+    """One styled line for an event (None for events not worth a line). Untrusted text never becomes markup."""
+    d: dict[str, Any] = item.data
+    kind = item.kind
+    line = Text()
+
+    def mark(symbol: str, colour: str) -> None:
+        line.append(f"{symbol} ", style=f"{colour} bold")
+
+    if kind == "run_started":
+        mark("▶", p.busy)
+        steps = ", ".join(str(s) for s in d.get("steps", [])) or "planner"
+        line.append(f"run {item.run_id} started ({d.get('trigger', '?')}): {safe(steps)}")
+        if d.get("simulated"):
+            line.append("  simulated tiers", style=p.simulated)
+    elif kind == "step_started":
+        mark("─", p.muted)
+        line.append(f"step {safe(str(d.get('step')))} ({d.get('step_kind', '?')})", style="bold")
+    elif kind == "command_finished":
+        ok = d.get("exit_code") == 0 and not d.get("timed_out")
+        mark("$", p.ok if ok else p.bad)
+        status = "timed out" if d.get("timed_out") else f"exit {d.get('exit_code')}"
+        line.append(f"{one_line(str(d.get('command', '')), 80)} → {status} ({float(d.get('seconds') or 0):.2f}s)")
+    elif kind == "call_started":
+        mark("→", p.busy)
+        line.append(f"{d.get('tier')} {safe(str(d.get('model')))} attempt {d.get('attempt')}")
+        line.append(
+            f"  ~{tokens(d.get('prompt_tokens'))} tokens in, up to {tokens(d.get('max_output_tokens'))} out,"
+            f" reserved {money(d.get('reserved_micros'))}",
+            style=p.muted,
+        )
+    elif kind == "call_recorded":
+        if d.get("error_class"):
+            mark("✗", p.bad)
+            line.append(f"{d.get('tier')} {safe(str(d.get('model')))}: {d.get('error_class')}: ")
+            line.append(one_line(str(d.get("error", "")), 200), style=p.bad)
+        else:
+            mark("✓", p.ok)
+            line.append(f"{d.get('tier')} {safe(str(d.get('model')))}: ")
+            line.append(
+                f"{tokens(d.get('input_uncached'))} in / {tokens(d.get('cache_read'))} cached / "
+                f"{tokens(d.get('output'))} out  "
+            )
+            cost = money(d.get("cost_micros")) if d.get("priced") else "unpriced"
+            line.append(cost, style=p.simulated if d.get("simulated") else "bold")
+            if d.get("simulated"):
+                line.append(" simulated", style=p.simulated)
+            if d.get("latency_s") is not None:
+                line.append(f"  {float(d['latency_s']):.2f}s", style=p.muted)
+    elif kind == "gate_checked":
+        passed = bool(d.get("passed"))
+        mark("✓" if passed else "✗", p.ok if passed else p.bad)
+        line.append(f"gate {one_line(str(d.get('gate', '')), 60)} {'passed' if passed else 'failed'}")
+        if not passed and d.get("output"):
+            line.append(": ")
+            line.append(one_line(str(d.get("output")), 240), style=p.bad)
+    elif kind == "step_verified":
+        mark("✓", p.ok)
+        line.append(f"step {safe(str(d.get('step')))} verified at {d.get('tier')} ({safe(str(d.get('model')))})")
+    elif kind == "step_finished":
+        if d.get("outcome") == "passed":
+            return None
+        mark("■", p.attention)
+        line.append(f"step {safe(str(d.get('step')))}: {d.get('outcome')}")
+    elif kind == "workspace_restored":
+        mark("↺", p.muted)
+        line.append(
+            f"workspace restored ({d.get('scope')}): {d.get('files_restored', 0)} put back, "
+            f"{d.get('files_removed', 0)} removed",
+            style=p.muted,
+        )
+    elif kind == "escalated":
+        mark("⇡", p.attention)
+        line.append(f"escalating {d.get('from_tier')} → {d.get('to_tier')}: ")
+        line.append(one_line(str(d.get("reason", "")), 160), style=p.muted)
+    elif kind == "tier_skipped":
+        mark("»", p.muted)
+        line.append(f"skipping {d.get('tier')}: {one_line(str(d.get('reason', '')), 160)}", style=p.muted)
+    elif kind == "escalation_requested":
+        mark("?", p.attention)
+        line.append(f"approval #{d.get('approval_id')} needed: {safe(str(d.get('model')))} ", style="bold")
+        line.append(
+            f"est. {money(d.get('est_cold_micros'))} cold / {money(d.get('est_warm_micros'))} warm",
+            style=p.attention,
+        )
+    elif kind == "approval_decided":
+        approved = bool(d.get("approved"))
+        mark("✓" if approved else "✗", p.ok if approved else p.bad)
+        line.append(f"approval #{d.get('approval_id')} {'approved' if approved else 'denied'} by {d.get('by')}")
+    elif kind == "agent_deferred":
+        mark("◷", p.attention)
+        line.append(f"deferred: {one_line(str(d.get('reason', '')), 200)}")
+    elif kind == "agent_state":
+        state = str(d.get("state"))
+        if state not in ("paused", "idle") or not d.get("reason"):
+            return None
+        mark("‖" if state == "paused" else "·", p.accent if state == "paused" else p.muted)
+        line.append(f"{state}: {one_line(str(d.get('reason', '')), 200)}")
+    elif kind == "breaker_tripped":
+        mark("‖", p.bad)
+        line.append(f"runaway breaker ({d.get('rule')}): ", style=f"{p.bad} bold")
+        line.append(one_line(str(d.get("message", "")), 240))
+    elif kind == "digest_written":
+        mark("≡", p.muted)
+        line.append(f"digest written ({d.get('tokens')} tokens)", style=p.muted)
+    elif kind == "plan_recorded":
+        valid = bool(d.get("valid"))
+        mark("✓" if valid else "✗", p.ok if valid else p.bad)
+        line.append(f"plan from {d.get('tier')}: {d.get('steps')} step(s)" + ("" if valid else " (invalid)"))
+    elif kind == "notice":
+        level = str(d.get("level", "info"))
+        mark("!", p.bad if level == "error" else p.attention if level == "warning" else p.muted)
+        line.append(one_line(str(d.get("message", "")), 300))
+    elif kind == "run_finished":
+        outcome = str(d.get("outcome"))
+        mark("■", p.ok if outcome == "success" else p.attention if outcome == "waiting_approval" else p.bad)
+        line.append(f"run {item.run_id} {outcome.replace('_', ' ')}", style="bold")
+        line.append(f"  {d.get('calls', 0)} call(s), {money(d.get('cost_micros'))}")
+        if d.get("unpriced_calls"):
+            line.append(f" + {d.get('unpriced_calls')} unpriced", style=p.attention)
+        if d.get("reason") and outcome != "success":
+            line.append(f"  {one_line(str(d.get('reason')), 160)}", style=p.muted)
+    else:
+        return None
+    stamp = Text(f"{local_clock(item.at)} ", style=p.muted)
+    return stamp + line
+
+
+class StepLog(Vertical):
+    """Events for one agent as they happen; the model's answer streams into the line under the log."""
+
+    DEFAULT_CSS = """
+    StepLog { height: 1fr; }
+    StepLog > RichLog { height: 1fr; }
+    StepLog > #stream { height: auto; max-height: 6; display: none; }
+    StepLog > #stream.-streaming { display: block; }
+    """
+
+    def __init__(self, palette: Palette, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.palette = palette
+        self._stream = ""
+        self._stream_model = ""
+
+    def compose(self) -> ComposeResult:
+        yield RichLog(wrap=True, markup=False, highlight=False, max_lines=2000, auto_scroll=True)
+        yield Static(id="stream")
+
+    def add(self, item: FeedItem) -> None:
+        if item.kind == "text_streamed":
+            self._stream = (self._stream + str(item.data.get("text", "")))[-STREAM_TAIL_CHARS:]
+            self._show_stream()
+            return
+        if item.kind == "call_started":
+            self._flush_stream()
+            self._stream_model = f"{item.data.get('tier')} {item.data.get('model')}"
+        text = describe(item, self.palette)
+        if item.kind == "call_recorded":
+            self._flush_stream(header=text)
+            return
+        if text is not None:
+            self.query_one(RichLog).write(text)
+
+    def _show_stream(self) -> None:
+        stream = self.query_one("#stream", Static)
+        lines = safe(self._stream).splitlines()[-5:] or [""]
+        shown = Text(f"▌ {safe(self._stream_model)} is answering…\n", style=self.palette.busy)
+        shown.append("\n".join(lines), style="italic")
+        stream.update(shown)
+        stream.add_class("-streaming")
+
+    def _flush_stream(self, header: Text | None = None) -> None:
+        log = self.query_one(RichLog)
+        if header is not None:
+            log.write(header)
+        if self._stream.strip():
+            body = Text(indent_block(safe(self._stream.rstrip()), 9), style=f"{self.palette.muted} italic")
+            log.write(body)
+        self._stream = ""
+        stream = self.query_one("#stream", Static)
+        stream.update("")
+        stream.remove_class("-streaming")
+
+
+def indent_block(text: str, spaces: int, max_lines: int = 12) -> str:
+    lines = text.splitlines()
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], f"… ({len(lines) - max_lines + 1} more lines)"]
+    pad = " " * spaces
+    return "\n".join(pad + line for line in lines)
