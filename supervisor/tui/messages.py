@@ -144,10 +144,12 @@ __all__ = [
     "AgentDetailLoaded",
     "AlarmsLoaded",
     "ApprovalsLoaded",
+    "Booted",
     "CostsLoaded",
     "Feed",
     "FeedItem",
     "HostStopped",
+    "LedgerChanged",
     "ModelsLoaded",
     "Problem",
     "ProcessesSampled",
@@ -155,3 +157,15 @@ __all__ = [
     "from_event",
     "from_row",
 ]
+
+
+class Booted(Message):
+    """The read connection is open and the ledger's newest event id is known: live updates can start."""
+
+    def __init__(self, start_event_id: int) -> None:
+        super().__init__()
+        self.start_event_id = start_event_id
+
+
+class LedgerChanged(Message):
+    """The periodic check saw a change another process made (or it is time for a full refresh)."""
