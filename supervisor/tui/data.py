@@ -118,36 +118,85 @@ def load_agent_detail(
     )
 
 
-ProcessSampler = Callable[[str], list[dict[str, Any]]]
+class ProcessSampler:
+    """CPU and RSS of an agent's child processes and their descendants.
+
+    psutil measures CPU between two calls on the same ``Process`` object, so the objects are kept between
+    samples (a fresh object always reports 0%).
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[int, Any] = {}
+
+    def sample(self, pids: list[int], *, descendants: bool = True) -> list[dict[str, Any]]:
+        import psutil
+
+        procs: list[Any] = []
+        for pid in pids:
+            try:
+                root = self._process(pid)
+                procs.append(root)
+                if descendants:
+                    procs.extend(self._process(c.pid) for c in root.children(recursive=True))
+            except psutil.Error:
+                continue
+        rows: list[dict[str, Any]] = []
+        alive: set[int] = set()
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    rows.append(
+                        {
+                            "pid": proc.pid,
+                            "name": proc.name(),
+                            "cpu_percent": proc.cpu_percent(interval=None),
+                            "rss_bytes": proc.memory_info().rss,
+                        }
+                    )
+                alive.add(proc.pid)
+            except psutil.Error:
+                continue
+        self._known = {pid: p for pid, p in self._known.items() if pid in alive}
+        return rows
+
+    def _process(self, pid: int) -> Any:
+        import psutil
+
+        proc = self._known.get(pid)
+        if proc is None or not proc.is_running():
+            proc = psutil.Process(pid)
+            self._known[pid] = proc
+        return proc
 
 
-def sample_daemon_processes(daemon_pid: int, workspace: Path) -> list[dict[str, Any]]:
-    """An attached view cannot see the daemon's process registry: the agent's children are the daemon's
-    descendants running inside the agent's workspace (commands and gates run there)."""
+def hosted_roots(runtime: Any, agent: str) -> list[int]:
+    """The agent's child pids from the runtime's registry (copied with a retry: the runtime's thread mutates it)."""
+    for _ in range(3):
+        try:
+            return sorted(runtime.processes.by_agent.get(agent, ()))
+        except RuntimeError:  # the set changed size while it was being copied
+            continue
+    return []
+
+
+def daemon_pids(daemon_pid: int, workspace: Path) -> list[int]:
+    """An attached view cannot see the daemon's process registry: the agent's processes are the daemon's
+    descendants whose working directory is inside the agent's workspace (commands and gates run there)."""
     import psutil
 
-    rows: list[dict[str, Any]] = []
+    pids: list[int] = []
     try:
         children = psutil.Process(daemon_pid).children(recursive=True)
     except psutil.Error:
-        return rows
+        return pids
     for proc in children:
         try:
-            with proc.oneshot():
-                cwd = Path(proc.cwd())
-                if cwd != workspace and workspace not in cwd.parents:
-                    continue
-                rows.append(
-                    {
-                        "pid": proc.pid,
-                        "name": proc.name(),
-                        "cpu_percent": proc.cpu_percent(interval=None),
-                        "rss_bytes": proc.memory_info().rss,
-                    }
-                )
+            cwd = Path(proc.cwd())
         except psutil.Error:
             continue
-    return rows
+        if cwd == workspace or workspace in cwd.parents:
+            pids.append(proc.pid)
+    return pids
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -344,9 +393,7 @@ def probe_backends(config: Config, environ: Mapping[str, str], runtime: Any | No
         if pcfg.kind in ("anthropic", "openai_compat"):
             key_env = pcfg.api_key_env
             present = bool(key_env and environ.get(key_env))
-            detail = (
-                f"{key_env} set" if present else f"{key_env} missing" if key_env else "no key needed (not probed)"
-            )
+            detail = f"{key_env} set" if present else f"{key_env} missing" if key_env else "no key needed (not probed)"
             if config.offline and not pcfg.local:
                 detail += "; offline mode"
             out.append(BackendHealth(name, pcfg.kind, present or not key_env, detail))
@@ -457,8 +504,11 @@ __all__ = [
     "LadderEntry",
     "ModelsData",
     "ModelsProbe",
+    "ProcessSampler",
     "Snapshot",
     "agent_is_simulated",
+    "daemon_pids",
+    "hosted_roots",
     "ladder",
     "load_agent_detail",
     "load_alarms",
@@ -468,5 +518,4 @@ __all__ = [
     "parse_range",
     "preset_range",
     "probe_models",
-    "sample_daemon_processes",
 ]

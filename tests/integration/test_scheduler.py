@@ -8,6 +8,7 @@ file (that is the only way they reach a running scheduler), or by real ``python 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -811,3 +812,84 @@ def test_a_scheduled_agent_is_not_woken_again_before_its_interval(tmp_path: Path
     asyncio.run(scenario())
     assert len(backends["sim-local"].calls) == 2
     assert [r["trigger"] for r in runtime.ledger.recent_runs("worker")] == ["schedule", "schedule"]
+
+
+TWO_STEPS = """
+[agents.two]
+goal = "Answer 42 once the input is ready."
+workspace = "ws"
+attempts_per_tier = 1
+
+[[agents.two.steps]]
+name = "check"
+run = "test -f ready.txt"
+
+[[agents.two.steps]]
+name = "solve"
+prompt = "Six times seven?"
+ladder = ["frontier"]
+output = "answer"
+verify = [{ regex = "^42$" }]
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: supervisor/daemon.py:Scheduler.tick: an approved, not yet used approval starts an 'approval' run at "
+        "every tick; when that run fails before reaching the approved step the approval stays unused, so the "
+        "daemon starts a new run every second without end (no breaker sees a failing tier-0 step) vs one run per "
+        "approval"
+    ),
+)
+def test_an_approval_starts_one_run_not_one_per_tick(tmp_path: Path) -> None:
+    harness = make_harness(tmp_path, TWO_STEPS, files={"ready.txt": "yes"}, tiers=Tiers(frontier=lambda r: "42"))
+    runtime, _ = harness.runtime()
+    first = asyncio.run(runtime.run_agent("two", approval_timeout_s=0))
+    assert first.outcome == "waiting_approval" and first.approval_id is not None
+    (harness.workspace / "ready.txt").unlink()  # the input goes away before the approval comes in
+    other_process_ledger(harness).decide_approval(first.approval_id, True, "phone")
+    scheduler = Scheduler(runtime, register=False)
+
+    async def ticks() -> None:
+        for _ in range(5):
+            await scheduler.tick()
+            task = scheduler.tasks.get("two")
+            if task is not None:
+                await asyncio.wait_for(task, TIMEOUT_S)
+
+    asyncio.run(ticks())
+    approval_runs = [r for r in runtime.ledger.recent_runs("two") if r["trigger"] == "approval"]
+    assert len(approval_runs) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: supervisor/daemon.py:Scheduler.tick: a due agent whose run is in progress in another process "
+        "(`supervisor run` alongside the daemon) is started again at every tick, and each attempt records a "
+        "'run failed to start: ... already running' error notice (one event a second for the length of the run) "
+        "vs skipping an agent another live process is running"
+    ),
+)
+def test_a_run_in_another_process_is_left_alone(tmp_path: Path) -> None:
+    harness = make_harness(tmp_path, WORKER, files={"data.txt": "one\n"}, tiers=Tiers(local=lambda r: "ok"))
+    runtime, backends = harness.runtime()
+    # Another live process (this test's own pid owns the row) is running the agent right now.
+    other = other_process_ledger(harness)
+    run_id = other.start_run("worker", "cli")
+    other.set_agent_state("worker", "running", f"run {run_id} (cli)", run_id=run_id)
+    scheduler = Scheduler(runtime, register=False)
+
+    async def ticks() -> None:
+        for _ in range(5):
+            await scheduler.tick()
+            task = scheduler.tasks.get("worker")
+            if task is not None:
+                with contextlib.suppress(Exception):
+                    await task
+
+    asyncio.run(ticks())
+    assert not backends["sim-local"].calls
+    failures = [e for e in runtime.ledger.events_after(0, kinds=["notice"]) if "failed to start" in e.data["message"]]
+    assert len(failures) <= 1

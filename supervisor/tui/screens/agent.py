@@ -4,11 +4,12 @@ and the processes it has running now."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
@@ -38,7 +39,7 @@ PROCESS_SAMPLE_S = 2.0
 
 
 class AgentScreen(SupervisorScreen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
     ]
 
@@ -79,7 +80,12 @@ class AgentScreen(SupervisorScreen):
                     yield Static(id="digest")
                 with TabPane("Procs", id="tab-procs"):
                     procs = LiveTable(id="procs")
-                    for key, label, width in (("pid", "pid", 7), ("name", "process", 14), ("cpu", "CPU", 6), ("rss", "RSS", 10)):
+                    for key, label, width in (
+                        ("pid", "pid", 7),
+                        ("name", "process", 14),
+                        ("cpu", "CPU", 6),
+                        ("rss", "RSS", 10),
+                    ):
                         procs.add_column(label, width=width, key=key)
                     yield procs
         yield Footer()
@@ -141,8 +147,8 @@ class AgentScreen(SupervisorScreen):
                 [
                     str(r["pid"]),
                     one_line(str(r.get("name", "?")), 14),
-                    f"{float(r.get('cpu_percent', 0.0)):.0f}%",  # type: ignore[arg-type]
-                    bytes_text(int(r.get("rss_bytes", 0))),  # type: ignore[call-overload]
+                    f"{float(r.get('cpu_percent', 0.0)):.0f}%",
+                    bytes_text(int(r.get("rss_bytes", 0))),
                 ],
             )
             for r in message.rows

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.console import RenderableType
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
 from supervisor.ledger import parse_iso
@@ -51,7 +52,7 @@ Then open `supervisor` again (or run `supervisor daemon` and attach to it)."""
 
 
 class AgentsScreen(SupervisorScreen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "open", "Open", show=True),
     ]
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
@@ -126,7 +126,7 @@ def request_text(view: ApprovalView, p: Palette, *, reason_lines: int | None = N
 class ApprovalModal(ModalScreen[bool | None]):
     """A frontier escalation waiting for a human: y approves once, n denies, escape decides later."""
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "decide(True)", "Approve once"),
         Binding("n", "decide(False)", "Deny"),
         Binding("escape", "later", "Later (stays pending)"),
@@ -160,7 +160,7 @@ class ApprovalModal(ModalScreen[bool | None]):
 
 
 class ApprovalsScreen(SupervisorScreen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "decide(True)", "Approve once"),
         Binding("n", "decide(False)", "Deny"),
         Binding("escape", "app.home", "Back"),

@@ -7,11 +7,12 @@ usage is unknown are counted as unpriced, never as $0.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
 from supervisor.ledger import ReportRow
@@ -39,7 +40,7 @@ REPORT_COLUMNS: tuple[tuple[str, str, int], ...] = (
 
 
 class CostsScreen(SupervisorScreen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("left_square_bracket", "range(-1)", "Prev range"),
         Binding("right_square_bracket", "range(1)", "Next range"),
         Binding("slash", "custom_range", "Dates"),

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Footer, Static
 
@@ -23,7 +24,7 @@ PROBE_EVERY_S = 30.0
 
 
 class ModelsScreen(SupervisorScreen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("g", "probe", "Probe again"),
         Binding("escape", "app.home", "Back"),
     ]
@@ -126,9 +127,7 @@ class ModelsScreen(SupervisorScreen):
         self.query_one("#api-keys", Static).update(keys)
         hw = data.hardware
         hardware = Text(f" {hw.cpu}, {hw.cores} cores\n")
-        hardware.append(
-            f" RAM {bytes_text(hw.memory_available_bytes)} free of {bytes_text(hw.memory_total_bytes)}\n"
-        )
+        hardware.append(f" RAM {bytes_text(hw.memory_available_bytes)} free of {bytes_text(hw.memory_total_bytes)}\n")
         hardware.append(" GPU " + (", ".join(hw.gpus) if hw.gpus else f"none ({hw.gpu_detail})"))
         self.query_one("#hardware", Static).update(hardware)
 

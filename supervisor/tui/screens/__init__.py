@@ -1,0 +1,1 @@
+"""The TUI's screens: agents (home), agent, approvals (+ the modal), costs, models, alarms, help."""
