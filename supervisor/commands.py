@@ -874,7 +874,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = load_config(demo_paths.config, demo_env, required=True)
     catalog = load_catalog(default_catalog_dirs(environ=demo_env))
     ledger = Ledger(demo_paths.home / "ledger.db", redactor=Redactor.from_environ(demo_env))
-    if not args.headless:
+    headless = args.headless
+    if not headless and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("(no terminal: running headless; `supervisor demo` opens the TUI when run in a terminal)\n")
+        headless = True
+    if not headless:
         from supervisor.tui import run_demo_tui
 
         return run_demo_tui(config, catalog, ledger, demo_env, demo_paths.home)

@@ -11,6 +11,7 @@ Scripted tiers, a real ledger file, real child processes for ``supervisor resume
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -63,7 +64,7 @@ def assert_paused_by_breaker(runtime: Runtime, agent: str, rule: str) -> None:
     assert rule in row["state_reason"]
 
 
-def assert_stays_paused(harness: Harness, runtime: Runtime, agent: str) -> None:
+def assert_stays_paused(runtime: Runtime, agent: str) -> None:
     """A paused agent: run_agent returns "paused" without a model call or a run row; the scheduler leaves it."""
     before = run_count(runtime, agent)
     calls_before = int(runtime.ledger.scalar("SELECT count(*) FROM calls"))
@@ -113,7 +114,9 @@ def grow_log(harness: Harness, wake: int) -> None:
 @pytest.mark.parametrize(("rising_calls", "resume_with"), [(5, "cli"), (3, "runtime")])
 def test_rising_input_with_lean_output_pauses_the_agent(tmp_path: Path, rising_calls: int, resume_with: str) -> None:
     extra = "" if rising_calls == 5 else f"[breaker]\nrising_calls = {rising_calls}\n"
-    harness = make_harness(tmp_path, GROWER, files={"log.txt": "start\n"}, extra_toml=extra, tiers=Tiers(local=lambda r: "ok"))
+    harness = make_harness(
+        tmp_path, GROWER, files={"log.txt": "start\n"}, extra_toml=extra, tiers=Tiers(local=lambda r: "ok")
+    )
     runtime, backends = harness.runtime()
     results: list[RunResult] = []
     for wake in range(1, rising_calls + 1):
@@ -135,7 +138,7 @@ def test_rising_input_with_lean_output_pauses_the_agent(tmp_path: Path, rising_c
     assert evidence["output_tokens"] == [c["output"] for c in calls]
     inputs = evidence["input_tokens"]
     assert len(inputs) == rising_calls
-    assert all(b > a for a, b in zip(inputs, inputs[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(inputs))
     assert all(o < 0.05 * i for i, o in zip(inputs, evidence["output_tokens"], strict=True))
     assert f"{inputs[0]:,} -> {inputs[-1]:,}" in str(trip["message"])
 
@@ -149,7 +152,7 @@ def test_rising_input_with_lean_output_pauses_the_agent(tmp_path: Path, rising_c
 
     # Paused means paused: no run, no call, no scheduled or manual start.
     calls_before = len(backends["sim-local"].calls)
-    assert_stays_paused(harness, runtime, "grow")
+    assert_stays_paused(runtime, "grow")
     assert len(backends["sim-local"].calls) == calls_before
 
     # A human looks, trims the log, and resumes; the agent runs again.
@@ -278,7 +281,7 @@ def test_hourly_spend_over_the_configured_share_pauses_the_agent(tmp_path: Path)
     assert "paused by the runaway breaker" in run_row["reason"]
 
     calls_before = len(backends["sim-cheap"].calls)
-    assert_stays_paused(harness, runtime, "spend")
+    assert_stays_paused(runtime, "spend")
     assert len(backends["sim-cheap"].calls) == calls_before
 
 
@@ -367,9 +370,10 @@ def test_repeated_identical_failure_escalates_instead_of_looping_and_pauses(tmp_
         "failure": "regex: ^42$\nthe answer does not match /^42$/",
     }
     alarm = [e for e in runtime.ledger.events_after(0, kinds=["notice"]) if "runaway breaker" in e.data["message"]]
-    assert alarm and "escalating" in alarm[0].data["message"]
+    assert alarm
+    assert "escalating" in alarm[0].data["message"]
 
-    assert_stays_paused(harness, runtime, "loop")
+    assert_stays_paused(runtime, "loop")
     assert runtime.resume("loop")
     assert runs(runtime, "loop", 1)[0].outcome == "success"
 
@@ -387,7 +391,7 @@ def test_repeated_identical_failure_across_runs_at_the_top_tier_pauses(tmp_path:
     assert trip["evidence"]["runs"] == [first.run_id, second.run_id]  # type: ignore[index]
     assert_paused_by_breaker(runtime, "loop", "repeated_failure")
     assert runtime.ledger.run(second.run_id)["outcome"] == "paused"  # type: ignore[index]
-    assert_stays_paused(harness, runtime, "loop")
+    assert_stays_paused(runtime, "loop")
 
 
 def test_the_repeat_threshold_is_configurable(tmp_path: Path) -> None:
@@ -410,8 +414,12 @@ def test_failures_with_different_output_are_not_a_loop(tmp_path: Path) -> None:
     def local(request: Request) -> str:
         return f'"attempt {next(counter)}"'  # JSON, but not an object: the gate quotes it, so each failure differs
 
-    agent = LOOPER.format(ladder='["local", "cheap"]', attempts=5).replace('{ regex = "^42$" }', '{ json_schema = "s.json" }')
-    harness = make_harness(tmp_path, agent, files={"s.json": '{"type": "object"}'}, tiers=Tiers(local=local, cheap=lambda r: "{}"))
+    agent = LOOPER.format(ladder='["local", "cheap"]', attempts=5).replace(
+        '{ regex = "^42$" }', '{ json_schema = "s.json" }'
+    )
+    harness = make_harness(
+        tmp_path, agent, files={"s.json": '{"type": "object"}'}, tiers=Tiers(local=local, cheap=lambda r: "{}")
+    )
     runtime, backends = harness.runtime()
     result = runs(runtime, "loop", 1)[0]
     assert result.outcome == "success"

@@ -64,7 +64,9 @@ def test_two_hundred_runs_cost_what_the_second_run_cost(tmp_path: Path) -> None:
         answers.append(answer)
         return answer
 
-    harness = make_harness(tmp_path, AGENT, files={"notes.md": "The deploy went fine; the cache was cold.\n"}, tiers=Tiers(local=local))
+    harness = make_harness(
+        tmp_path, AGENT, files={"notes.md": "The deploy went fine; the cache was cold.\n"}, tiers=Tiers(local=local)
+    )
     runtime, backends = harness.runtime()
     memory = runtime.memory("mem")
     results: list[RunResult] = []
@@ -97,7 +99,8 @@ def test_two_hundred_runs_cost_what_the_second_run_cost(tmp_path: Path) -> None:
     for number, request in enumerate(requests, start=1):
         assert [m.role for m in request.messages] == ["system", "user"], number
         text = "\n".join(m.content for m in request.messages)
-        assert "notes.md" in text and "The deploy went fine" in text
+        assert "notes.md" in text
+        assert "The deploy went fine" in text
         for earlier in answers[: number - 1]:
             assert earlier not in text, (number, earlier)
         if number > 1:
@@ -116,7 +119,12 @@ def test_two_hundred_runs_cost_what_the_second_run_cost(tmp_path: Path) -> None:
         text = "\n".join(m.content for m in request.messages)
         for marker in markers:
             assert marker not in text
-    event_lines = [line for path in records.values() for line in path.read_text().splitlines() if line.startswith("- ") and "{" in line]
+    event_lines = [
+        line
+        for path in records.values()
+        for line in path.read_text().splitlines()
+        if line.startswith("- ") and "{" in line
+    ]
     assert event_lines
     all_prompts = "\n".join(m.content for r in requests for m in r.messages)
     assert not [line for line in event_lines if line in all_prompts]
@@ -152,7 +160,8 @@ def test_the_digest_carries_an_open_failure_until_the_step_passes(tmp_path: Path
 
     # The next session after a failure is told about it; the session after the pass is not.
     prompts = [r.messages[0].content for r in backends["sim-local"].calls]
-    assert "Open failures" in prompts[1] and "Open failures" in prompts[2]
+    assert "Open failures" in prompts[1]
+    assert "Open failures" in prompts[2]
     assert "Open failures" not in prompts[3]
 
 

@@ -65,9 +65,20 @@ def tier(plans: list[str], notes: str = NOTES) -> Callable[[Request], str]:
     return respond
 
 
-def harness_for(tmp_path: Path, *, local: list[str], cheap: list[str] | None = None, attempts: int = 1, ladder: str = '["local", "cheap"]') -> Harness:
-    tiers = Tiers(local=tier(local), cheap=tier(cheap or [json.dumps(VALID_PLAN)]), frontier=tier([json.dumps(VALID_PLAN)]))
-    return make_harness(tmp_path, PLANNER.format(attempts=attempts, ladder=ladder), files={"README.md": "the project\n"}, tiers=tiers)
+def harness_for(
+    tmp_path: Path,
+    *,
+    local: list[str],
+    cheap: list[str] | None = None,
+    attempts: int = 1,
+    ladder: str = '["local", "cheap"]',
+) -> Harness:
+    tiers = Tiers(
+        local=tier(local), cheap=tier(cheap or [json.dumps(VALID_PLAN)]), frontier=tier([json.dumps(VALID_PLAN)])
+    )
+    return make_harness(
+        tmp_path, PLANNER.format(attempts=attempts, ladder=ladder), files={"README.md": "the project\n"}, tiers=tiers
+    )
 
 
 def run(harness: Harness) -> tuple[RunResult, Runtime, dict[str, Any]]:
@@ -77,7 +88,12 @@ def run(harness: Harness) -> tuple[RunResult, Runtime, dict[str, Any]]:
 
 
 def plans(runtime: Runtime) -> list[dict[str, Any]]:
-    return [dict(r) for r in runtime.ledger.query("SELECT agent, run_id, tier, model, valid, validation_error, plan FROM plans ORDER BY id")]
+    return [
+        dict(r)
+        for r in runtime.ledger.query(
+            "SELECT agent, run_id, tier, model, valid, validation_error, plan FROM plans ORDER BY id"
+        )
+    ]
 
 
 def assert_nothing_injected(tmp_path: Path) -> None:
@@ -95,7 +111,8 @@ def test_a_valid_plan_runs_its_model_steps_and_allowlisted_tools(tmp_path: Path)
     assert backends["sim-local"].calls[0] is planning[0]
     assert not backends["sim-cheap"].calls
     prompt = last_user(planning[0])
-    assert "- echo tool-ran >> log.txt" in prompt and "- test -s notes.txt" in prompt
+    assert "- echo tool-ran >> log.txt" in prompt
+    assert "- test -s notes.txt" in prompt
     assert "README.md" in prompt
 
     # The plan, its validation and the tier that produced it are recorded.
@@ -110,10 +127,17 @@ def test_a_valid_plan_runs_its_model_steps_and_allowlisted_tools(tmp_path: Path)
     assert (harness.workspace / "notes.txt").read_text() == NOTES
     assert (harness.workspace / "log.txt").read_text() == "tool-ran\n"
     steps = runtime.ledger.steps(result.run_id)
-    assert [(s["name"], s["kind"], s["outcome"]) for s in steps] == [("plan", "plan", "passed"), ("notes", "model", "passed"), ("log", "run", "passed")]
+    assert [(s["name"], s["kind"], s["outcome"]) for s in steps] == [
+        ("plan", "plan", "passed"),
+        ("notes", "model", "passed"),
+        ("log", "run", "passed"),
+    ]
     (tool,) = runtime.ledger.events_after(0, kinds=["command_finished"])
     assert tool.data["command"] == "echo tool-ran >> log.txt"
-    gates = [(e.data["step"], e.data["gate"], e.data["passed"]) for e in runtime.ledger.events_after(0, kinds=["gate_checked"])]
+    gates = [
+        (e.data["step"], e.data["gate"], e.data["passed"])
+        for e in runtime.ledger.events_after(0, kinds=["gate_checked"])
+    ]
     assert ("notes", "cmd: test -s notes.txt", True) in gates
     assert gates[-1] == ("verify", "cmd: grep -q tool-ran log.txt && test -s notes.txt", True)
     assert_nothing_injected(tmp_path)
@@ -139,7 +163,13 @@ OUTSIDE_TOOLS = {"steps": [{"kind": "tool", "name": "log", "tool": "echo tool-ra
             id="verify-outside-allowlist",
         ),
         pytest.param(
-            json.dumps({"steps": [{"kind": "tool", "name": "log", "tool": "echo tool-ran >> log.txt", "run": "touch pwned-run"}]}),
+            json.dumps(
+                {
+                    "steps": [
+                        {"kind": "tool", "name": "log", "tool": "echo tool-ran >> log.txt", "run": "touch pwned-run"}
+                    ]
+                }
+            ),
             "does not match the plan schema at steps/0",
             id="smuggled-run-key",
         ),
@@ -154,11 +184,15 @@ OUTSIDE_TOOLS = {"steps": [{"kind": "tool", "name": "log", "tool": "echo tool-ra
             "the plan is not valid JSON",
             id="truncated-json",
         ),
-        pytest.param("Sure! First I will write the notes, then run the tool.", "the plan is not valid JSON", id="prose"),
+        pytest.param(
+            "Sure! First I will write the notes, then run the tool.", "the plan is not valid JSON", id="prose"
+        ),
         pytest.param('["notes", "log"]', "does not match the plan schema at (root)", id="json-but-not-a-plan"),
     ],
 )
-def test_an_invalid_plan_is_recorded_retried_with_the_failure_and_escalated(tmp_path: Path, bad_plan: str, error: str) -> None:
+def test_an_invalid_plan_is_recorded_retried_with_the_failure_and_escalated(
+    tmp_path: Path, bad_plan: str, error: str
+) -> None:
     harness = harness_for(tmp_path, local=[bad_plan], attempts=2)
     result, runtime, backends = run(harness)
     assert result.outcome == "success", result.reason
@@ -176,7 +210,8 @@ def test_an_invalid_plan_is_recorded_retried_with_the_failure_and_escalated(tmp_
     assert "rejected by the verify gate" not in last_user(local_planning[0])
     assert error in last_user(local_planning[1])
     cheap_planning = [r for r in backends["sim-cheap"].calls if is_planning(r)]
-    assert len(cheap_planning) == 1 and error in last_user(cheap_planning[0])
+    assert len(cheap_planning) == 1
+    assert error in last_user(cheap_planning[0])
     escalated = runtime.ledger.events_after(0, kinds=["escalated"])
     assert [(e.data["step"], e.data["from_tier"], e.data["to_tier"]) for e in escalated] == [("plan", "local", "cheap")]
 
@@ -190,11 +225,15 @@ def test_an_invalid_plan_is_recorded_retried_with_the_failure_and_escalated(tmp_
     [
         pytest.param({"writes": "../x"}, "'../x' is outside the workspace", id="writes-dotdot"),
         pytest.param({"writes": "sub/../../x"}, "is outside the workspace", id="writes-nested-dotdot"),
-        pytest.param({"writes": "/tmp/pwned-absolute"}, "'/tmp/pwned-absolute' is outside the workspace", id="writes-absolute"),
+        pytest.param(
+            {"writes": "/tmp/pwned-absolute"}, "'/tmp/pwned-absolute' is outside the workspace", id="writes-absolute"
+        ),
         pytest.param({"context": ["../secret.txt"]}, "'../secret.txt' is outside the workspace", id="context-dotdot"),
     ],
 )
-def test_a_plan_that_reaches_outside_the_workspace_is_rejected(tmp_path: Path, step: dict[str, Any], where: str) -> None:
+def test_a_plan_that_reaches_outside_the_workspace_is_rejected(
+    tmp_path: Path, step: dict[str, Any], where: str
+) -> None:
     (tmp_path / "secret.txt").write_text("do not read\n")
     bad = {"steps": [{"kind": "model", "name": "notes", "prompt": "Write notes.", **step}]}
     harness = harness_for(tmp_path, local=[json.dumps(bad)])
@@ -213,7 +252,9 @@ def test_a_plan_that_reaches_outside_the_workspace_is_rejected(tmp_path: Path, s
 
 
 def test_planning_that_never_validates_escalates_to_the_frontier_approval(tmp_path: Path) -> None:
-    harness = harness_for(tmp_path, local=["not json"], cheap=["still not json"], ladder='["local", "cheap", "frontier"]')
+    harness = harness_for(
+        tmp_path, local=["not json"], cheap=["still not json"], ladder='["local", "cheap", "frontier"]'
+    )
     before = tree_digest(harness.workspace)
     result, runtime, backends = run(harness)
     assert result.outcome == "waiting_approval"  # planning is a step: the frontier tier asks a human first
@@ -242,7 +283,12 @@ def test_tool_steps_run_the_configured_string() -> None:
     from supervisor.config import AgentConfig
 
     agent = AgentConfig(goal="g", workspace="ws", tools=["echo tool-ran >> log.txt"], verify=["true"])
-    for candidate in ("echo tool-ran >> log.txt ", " echo tool-ran >> log.txt", "echo tool-ran >> log.txt && touch p", "echo  tool-ran >> log.txt"):
+    for candidate in (
+        "echo tool-ran >> log.txt ",
+        " echo tool-ran >> log.txt",
+        "echo tool-ran >> log.txt && touch p",
+        "echo  tool-ran >> log.txt",
+    ):
         plan = {"steps": [{"kind": "tool", "name": "t", "tool": candidate}]}
         assert not validate_plan(json.dumps(plan), agent).passed, candidate
     plan = {"steps": [{"kind": "tool", "name": "t", "tool": "echo tool-ran >> log.txt"}]}
@@ -269,9 +315,35 @@ def test_the_published_schema_is_the_one_enforced() -> None:
 def test_a_plan_step_named_plan_is_not_mistaken_for_the_plan(tmp_path: Path) -> None:
     plan = {"steps": [{"kind": "model", "name": "plan", "prompt": "Write the release plan as prose."}]}
     harness = harness_for(tmp_path, local=[json.dumps(plan)], cheap=[json.dumps(plan)])
-    text = harness.config_path.read_text().replace('verify = ["grep -q tool-ran log.txt && test -s notes.txt"]', 'verify = ["true"]')
+    text = harness.config_path.read_text().replace(
+        'verify = ["grep -q tool-ran log.txt && test -s notes.txt"]', 'verify = ["true"]'
+    )
     harness.config_path.write_text(text)
     result, runtime, _ = run(harness)
     # Rejected up front (a reserved name) or run as a normal step: either way its answer is never a "plan".
     assert all(p["plan"].strip() != NOTES.strip() for p in plans(runtime))
     assert result.outcome in {"success", "exhausted"}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: supervisor/runtime/planner.py:validate_plan: a plan may `writes` into a directory the snapshots "
+        "ignore (.git, .venv, node_modules, ...), so a failed run leaves the model's file behind (here an "
+        "executable-to-be git hook) vs rejecting plan paths under limits.snapshot_ignore so a failed run leaves "
+        "the workspace byte-for-byte"
+    ),
+)
+def test_a_failed_plan_cannot_leave_files_in_unrestored_directories(tmp_path: Path) -> None:
+    plan = {
+        "steps": [
+            {"kind": "model", "name": "hook", "prompt": "Write a helpful hook.", "writes": ".git/hooks/post-checkout"}
+        ]
+    }
+    harness = harness_for(tmp_path, local=[json.dumps(plan)], cheap=[json.dumps(plan)])
+    (harness.workspace / ".git").mkdir()
+    (harness.workspace / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    before = tree_digest(harness.workspace)
+    result, _, _ = run(harness)
+    assert result.outcome != "success"  # the agent's verify gate (log.txt) can never pass without the tool step
+    assert tree_digest(harness.workspace) == before

@@ -70,7 +70,7 @@ def other_process_ledger(harness: Harness) -> Ledger:
 # next_wake: a pure function of the schedule, the last scheduled start and now
 
 
-def local(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
+def local_time(year: int, month: int, day: int, hour: int, minute: int = 0) -> datetime:
     """A local wall-clock time, timezone-aware (the daemon compares aware datetimes)."""
     return datetime(year, month, day, hour, minute).astimezone()
 
@@ -91,12 +91,32 @@ def test_next_wake_every_interval() -> None:
 @pytest.mark.parametrize(
     ("last", "now", "expected"),
     [
-        (None, local(2026, 11, 10, 8, 0), local(2026, 11, 10, 9, 30)),  # never ran, time still ahead today
-        (None, local(2026, 11, 10, 10, 0), local(2026, 11, 11, 9, 30)),  # never ran, time passed: no surprise run
-        (local(2026, 11, 10, 9, 30), local(2026, 11, 10, 9, 31), local(2026, 11, 11, 9, 30)),  # ran today
-        (local(2026, 11, 9, 9, 30), local(2026, 11, 10, 8, 0), local(2026, 11, 10, 9, 30)),  # ran yesterday
-        (local(2026, 11, 9, 9, 30), local(2026, 11, 10, 11, 0), local(2026, 11, 10, 9, 30)),  # missed today: due
-        (local(2026, 11, 1, 9, 30), local(2026, 11, 10, 11, 0), local(2026, 11, 10, 9, 30)),  # down for days: once
+        (None, local_time(2026, 11, 10, 8, 0), local_time(2026, 11, 10, 9, 30)),  # never ran, time still ahead today
+        (
+            None,
+            local_time(2026, 11, 10, 10, 0),
+            local_time(2026, 11, 11, 9, 30),
+        ),  # never ran, time passed: no surprise run
+        (
+            local_time(2026, 11, 10, 9, 30),
+            local_time(2026, 11, 10, 9, 31),
+            local_time(2026, 11, 11, 9, 30),
+        ),  # ran today
+        (
+            local_time(2026, 11, 9, 9, 30),
+            local_time(2026, 11, 10, 8, 0),
+            local_time(2026, 11, 10, 9, 30),
+        ),  # ran yesterday
+        (
+            local_time(2026, 11, 9, 9, 30),
+            local_time(2026, 11, 10, 11, 0),
+            local_time(2026, 11, 10, 9, 30),
+        ),  # missed today: due
+        (
+            local_time(2026, 11, 1, 9, 30),
+            local_time(2026, 11, 10, 11, 0),
+            local_time(2026, 11, 10, 9, 30),
+        ),  # down for days: once
     ],
 )
 def test_next_wake_daily(last: datetime | None, now: datetime, expected: datetime) -> None:
@@ -107,9 +127,9 @@ def test_next_wake_daily(last: datetime | None, now: datetime, expected: datetim
 
 def test_next_wake_accepts_utc_times_from_the_ledger() -> None:
     # The ledger stores UTC; the daily time is local wall-clock. Both are aware, so the comparison is exact.
-    last = local(2026, 11, 10, 9, 30).astimezone(UTC)
-    now = local(2026, 11, 10, 12, 0).astimezone(UTC)
-    assert next_wake(parse_schedule("daily 09:30"), last, now) == local(2026, 11, 11, 9, 30)
+    last = local_time(2026, 11, 10, 9, 30).astimezone(UTC)
+    now = local_time(2026, 11, 10, 12, 0).astimezone(UTC)
+    assert next_wake(parse_schedule("daily 09:30"), last, now) == local_time(2026, 11, 11, 9, 30)
 
 
 @pytest.mark.parametrize("text", ["every 5s", "daily 24:00", "daily 9", "hourly", "every m"])
@@ -158,7 +178,8 @@ def test_a_scheduled_run_waits_for_approval_before_the_frontier(tmp_path: Path) 
         task = scheduler.tasks["nightly"]
         for _ in range(3):
             await scheduler.tick()
-        assert scheduler.tasks["nightly"] is task and not task.done()
+        assert scheduler.tasks["nightly"] is task
+        assert not task.done()
         assert not backends["sim-frontier"].calls
         # A human approves from another process; the waiting run picks it up through the ledger.
         other.decide_approval(pending[0].id, True, "phone")
@@ -169,14 +190,16 @@ def test_a_scheduled_run_waits_for_approval_before_the_frontier(tmp_path: Path) 
     assert result.tier_reached == "frontier"
     assert len(backends["sim-frontier"].calls) == 1
     # The scheduled run started at the bottom of its ladder, and the frontier call came after the approval.
-    assert len(backends["sim-local"].calls) == 1 and len(backends["sim-cheap"].calls) == 1
+    assert len(backends["sim-local"].calls) == 1
+    assert len(backends["sim-cheap"].calls) == 1
     (approval,) = runtime.ledger.approvals(states=("consumed",))
     assert approval.run_id == result.run_id
     assert runtime.ledger.run(result.run_id)["trigger"] == "schedule"  # type: ignore[index]
     assert (harness.workspace / "answer.txt").read_text() == "42\n"
     frontier_calls = runtime.ledger.query("SELECT started_at FROM calls WHERE tier = 'frontier'")
     decided = other.approval(approval.id)
-    assert decided is not None and decided.decided_at is not None
+    assert decided is not None
+    assert decided.decided_at is not None
     assert frontier_calls[0]["started_at"] >= decided.decided_at
 
 
@@ -199,7 +222,9 @@ def test_a_denied_scheduled_frontier_call_is_never_made(tmp_path: Path) -> None:
 
 def test_an_approval_for_a_run_that_stopped_waiting_starts_a_run_at_the_next_tick(tmp_path: Path) -> None:
     # A CLI run left its request pending; approving it from another process lets the scheduler finish the job.
-    harness = make_harness(tmp_path, NIGHTLY.format(policy="ask").replace('schedule = "every 10m"\n', ""), tiers=frontier_tiers())
+    harness = make_harness(
+        tmp_path, NIGHTLY.format(policy="ask").replace('schedule = "every 10m"\n', ""), tiers=frontier_tiers()
+    )
     runtime, backends = harness.runtime()
     first = asyncio.run(runtime.run_agent("nightly", approval_timeout_s=0))
     assert first.outcome == "waiting_approval"
@@ -225,7 +250,8 @@ def test_frontier_allow_with_a_schedule_is_a_config_error(tmp_path: Path) -> Non
         load_config(harness.config_path, {}, required=True)
     (problem,) = caught.value.problems
     assert problem.startswith(f"{path}: agent 'nightly': ")
-    assert 'frontier = "allow"' in problem and "schedule" in problem
+    assert 'frontier = "allow"' in problem
+    assert "schedule" in problem
 
     done = supervisor("config", "check", "--config", path)
     assert done.returncode == 2
@@ -236,7 +262,8 @@ def test_frontier_allow_with_a_schedule_is_a_config_error(tmp_path: Path) -> Non
 
     refused = supervisor("daemon", "--config", path)
     assert refused.returncode == 2
-    assert "agent 'nightly'" in refused.stderr and "frontier" in refused.stderr
+    assert "agent 'nightly'" in refused.stderr
+    assert "frontier" in refused.stderr
     assert "Traceback" not in refused.stderr
 
 
@@ -283,7 +310,9 @@ def learner(tmp_path: Path, k: int, n: int) -> tuple[Harness, LocalModel]:
     model = LocalModel()
     text = LEARNER.format(k=k, n=n)
     router, agent = text.split("\n[agents", 1)
-    harness = make_harness(tmp_path, "[agents" + agent, extra_toml=router, tiers=Tiers(local=model, cheap=lambda r: "42"))
+    harness = make_harness(
+        tmp_path, "[agents" + agent, extra_toml=router, tiers=Tiers(local=model, cheap=lambda r: "42")
+    )
     return harness, model
 
 
@@ -312,7 +341,8 @@ def test_a_tier_that_keeps_failing_is_skipped_reprobed_and_restored(tmp_path: Pa
     assert status.returncode == 0, status.stderr
     (agent,) = json.loads(status.stdout)["agents"]
     (skip,) = agent["learned_skips"]
-    assert skip["step"] == "solve" and skip["tier"] == "local"
+    assert skip["step"] == "solve"
+    assert skip["tier"] == "local"
     assert skip["failed_runs"] == [2, 1]
     assert "each of the last 2 runs" in skip["reason"]
 
@@ -324,7 +354,8 @@ def test_a_tier_that_keeps_failing_is_skipped_reprobed_and_restored(tmp_path: Pa
 
     # Within the next few runs local is tried again (a re-probe), and skipped in between.
     tried = local_tried(runtime, model, 6)
-    assert tried.count(True) >= 2 and tried.count(False) >= 2
+    assert tried.count(True) >= 2
+    assert tried.count(False) >= 2
     # The local tier improves: the next probe passes and the tier is restored for good.
     model.good = True
     tried = local_tried(runtime, model, 6)
@@ -441,7 +472,9 @@ def test_status_shows_the_cost_per_wake_warm_and_cold(tmp_path: Path) -> None:
     assert 0 < slow["warm_micros"] < slow["cold_micros"]
     assert slow["expected"] == "cold"
     assert slow["expected_micros"] == slow["cold_micros"]
-    assert "TTL" in slow["why"] and "60m" in slow["why"] and "2h" in slow["why"]
+    assert "TTL" in slow["why"]
+    assert "60m" in slow["why"]
+    assert "2h" in slow["why"]
 
     quick = estimates["halfhrs"]  # every 30m < 1h: the cache is still warm
     assert quick["expected"] == "warm"
@@ -459,7 +492,8 @@ def test_status_shows_the_cost_per_wake_warm_and_cold(tmp_path: Path) -> None:
     text = supervisor("status", "--config", str(harness.config_path))
     assert text.returncode == 0, text.stderr
     assert "cost per wake" in text.stdout
-    assert "expected cold" in text.stdout and "expected warm" in text.stdout
+    assert "expected cold" in text.stdout
+    assert "expected warm" in text.stdout
 
 
 @pytest.mark.xfail(
@@ -531,7 +565,9 @@ def closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def offline_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: OpenAIFake, *, offline: bool, schedule: str = "") -> Harness:
+def offline_harness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: OpenAIFake, *, offline: bool, schedule: str = ""
+) -> Harness:
     """Cheap = DeepSeek Flash at the fake; frontier = Anthropic at a closed port; local = scripted (fails)."""
     monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-test-deepseek")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test-anthropic")
@@ -548,7 +584,7 @@ def offline_harness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: OpenA
     api_key_env = "ANTHROPIC_API_KEY"
     max_retries = 0
     """
-    agent = OFFLINE_AGENT.replace('attempts_per_tier = 1\n', f"attempts_per_tier = 1\n{schedule}\n")
+    agent = OFFLINE_AGENT.replace("attempts_per_tier = 1\n", f"attempts_per_tier = 1\n{schedule}\n")
     harness = make_harness(tmp_path, agent, extra_toml=providers, tiers=Tiers(local=lambda r: "41"))
     text = harness.config_path.read_text()
     text = text.replace('cheap = ["sim-cheap:flash"]', 'cheap = ["deepseek:deepseek-flash"]')
@@ -567,7 +603,9 @@ def set_offline(harness: Harness, offline: bool) -> None:
     os.utime(harness.config_path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 2_000_000_000))  # a visible change
 
 
-def test_offline_defers_past_local_and_contacts_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: OpenAIFake) -> None:
+def test_offline_defers_past_local_and_contacts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: OpenAIFake
+) -> None:
     harness = offline_harness(tmp_path, monkeypatch, remote, offline=True)
     runtime, backends = harness.runtime()
     before = tree_digest(harness.workspace)
@@ -579,7 +617,9 @@ def test_offline_defers_past_local_and_contacts_nothing(tmp_path: Path, monkeypa
     assert remote.requests == []  # not one connection, not even a health check
     assert tree_digest(harness.workspace) == before
     row = runtime.ledger.agent("off")
-    assert row is not None and row["state"] == "deferred" and "offline" in row["state_reason"]
+    assert row is not None
+    assert row["state"] == "deferred"
+    assert "offline" in row["state_reason"]
     (deferred,) = runtime.ledger.events_after(0, kinds=["agent_deferred"])
     assert "offline" in deferred.data["reason"]
     notices = [e.data["message"] for e in runtime.ledger.events_after(0, kinds=["notice"])]
@@ -596,7 +636,9 @@ def test_offline_defers_past_local_and_contacts_nothing(tmp_path: Path, monkeypa
     assert (harness.workspace / "answer.txt").read_text() == "42\n"
 
 
-def test_the_offline_flag_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: OpenAIFake) -> None:
+def test_the_offline_flag_on_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: OpenAIFake
+) -> None:
     harness = offline_harness(tmp_path, monkeypatch, remote, offline=False)
     config = str(harness.config_path)
     done = supervisor("run", "off", "--config", config, "--offline")
@@ -606,6 +648,9 @@ def test_the_offline_flag_on_the_command_line(tmp_path: Path, monkeypatch: pytes
     status = supervisor("status", "--json", "--config", config, "--offline")
     assert json.loads(status.stdout)["offline"] is True
     assert json.loads(status.stdout)["agents"][0]["state"] == "deferred"
+    asked = supervisor("ask", "deepseek:deepseek-flash", "Six times seven?", "--config", config, "--offline")
+    assert asked.returncode != 0
+    assert "offline" in asked.stderr
     assert remote.requests == []
 
     done = supervisor("run", "off", "--config", config)
@@ -629,7 +674,9 @@ def test_a_daemon_started_offline_stays_offline_when_the_config_file_changes(
     harness = offline_harness(tmp_path, monkeypatch, remote, offline=False)
     config = harness.config().with_offline(True)
     backends = harness.tiers.backends(config, harness.environ)
-    runtime = Runtime(config, harness.catalog, harness.ledger(), environ=harness.environ, backends=backends, home=harness.home)
+    runtime = Runtime(
+        config, harness.catalog, harness.ledger(), environ=harness.environ, backends=backends, home=harness.home
+    )
     scheduler = Scheduler(runtime, harness.config_path, register=False)
 
     async def scenario() -> None:
@@ -656,7 +703,9 @@ def test_a_daemon_started_offline_stays_offline_when_the_config_file_changes(
         "again at its next scheduled wake (a day later for `daily`), vs resuming once offline mode is lifted"
     ),
 )
-def test_a_deferred_offline_agent_resumes_when_offline_is_lifted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: OpenAIFake) -> None:
+def test_a_deferred_offline_agent_resumes_when_offline_is_lifted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: OpenAIFake
+) -> None:
     harness = offline_harness(tmp_path, monkeypatch, remote, offline=True, schedule='schedule = "every 6h"')
     runtime, _ = harness.runtime()
     scheduler = Scheduler(runtime, harness.config_path, register=False)
@@ -735,13 +784,16 @@ def test_a_pause_from_another_process_stops_a_running_scheduled_run(tmp_path: Pa
     asyncio.run(scenario())
     assert tree_digest(harness.workspace) == before
     row = runtime.ledger.agent("worker")
-    assert row is not None and row["state"] == "paused" and row["paused_by"] == "human"
+    assert row is not None
+    assert row["state"] == "paused"
+    assert row["paused_by"] == "human"
     assert row["next_run_at"] is None
     (run,) = runtime.ledger.recent_runs("worker")
     assert run["outcome"] == "paused"
     assert runtime.ledger.held_reservations() == []
     (call,) = runtime.ledger.calls(run_id=run["id"])
-    assert call["priced"] == 0 and call["cost_micros"] is None  # interrupted in flight: recorded, never $0
+    assert call["priced"] == 0
+    assert call["cost_micros"] is None
 
     # Ticks while paused start nothing, schedule or not.
     async def paused_ticks() -> None:
@@ -768,7 +820,12 @@ def test_a_pause_from_another_process_stops_a_running_scheduled_run(tmp_path: Pa
 
 
 def test_run_now_from_another_process_starts_a_run_at_the_next_tick(tmp_path: Path) -> None:
-    harness = make_harness(tmp_path, textwrap.dedent(WORKER).replace('schedule = "every 10m"\n', ""), files={"data.txt": "one\n"}, tiers=Tiers(local=lambda r: "ok"))
+    harness = make_harness(
+        tmp_path,
+        textwrap.dedent(WORKER).replace('schedule = "every 10m"\n', ""),
+        files={"data.txt": "one\n"},
+        tiers=Tiers(local=lambda r: "ok"),
+    )
     runtime, backends = harness.runtime()
     scheduler = Scheduler(runtime, register=False)
 
@@ -846,7 +903,8 @@ def test_an_approval_starts_one_run_not_one_per_tick(tmp_path: Path) -> None:
     harness = make_harness(tmp_path, TWO_STEPS, files={"ready.txt": "yes"}, tiers=Tiers(frontier=lambda r: "42"))
     runtime, _ = harness.runtime()
     first = asyncio.run(runtime.run_agent("two", approval_timeout_s=0))
-    assert first.outcome == "waiting_approval" and first.approval_id is not None
+    assert first.outcome == "waiting_approval"
+    assert first.approval_id is not None
     (harness.workspace / "ready.txt").unlink()  # the input goes away before the approval comes in
     other_process_ledger(harness).decide_approval(first.approval_id, True, "phone")
     scheduler = Scheduler(runtime, register=False)
