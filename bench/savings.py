@@ -7,7 +7,7 @@ deterministic gates, a category, an a-priori difficulty, a reference answer and 
 the fixture files). Each task becomes one agent with one model step, run once through the real runtime: real
 prompts, real reservations and ledger, real gates in a real workspace, real escalation.
 
-Two runs, each in a fresh data dir and fresh workspaces:
+Two runs per seed, each in a fresh data dir and fresh workspaces:
 
 - frontier-only: ``ladder = ["frontier"]``, ``frontier = "allow"``;
 - ladder: ``ladder = ["local", "cheap", "frontier"]``, ``frontier = "allow"`` (the benchmark measures cost
@@ -22,7 +22,11 @@ framing) and output tokens the size of the answer returned. The local tier is th
 (``--local real``; the model answers, the gates judge), a model served by Ollama (``--local ollama``), or a
 scripted stand-in with its own documented pass model (``--local scripted``, the fast default).
 
-Cost comes from the ledger (integer micro-dollars); pass rate = verified successes / tasks.
+Cost comes from the ledger (integer micro-dollars); pass rate = verified successes / tasks. The pair of runs is
+repeated for ``--seeds`` seeds (default 10) and the figures pooled, so one lucky draw cannot make the result;
+every seed's figures are in the JSON. With ``--local real`` or ``--local ollama`` the local model runs for real
+in the first seed, and later seeds replay its recorded answers: greedy decoding is deterministic and a task's
+local prompt is the same in every seed (the local tier is tried first, with no failure to report).
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ import os
 import platform
 import random
 import re
-import statistics
 import sys
 import tempfile
 import time
@@ -49,14 +52,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from supervisor import __version__, paths
-from supervisor.backends.base import Request
+from supervisor.backends.base import Backend, Health, OnText, Request, Result, TokenCount
 from supervisor.backends.scripted import ScriptedAnswer, ScriptedBackend
 from supervisor.catalog import Catalog, load_catalog
 from supervisor.config import Config, parse_config
 from supervisor.cost import format_usd
+from supervisor.errors import BackendUnavailable
 from supervisor.ledger import Ledger
-from supervisor.runtime.events import CallStarted, Event, TextStreamed
 from supervisor.runtime.runtime import Runtime
+from supervisor.usage import Usage
 
 BENCH_DIR = Path(__file__).resolve().parent
 TASKS_DIR = BENCH_DIR / "tasks"
@@ -78,6 +82,7 @@ DEFAULT_OLLAMA_MODEL = "qwen3:4b"
 DEFAULT_AT = "2026-11-17T12:00:00+00:00"
 GOAL = "Complete the task below exactly as asked."
 ATTEMPTS_PER_TIER = 1
+DEFAULT_SEEDS = 10
 
 # The documented correctness model: P(the tier's answer passes the gates) by the task's a-priori difficulty.
 DEFAULT_P: dict[Tier, dict[Difficulty, float]] = {
@@ -224,6 +229,99 @@ def parse_probs(text: str) -> dict[Difficulty, float]:
 
 
 # ------------------------------------------------------------------------------------------------------------
+# The local model, recorded and replayed
+
+
+@dataclass(frozen=True)
+class LocalCall:
+    """What the local model answered to a task's (only) local prompt."""
+
+    text: str
+    prompt_tokens: int
+    output_tokens: int
+    compute_s: float | None
+    finish_reason: str | None
+
+
+_AGENT_LINE = re.compile(r"^Agent: (\S+)$", re.MULTILINE)
+
+
+def task_of(request: Request, by_agent: Mapping[str, Task]) -> Task:
+    match = _AGENT_LINE.search(request.messages[0].content)
+    if match is None or match.group(1) not in by_agent:
+        raise RuntimeError("a benchmark backend got a prompt that names no task of the suite")
+    return by_agent[match.group(1)]
+
+
+class RecordingBackend:
+    """Wraps the real local backend and keeps each task's answer (text and exact usage) for later seeds."""
+
+    def __init__(self, inner: Backend, by_agent: Mapping[str, Task]) -> None:
+        self.inner = inner
+        self.provider = inner.provider
+        self.kind = inner.kind
+        self.local = inner.local
+        self.by_agent = by_agent
+        self.calls: dict[str, LocalCall] = {}
+
+    async def complete(self, request: Request, on_text: OnText | None = None) -> Result:
+        result = await self.inner.complete(request, on_text)
+        self.calls[task_of(request, self.by_agent).name] = LocalCall(
+            result.text,
+            int(result.usage.input_uncached or 0),
+            int(result.usage.output or 0),
+            result.compute_s,
+            result.finish_reason,
+        )
+        return result
+
+    def count_tokens(self, request: Request) -> TokenCount:
+        return self.inner.count_tokens(request)
+
+    async def health(self) -> Health:
+        return await self.inner.health()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class ReplayBackend:
+    """The local model's recorded answers, returned for the same prompts with the same exact usage."""
+
+    kind = "replay"
+    local = True
+
+    def __init__(self, provider: str, calls: Mapping[str, LocalCall], by_agent: Mapping[str, Task]) -> None:
+        self.provider = provider
+        self.calls = calls
+        self.by_agent = by_agent
+
+    def _call(self, request: Request) -> LocalCall:
+        task = task_of(request, self.by_agent)
+        call = self.calls.get(task.name)
+        if call is None:
+            raise BackendUnavailable(f"no recorded local answer for {task.name}", provider=self.provider)
+        return call
+
+    async def complete(self, request: Request, on_text: OnText | None = None) -> Result:
+        call = self._call(request)
+        if on_text is not None and call.text:
+            on_text(call.text)
+        usage = Usage(call.prompt_tokens, 0, 0, 0, call.output_tokens)
+        total = call.compute_s or 0.0
+        return Result(call.text, call.finish_reason, usage, None, total, compute_s=call.compute_s)
+
+    def count_tokens(self, request: Request) -> TokenCount:
+        return TokenCount(self._call(request).prompt_tokens, exact=True)
+
+    async def health(self) -> Health:
+        return Health(self.provider, self.kind, True, "replaying recorded answers")
+
+    async def aclose(self) -> None:
+        return None
+
+
+# ------------------------------------------------------------------------------------------------------------
 # One run of the suite
 
 
@@ -236,77 +334,30 @@ class TaskResult:
     passed: bool
     tier_reached: str | None
     cost_micros: int
+    cost_by_tier_micros: dict[str, int]
     calls: dict[str, int]
     input_tokens: int
     output_tokens: int
     local_compute_s: float
     seconds: float
     reason: str = ""
-    answers: dict[str, str] = field(default_factory=dict)  # "local" -> what the local model answered
+    local_answer: str | None = None  # --local real/ollama: what the local model said (first 400 chars)
 
 
 @dataclass
 class SuiteRun:
     label: str
     ladder: list[str]
+    seed: int
     results: list[TaskResult] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def tasks(self) -> int:
-        return len(self.results)
-
-    @property
-    def passes(self) -> int:
-        return sum(r.passed for r in self.results)
-
-    @property
-    def pass_rate(self) -> float:
-        return self.passes / self.tasks if self.tasks else 0.0
-
-    @property
-    def cost_micros(self) -> int:
-        return sum(r.cost_micros for r in self.results)
-
-    def calls(self) -> dict[str, int]:
-        total: Counter[str] = Counter()
-        for r in self.results:
-            total.update(r.calls)
-        return {tier: total.get(tier, 0) for tier in TIERS}
-
-    def cost_by_tier(self) -> dict[str, int]:
-        return dict(self._by_tier)
-
-    _by_tier: dict[str, int] = field(default_factory=dict)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "label": self.label,
-            "ladder": self.ladder,
-            "tasks": self.tasks,
-            "passes": self.passes,
-            "pass_rate": self.pass_rate,
-            "cost_micros": self.cost_micros,
-            "cost_by_tier_micros": self.cost_by_tier(),
-            "calls_per_tier": self.calls(),
-            "seconds": self.seconds,
-        }
+    local_calls: dict[str, LocalCall] = field(default_factory=dict)
 
 
 def fixed_clock(at: datetime) -> Callable[[], datetime]:
     """``at``, advancing with the monotonic clock: prices stay those in force at ``at`` for the whole run."""
     start = time.monotonic()
     return lambda: at + timedelta(seconds=time.monotonic() - start)
-
-
-_AGENT_LINE = re.compile(r"^Agent: (\S+)$", re.MULTILINE)
-
-
-def task_of(request: Request, by_agent: Mapping[str, Task]) -> Task:
-    match = _AGENT_LINE.search(request.messages[0].content)
-    if match is None or match.group(1) not in by_agent:
-        raise RuntimeError("a scripted tier got a prompt that names no task of the suite")
-    return by_agent[match.group(1)]
 
 
 def responder(tier: Tier, model: CorrectnessModel, by_agent: Mapping[str, Task]) -> Callable[[Request], ScriptedAnswer]:
@@ -317,33 +368,24 @@ def responder(tier: Tier, model: CorrectnessModel, by_agent: Mapping[str, Task])
     return respond
 
 
-def provider_section(local: LocalMode, gguf: Path | None, ollama_model: str) -> tuple[dict[str, Any], list[str]]:
-    providers: dict[str, Any] = {
-        "sim-cheap": {"kind": "scripted", "simulated_as": CHEAP_MODEL},
-        "sim-frontier": {"kind": "scripted", "simulated_as": FRONTIER_MODEL},
-    }
+def local_provider(local: LocalMode, gguf: Path | None, ollama_model: str) -> tuple[str, dict[str, Any], str]:
+    """(provider name, provider config, model key) of the local tier."""
     if local == "scripted":
-        providers["sim-local"] = {"kind": "scripted", "local": True, "simulated_as": LOCAL_MODEL}
-        local_models = ["sim-local:smollm2-135m"]
-    elif local == "real":
+        return "sim-local", {"kind": "scripted", "local": True, "simulated_as": LOCAL_MODEL}, "sim-local:smollm2-135m"
+    if local == "real":
         assert gguf is not None
-        providers["mlx"] = {"kind": "mlx", "local": True, "models": {"smollm2-135m": str(gguf)}}
-        local_models = [LOCAL_MODEL]
-    else:
-        local_models = [f"ollama:{ollama_model}"]
-    return providers, local_models
+        return "mlx", {"kind": "mlx", "local": True, "models": {"smollm2-135m": str(gguf)}}, LOCAL_MODEL
+    return "ollama", {"kind": "ollama", "local": True}, f"ollama:{ollama_model}"
 
 
 def build_config(
     tasks: Sequence[Task],
     root: Path,
     ladder: list[Tier],
-    local: LocalMode,
-    gguf: Path | None,
-    ollama_model: str,
+    local: tuple[str, dict[str, Any], str],
     environ: Mapping[str, str],
 ) -> Config:
-    providers, local_models = provider_section(local, gguf, ollama_model)
+    local_name, local_cfg, local_key = local
     agents: dict[str, Any] = {}
     for task in tasks:
         step: dict[str, Any] = {
@@ -367,9 +409,13 @@ def build_config(
             "steps": [step],
         }
     data = {
-        "providers": providers,
+        "providers": {
+            "sim-cheap": {"kind": "scripted", "simulated_as": CHEAP_MODEL},
+            "sim-frontier": {"kind": "scripted", "simulated_as": FRONTIER_MODEL},
+            local_name: local_cfg,
+        },
         "tiers": {
-            "local": local_models,
+            "local": [local_key],
             "cheap": ["sim-cheap:deepseek-flash"],
             "frontier": ["sim-frontier:claude-sonnet-5-5"],
         },
@@ -411,47 +457,49 @@ async def run_suite(
     at: datetime,
     gguf: Path | None = None,
     ollama_model: str = DEFAULT_OLLAMA_MODEL,
+    replay: Mapping[str, LocalCall] | None = None,
     progress: Callable[[str], None] = lambda _line: None,
 ) -> SuiteRun:
+    """Every task once, in order, through one runtime with its own ledger."""
     root = work / label
     home = root / "home"
     home.mkdir(parents=True)
     write_workspaces(tasks, root)
     environ = {**os.environ, "SUPERVISOR_HOME": str(home)}
-    config = build_config(tasks, root, ladder, local, gguf, ollama_model, environ)
+    local_spec = local_provider(local, gguf, ollama_model)
+    config = build_config(tasks, root, ladder, local_spec, environ)
     by_agent = {t.agent: t for t in tasks}
-    backends: dict[str, Any] = {
+    backends: dict[str, Backend] = {
         name: ScriptedBackend(name, config.providers[name], environ, responder(tier, model, by_agent))
         for name, tier in (("sim-cheap", "cheap"), ("sim-frontier", "frontier"))
     }
+    local_name = local_spec[0]
+    recorder: RecordingBackend | None = None
     if local == "scripted":
-        backends["sim-local"] = ScriptedBackend(
-            "sim-local", config.providers["sim-local"], environ, responder("local", model, by_agent)
+        backends[local_name] = ScriptedBackend(
+            local_name, config.providers[local_name], environ, responder("local", model, by_agent)
         )
+    elif replay is not None:
+        backends[local_name] = ReplayBackend(local_name, replay, by_agent)
+    elif "local" in ladder:
+        from supervisor.backends.registry import make_backend
+
+        recorder = RecordingBackend(make_backend(local_name, config.providers[local_name], environ), by_agent)
+        backends[local_name] = recorder
     ledger = Ledger(home / "ledger.db")
     runtime = Runtime(config, catalog, ledger, environ=environ, backends=backends, clock=fixed_clock(at), home=home)
-    run = SuiteRun(label, list(ladder))
-    answers: dict[str, str] = {}
-    tier_now: list[str] = ["?"]
-
-    def listen(event: Event) -> None:
-        if isinstance(event, CallStarted):
-            tier_now[0] = event.tier
-            answers[event.tier] = ""
-        elif isinstance(event, TextStreamed):
-            answers[tier_now[0]] = answers.get(tier_now[0], "") + event.text
-
-    unsubscribe = runtime.bus.subscribe(listen)
+    run = SuiteRun(label, list(ladder), model.seed)
     started = time.perf_counter()
     try:
         for index, task in enumerate(tasks, 1):
-            answers.clear()
             t0 = time.perf_counter()
             result = await runtime.run_agent(task.agent, "bench", approval_timeout_s=0)
             calls = ledger.calls(run_id=result.run_id) if result.run_id else []
             per_tier = Counter(str(c["tier"]) for c in calls)
+            cost_by_tier: Counter[str] = Counter()
             for c in calls:
-                run._by_tier[str(c["tier"])] = run._by_tier.get(str(c["tier"]), 0) + int(c["cost_micros"] or 0)
+                cost_by_tier[str(c["tier"])] += int(c["cost_micros"] or 0)
+            local_call = (recorder.calls if recorder else (replay or {})).get(task.name)
             row = TaskResult(
                 task=task.name,
                 category=task.category,
@@ -459,14 +507,15 @@ async def run_suite(
                 outcome=result.outcome,
                 passed=result.outcome == "success",
                 tier_reached=result.tier_reached,
-                cost_micros=sum(int(c["cost_micros"] or 0) for c in calls),
+                cost_micros=sum(cost_by_tier.values()),
+                cost_by_tier_micros={tier: cost_by_tier.get(tier, 0) for tier in TIERS},
                 calls={tier: per_tier.get(tier, 0) for tier in TIERS},
                 input_tokens=sum(int(c["input_uncached"] or 0) + int(c["cache_read"] or 0) for c in calls),
                 output_tokens=sum(int(c["output"] or 0) for c in calls),
                 local_compute_s=sum(float(c["compute_s"] or 0.0) for c in calls if c["tier"] == "local"),
                 seconds=time.perf_counter() - t0,
                 reason="" if result.outcome == "success" else result.reason[:300],
-                answers={tier: text[:400] for tier, text in answers.items() if tier == "local"},
+                local_answer=local_call.text[:400] if local_call and "local" in ladder else None,
             )
             run.results.append(row)
             mark = "pass" if row.passed else "FAIL"
@@ -475,10 +524,11 @@ async def run_suite(
                 f"{format_usd(row.cost_micros, places=6):>10}  {row.seconds:6.1f}s"
             )
     finally:
-        unsubscribe()
         await runtime.aclose()
         ledger.close()
     run.seconds = time.perf_counter() - started
+    if recorder is not None:
+        run.local_calls = dict(recorder.calls)
     return run
 
 
@@ -509,7 +559,189 @@ async def check_suite(tasks: Sequence[Task], catalog: Catalog, work: Path) -> li
 
 
 # ------------------------------------------------------------------------------------------------------------
-# Report
+# Figures, pooled over seeds
+
+
+def pooled(runs: Sequence[SuiteRun]) -> dict[str, Any]:
+    """One configuration's figures over every seed: totals, per-suite means and the pass rate."""
+    rows = [r for run in runs for r in run.results]
+    seeds = len(runs)
+    calls: Counter[str] = Counter()
+    cost_by_tier: Counter[str] = Counter()
+    for r in rows:
+        calls.update(r.calls)
+        cost_by_tier.update(r.cost_by_tier_micros)
+    by_difficulty = {}
+    for d in DIFFICULTIES:
+        sub = [r for r in rows if r.difficulty == d]
+        by_difficulty[d] = {
+            "tasks_per_seed": len(sub) // max(seeds, 1),
+            "passes": sum(r.passed for r in sub),
+            "pass_rate": sum(r.passed for r in sub) / len(sub) if sub else None,
+            "cost_micros": sum(r.cost_micros for r in sub),
+        }
+    return {
+        "label": runs[0].label,
+        "ladder": runs[0].ladder,
+        "seeds": seeds,
+        "task_runs": len(rows),
+        "passes": sum(r.passed for r in rows),
+        "pass_rate": sum(r.passed for r in rows) / len(rows) if rows else 0.0,
+        "cost_micros": sum(r.cost_micros for r in rows),
+        "cost_micros_per_suite": sum(r.cost_micros for r in rows) / seeds,
+        "cost_by_tier_micros": {tier: cost_by_tier.get(tier, 0) for tier in TIERS},
+        "calls_per_tier": {tier: calls.get(tier, 0) for tier in TIERS},
+        "calls_per_tier_per_suite": {tier: calls.get(tier, 0) / seeds for tier in TIERS},
+        "tasks_passed_at": dict(Counter(r.tier_reached or "-" for r in rows if r.passed)),
+        "tasks_reaching_frontier": sum(1 for r in rows if r.calls.get("frontier")),
+        "local_compute_s": sum(r.local_compute_s for r in rows),
+        "seconds": sum(run.seconds for run in runs),
+        "by_difficulty": by_difficulty,
+    }
+
+
+def per_seed(frontier: SuiteRun, ladder: SuiteRun) -> dict[str, Any]:
+    f_cost = sum(r.cost_micros for r in frontier.results)
+    l_cost = sum(r.cost_micros for r in ladder.results)
+    f_pass = sum(r.passed for r in frontier.results)
+    l_pass = sum(r.passed for r in ladder.results)
+    ratio = l_cost / f_cost if f_cost else 0.0
+    return {
+        "seed": frontier.seed,
+        "frontier_only_cost_micros": f_cost,
+        "ladder_cost_micros": l_cost,
+        "cost_ratio": ratio,
+        "frontier_only_passes": f_pass,
+        "ladder_passes": l_pass,
+        "ladder_frontier_calls": sum(r.calls["frontier"] for r in ladder.results),
+        "met": l_pass >= f_pass and 1 - ratio >= TARGET_REDUCTION,
+    }
+
+
+def drivers(frontier_runs: Sequence[SuiteRun], ladder_runs: Sequence[SuiteRun]) -> dict[str, Any]:
+    """What the ratio is made of, from task pairs (same seed, same task) of the two configurations."""
+    f_total = sum(r.cost_micros for run in frontier_runs for r in run.results) or 1
+    cheap = sum(r.cost_by_tier_micros["cheap"] for run in ladder_runs for r in run.results)
+    top = sum(r.cost_by_tier_micros["frontier"] for run in ladder_runs for r in run.results)
+    pairs = [
+        (f, lad)
+        for f_run, l_run in zip(frontier_runs, ladder_runs, strict=True)
+        for f, lad in zip(f_run.results, l_run.results, strict=True)
+    ]
+    escalated = [(f, lad) for f, lad in pairs if lad.calls["frontier"]]
+    same_task_f = sum(f.cost_micros for f, _ in escalated)
+    same_task_l = sum(lad.cost_by_tier_micros["frontier"] for _, lad in escalated)
+    seeds = len(ladder_runs)
+    tasks = len(ladder_runs[0].results) if ladder_runs else 0
+    mean_task = f_total / max(len(pairs), 1)
+    mean_call = same_task_l / len(escalated) if escalated else 0.0
+    # How many tasks could reach the frontier, at these prompt sizes, for the ladder to cost 90% less.
+    room = max(0.0, (1 - TARGET_REDUCTION) - cheap / f_total) * f_total / seeds
+    allowed = room / mean_call if mean_call else None
+    return {
+        "cheap_share_of_frontier_only": cheap / f_total,
+        "frontier_share_of_frontier_only": top / f_total,
+        "tasks_reaching_frontier_per_suite": len(escalated) / max(seeds, 1),
+        "same_task_frontier_call_premium": same_task_l / same_task_f if same_task_f else None,
+        "escalated_task_cost_vs_mean": (same_task_f / len(escalated)) / mean_task if escalated else None,
+        "max_frontier_tasks_per_suite_for_target": allowed,
+        "tasks_per_suite": tasks,
+    }
+
+
+def pct(x: float) -> str:
+    return f"{x:.1%}"
+
+
+def render(results: dict[str, Any], model: CorrectnessModel) -> str:
+    f, lad = results["frontier_only"], results["ladder"]
+    seeds, tasks = results["seeds"], results["suite"]["tasks"]
+    ratio = results["cost_ratio"]
+
+    def calls(d: dict[str, float]) -> str:
+        fmt = "{:.0f}" if seeds == 1 else "{:.1f}"
+        return " / ".join(fmt.format(d[t]) for t in TIERS)
+
+    seed_note = f"seed {model.seed}" if seeds == 1 else f"seeds {model.seed}..{model.seed + seeds - 1}"
+    lines = [
+        "",
+        f"savings: {tasks} tasks x {seeds} seed(s) ({seed_note}); {results['local']['description']}",
+        f"paid tiers simulated at catalog prices: cheap = {CHEAP_MODEL}, frontier = {FRONTIER_MODEL} "
+        f"(prices in force at {results['priced_at']}, cold cache); attempts_per_tier = {ATTEMPTS_PER_TIER}",
+        *model.describe(),
+        "",
+        f"{'per suite run (' + str(tasks) + ' tasks)' + (', mean over seeds' if seeds > 1 else ''):<44} "
+        f"{'frontier-only':>18} {'ladder':>18}",
+        "-" * 82,
+        f"{'verified pass rate':<44} {pct(f['pass_rate']):>18} {pct(lad['pass_rate']):>18}",
+        f"{'cost (ledger, simulated at catalog prices)':<44} "
+        f"{format_usd(round(f['cost_micros_per_suite']), places=6):>18} "
+        f"{format_usd(round(lad['cost_micros_per_suite']), places=6):>18}",
+        f"{'calls local / cheap / frontier':<44} {calls(f['calls_per_tier_per_suite']):>18} "
+        f"{calls(lad['calls_per_tier_per_suite']):>18}",
+        "",
+        f"cost ratio ladder / frontier-only: {ratio:.3f} ({pct(1 - ratio)} lower); verified pass rate "
+        f"{pct(lad['pass_rate'])} (ladder) vs {pct(f['pass_rate'])} (frontier-only)",
+    ]
+    if seeds > 1:
+        sw = results["per_seed"]
+        ratios = [s["cost_ratio"] for s in sw]
+        lower = sum(s["ladder_passes"] < s["frontier_only_passes"] for s in sw)
+        lines.append(
+            f"  per seed: cost ratio {min(ratios):.3f} to {max(ratios):.3f}; ladder pass rate below frontier-only "
+            f"in {lower} of {seeds} seeds; target met in {sum(s['met'] for s in sw)} of {seeds}"
+        )
+    for d in DIFFICULTIES:
+        fd, ld = f["by_difficulty"][d], lad["by_difficulty"][d]
+        if not fd["tasks_per_seed"]:
+            continue
+        r = ld["cost_micros"] / fd["cost_micros"] if fd["cost_micros"] else 0.0
+        lines.append(
+            f"  {d:<7} {fd['tasks_per_seed']:>2} tasks: pass rate {pct(fd['pass_rate']):>6} vs "
+            f"{pct(ld['pass_rate']):>6}; cost ratio {r:.3f}"
+        )
+    dr = results["drivers"]
+    passed_at = lad["tasks_passed_at"]
+    why = [
+        "",
+        f"what drives it: {dr['tasks_reaching_frontier_per_suite']:.1f} of {tasks} tasks per suite run fail the cheap "
+        f"tier and reach the frontier; those frontier calls alone cost {pct(dr['frontier_share_of_frontier_only'])} "
+        f"of frontier-only, the cheap calls {pct(dr['cheap_share_of_frontier_only'])}, local calls $0.",
+    ]
+    if dr["same_task_frontier_call_premium"] is not None:
+        why.append(
+            f"  on the same tasks a ladder frontier call costs {dr['same_task_frontier_call_premium']:.2f}x the "
+            "frontier-only call (its prompt carries the failed gate's output), and the tasks that escalate cost "
+            f"{dr['escalated_task_cost_vs_mean']:.2f}x the average task at the frontier."
+        )
+    if dr["max_frontier_tasks_per_suite_for_target"] is not None:
+        why.append(
+            f"  at these prompt sizes, {TARGET_REDUCTION:.0%} lower needs at most "
+            f"{dr['max_frontier_tasks_per_suite_for_target']:.1f} of {tasks} tasks reaching the frontier."
+        )
+    why.append("  ladder passes by tier: " + ", ".join(f"{t} {passed_at.get(t, 0)}" for t in TIERS))
+    lines += [
+        *why,
+        "",
+        "anchors: " + "; ".join(f"{who}: {what}" for who, what in ANCHORS),
+    ]
+    target = results["target"]
+    lines.append(
+        f"target: >= {TARGET_REDUCTION:.0%} lower cost at an equal verified pass rate: "
+        + ("met" if target["met"] else "MISSED")
+        + f" ({pct(1 - ratio)} lower; ladder pass rate {'equal or better' if target['pass_rate_ok'] else 'LOWER'})"
+    )
+    if results["local"]["mode"] != "scripted":
+        lad_runs = results["ladder_local_seconds"]
+        lines.append(
+            f"local model: {lad_runs['compute_s']:.0f} s of local compute in the first seed's ladder run "
+            f"({lad_runs['wall_s'] / 60:.1f} min wall); later seeds replayed its answers"
+        )
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Main
 
 
 def machine() -> dict[str, Any]:
@@ -518,100 +750,6 @@ def machine() -> dict[str, Any]:
         "system": f"{platform.system()} {platform.machine()}",
         "cpus": os.cpu_count(),
     }
-
-
-def pct(x: float) -> str:
-    return f"{x:.1%}"
-
-
-def drivers(frontier: SuiteRun, ladder: SuiteRun) -> dict[str, Any]:
-    """What the ratio is made of."""
-    by_tier = ladder.cost_by_tier()
-    f_cost = frontier.cost_micros or 1
-    escalated = [r for r in ladder.results if r.calls.get("frontier")]
-    frontier_calls_ladder = ladder.calls()["frontier"]
-    frontier_calls_only = frontier.calls()["frontier"] or 1
-    mean_only = frontier.cost_micros / frontier_calls_only
-    mean_ladder = by_tier.get("frontier", 0) / frontier_calls_ladder if frontier_calls_ladder else 0.0
-    return {
-        "ladder_cheap_share_of_frontier_only": by_tier.get("cheap", 0) / f_cost,
-        "ladder_frontier_share_of_frontier_only": by_tier.get("frontier", 0) / f_cost,
-        "tasks_reaching_frontier": len(escalated),
-        "tasks_passed_at": dict(Counter(r.tier_reached or "-" for r in ladder.results if r.passed)),
-        "mean_frontier_call_micros_frontier_only": mean_only,
-        "mean_frontier_call_micros_ladder": mean_ladder,
-    }
-
-
-def by_difficulty(run: SuiteRun) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for d in DIFFICULTIES:
-        rows = [r for r in run.results if r.difficulty == d]
-        out[d] = {
-            "tasks": len(rows),
-            "passes": sum(r.passed for r in rows),
-            "cost_micros": sum(r.cost_micros for r in rows),
-        }
-    return out
-
-
-def render(results: dict[str, Any], model: CorrectnessModel) -> str:
-    f, lad = results["frontier_only"], results["ladder"]
-    ratio = results["cost_ratio"]
-    lines = [
-        "",
-        f"savings: {f['tasks']} tasks, {results['local']['description']}",
-        f"paid tiers simulated at catalog prices: cheap = {CHEAP_MODEL}, frontier = {FRONTIER_MODEL} "
-        f"(prices in force at {results['priced_at']}, cold cache); attempts_per_tier = {ATTEMPTS_PER_TIER}",
-        *model.describe(),
-        "",
-        f"{'':<34} {'frontier-only':>16} {'ladder':>16}",
-        "-" * 68,
-        f"{'verified passes':<34} {f['passes']:>9} ({pct(f['pass_rate']):>5}) {lad['passes']:>9} ({pct(lad['pass_rate']):>5})",
-        f"{'cost (ledger)':<34} {format_usd(f['cost_micros'], places=6):>16} {format_usd(lad['cost_micros'], places=6):>16}",
-        f"{'calls local / cheap / frontier':<34} {'{local} / {cheap} / {frontier}'.format(**f['calls_per_tier']):>16} "
-        f"{'{local} / {cheap} / {frontier}'.format(**lad['calls_per_tier']):>16}",
-        f"{'wall time':<34} {f['seconds']:>15.1f}s {lad['seconds']:>15.1f}s",
-        "",
-        f"cost ratio ladder / frontier-only: {ratio:.3f} ({pct(1 - ratio)} lower); "
-        f"pass rate {pct(lad['pass_rate'])} vs {pct(f['pass_rate'])}",
-    ]
-    for d in DIFFICULTIES:
-        fd, ld = results["by_difficulty"]["frontier_only"][d], results["by_difficulty"]["ladder"][d]
-        if not fd["tasks"]:
-            continue
-        r = ld["cost_micros"] / fd["cost_micros"] if fd["cost_micros"] else 0.0
-        lines.append(
-            f"  {d:<7} {fd['tasks']:>2} tasks: passes {fd['passes']:>2} vs {ld['passes']:>2}; cost ratio {r:.3f}"
-        )
-    dr = results["drivers"]
-    escalated = f"{dr['tasks_reaching_frontier']} of {lad['tasks']} tasks escalated that far"
-    if dr["mean_frontier_call_micros_ladder"]:
-        relative = dr["mean_frontier_call_micros_ladder"] / max(dr["mean_frontier_call_micros_frontier_only"], 1)
-        escalated += (
-            f"; each of those frontier calls cost {relative:.2f}x a frontier-only call, its prompt carrying the "
-            "failed gate's output"
-        )
-    lines += [
-        "",
-        f"what drives it: the ladder's frontier calls alone cost {pct(dr['ladder_frontier_share_of_frontier_only'])} "
-        f"of frontier-only ({escalated}); its cheap calls cost {pct(dr['ladder_cheap_share_of_frontier_only'])}; "
-        "local calls are $0. Tasks passed at: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(dr["tasks_passed_at"].items())),
-        "",
-        "anchors: " + "; ".join(f"{who}: {what}" for who, what in ANCHORS),
-    ]
-    met = results["target"]["met"]
-    lines.append(
-        f"target: >= {TARGET_REDUCTION:.0%} lower cost at an equal verified pass rate: "
-        + ("met" if met else "MISSED")
-        + f" ({pct(1 - ratio)} lower; pass rate {'equal or better' if results['target']['pass_rate_ok'] else 'LOWER'})"
-    )
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Main
 
 
 def resolve_gguf(explicit: Path | None) -> Path:
@@ -653,44 +791,6 @@ def work_dir(keep: Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def sweep(runs: list[tuple[CorrectnessModel, SuiteRun, SuiteRun]]) -> dict[str, Any]:
-    rows = []
-    for model, frontier, ladder in runs:
-        ratio = ladder.cost_micros / frontier.cost_micros if frontier.cost_micros else 0.0
-        rows.append(
-            {
-                "seed": model.seed,
-                "cost_ratio": ratio,
-                "frontier_pass_rate": frontier.pass_rate,
-                "ladder_pass_rate": ladder.pass_rate,
-                "frontier_calls_in_ladder": ladder.calls()["frontier"],
-                "met": ladder.passes >= frontier.passes and 1 - ratio >= TARGET_REDUCTION,
-            }
-        )
-    ratios = [r["cost_ratio"] for r in rows]
-    return {
-        "seeds": len(rows),
-        "cost_ratio_mean": statistics.fmean(ratios),
-        "cost_ratio_min": min(ratios),
-        "cost_ratio_max": max(ratios),
-        "ladder_pass_rate_mean": statistics.fmean(r["ladder_pass_rate"] for r in rows),
-        "frontier_pass_rate_mean": statistics.fmean(r["frontier_pass_rate"] for r in rows),
-        "ladder_pass_rate_below_frontier": sum(r["ladder_pass_rate"] < r["frontier_pass_rate"] for r in rows),
-        "met": sum(r["met"] for r in rows),
-        "runs": rows,
-    }
-
-
-def render_sweep(sw: dict[str, Any]) -> str:
-    return (
-        f"\nacross {sw['seeds']} seeds: cost ratio mean {sw['cost_ratio_mean']:.3f} "
-        f"(min {sw['cost_ratio_min']:.3f}, max {sw['cost_ratio_max']:.3f}; {1 - sw['cost_ratio_mean']:.1%} lower on "
-        f"average); pass rate ladder {sw['ladder_pass_rate_mean']:.1%} vs frontier-only "
-        f"{sw['frontier_pass_rate_mean']:.1%} (ladder lower in {sw['ladder_pass_rate_below_frontier']} of "
-        f"{sw['seeds']}); target met in {sw['met']} of {sw['seeds']}"
-    )
-
-
 def select_tasks(tasks: list[Task], count: int | None, names: list[str] | None) -> list[Task]:
     if names:
         known = {t.name: t for t in tasks}
@@ -706,7 +806,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--local", choices=["scripted", "real", "ollama"], default="scripted")
     parser.add_argument("--tasks", type=int, default=None, metavar="N", help="only the first N tasks (by name)")
     parser.add_argument("--task", action="append", metavar="NAME", help="only this task (repeatable)")
-    parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--seed", type=int, default=2026, help="the first seed of the correctness model")
+    parser.add_argument("--seeds", type=int, default=DEFAULT_SEEDS, metavar="N", help="seeds SEED..SEED+N-1, pooled")
     parser.add_argument("--draws", choices=["nested", "independent"], default="nested")
     for tier in TIERS:
         probs = ",".join(f"{d}={DEFAULT_P[tier][d]}" for d in DIFFICULTIES)
@@ -715,19 +816,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gguf", type=Path, default=None, help="--local real: the SmolLM2 GGUF (default: pulled)")
     parser.add_argument("--ollama-model", default=DEFAULT_OLLAMA_MODEL, help="--local ollama: the model")
     parser.add_argument("--check-tasks", action="store_true", help="only check references pass and wrongs fail")
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR", help="keep workspaces and ledgers here")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help="where to write the results")
     parser.add_argument("--quiet", action="store_true", help="no per-task progress lines")
-    parser.add_argument("--seeds", type=int, default=1, metavar="N", help="repeat with seeds SEED..SEED+N-1")
-    parser.add_argument("--keep", type=Path, default=None, metavar="DIR", help="keep workspaces and ledgers here")
     args = parser.parse_args(argv)
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
 
     tasks = select_tasks(load_tasks(), args.tasks, args.task)
     catalog = load_catalog([paths.bundled_models_dir()])
     progress: Callable[[str], None] = (lambda _line: None) if args.quiet else (lambda line: print(line, flush=True))
 
     if args.check_tasks:
-        with tempfile.TemporaryDirectory(prefix="bench-savings-") as tmp, gate_python_first():
-            problems = asyncio.run(check_suite(tasks, catalog, Path(tmp)))
+        with work_dir(args.keep) as work, gate_python_first():
+            problems = asyncio.run(check_suite(tasks, catalog, work))
         print("\n".join(problems) if problems else f"all {len(tasks)} tasks: references pass, wrong answers fail")
         return 1 if problems else 0
 
@@ -745,34 +847,41 @@ def main(argv: list[str] | None = None) -> int:
         description = f"local tier = ollama:{args.ollama_model} at {host}"
     else:
         probs = ", ".join(f"{d} {p['local'][d]:.2f}" for d in DIFFICULTIES)
-        description = f"local tier = scripted stand-in (P pass: {probs})"
+        description = f"local tier = a scripted stand-in (P pass: {probs})"
 
-    runs: list[tuple[CorrectnessModel, SuiteRun, SuiteRun]] = []
+    frontier_runs: list[SuiteRun] = []
+    ladder_runs: list[SuiteRun] = []
+    replay: dict[str, LocalCall] | None = None
+    models: list[CorrectnessModel] = []
     with work_dir(args.keep) as work, gate_python_first():
         for offset in range(args.seeds):
-            seeded = CorrectnessModel(p, args.seed + offset, args.draws)  # type: ignore[arg-type]
+            model = CorrectnessModel(p, args.seed + offset, args.draws)  # type: ignore[arg-type]
+            models.append(model)
+            first = offset == 0
             common: dict[str, Any] = {
                 "local": local,
-                "model": seeded,
+                "model": model,
                 "catalog": catalog,
                 "at": at,
                 "gguf": gguf,
                 "ollama_model": args.ollama_model,
-                "progress": progress if offset == 0 else (lambda _line: None),
+                "work": work / f"seed-{model.seed}",
+                "progress": progress if first else (lambda _line: None),
             }
-            where = work / f"seed-{seeded.seed}"
-            tag = f" (seed {seeded.seed}, {offset + 1} of {args.seeds})" if args.seeds > 1 else ""
-            print(f"frontier-only run ({len(tasks)} tasks){tag} ...", flush=True)
-            frontier = asyncio.run(run_suite(tasks, label="frontier-only", ladder=["frontier"], work=where, **common))
-            print(f"ladder run ({len(tasks)} tasks; {description}){tag} ...", flush=True)
+            tag = f" seed {model.seed} ({offset + 1} of {args.seeds})"
+            print(f"frontier-only run,{tag} ...", flush=True)
+            frontier_runs.append(asyncio.run(run_suite(tasks, label="frontier-only", ladder=["frontier"], **common)))
+            print(f"ladder run,{tag}{'' if replay is None else ' (local answers replayed)'} ...", flush=True)
             ladder = asyncio.run(
-                run_suite(tasks, label="ladder", ladder=["local", "cheap", "frontier"], work=where, **common)
+                run_suite(tasks, label="ladder", ladder=["local", "cheap", "frontier"], replay=replay, **common)
             )
-            runs.append((seeded, frontier, ladder))
+            ladder_runs.append(ladder)
+            if local != "scripted" and replay is None:
+                replay = ladder.local_calls
 
-    model, frontier, ladder = runs[0]
-    ratio = ladder.cost_micros / frontier.cost_micros if frontier.cost_micros else 0.0
-    pass_ok = ladder.passes >= frontier.passes
+    f_all, l_all = pooled(frontier_runs), pooled(ladder_runs)
+    ratio = l_all["cost_micros"] / f_all["cost_micros"] if f_all["cost_micros"] else 0.0
+    pass_ok = l_all["passes"] >= f_all["passes"]
     results: dict[str, Any] = {
         "benchmark": "savings",
         "version": __version__,
@@ -783,21 +892,26 @@ def main(argv: list[str] | None = None) -> int:
         "models": {
             "cheap": CHEAP_MODEL,
             "frontier": FRONTIER_MODEL,
-            "local": LOCAL_MODEL if local != "ollama" else f"ollama:{args.ollama_model}",
+            "local": f"ollama:{args.ollama_model}" if local == "ollama" else LOCAL_MODEL,
         },
         "attempts_per_tier": ATTEMPTS_PER_TIER,
-        "correctness_model": {"seed": model.seed, "draws": model.draws, "p": model.p},
+        "correctness_model": {"first_seed": args.seed, "draws": args.draws, "p": p},
+        "seeds": args.seeds,
         "suite": {
             "tasks": len(tasks),
             "by_category": dict(Counter(t.category for t in tasks)),
             "by_difficulty": dict(Counter(t.difficulty for t in tasks)),
         },
-        "frontier_only": frontier.summary(),
-        "ladder": ladder.summary(),
+        "frontier_only": f_all,
+        "ladder": l_all,
         "cost_ratio": ratio,
         "cost_reduction": 1 - ratio,
-        "by_difficulty": {"frontier_only": by_difficulty(frontier), "ladder": by_difficulty(ladder)},
-        "drivers": drivers(frontier, ladder),
+        "per_seed": [per_seed(f, lad) for f, lad in zip(frontier_runs, ladder_runs, strict=True)],
+        "drivers": drivers(frontier_runs, ladder_runs),
+        "ladder_local_seconds": {
+            "compute_s": sum(r.local_compute_s for r in ladder_runs[0].results),
+            "wall_s": ladder_runs[0].seconds,
+        },
         "anchors": [{"source": who, "claim": what} for who, what in ANCHORS],
         "target": {
             "cost_reduction_min": TARGET_REDUCTION,
@@ -805,15 +919,11 @@ def main(argv: list[str] | None = None) -> int:
             "met": pass_ok and (1 - ratio) >= TARGET_REDUCTION,
         },
         "tasks": {
-            "frontier_only": [asdict(r) for r in frontier.results],
-            "ladder": [asdict(r) for r in ladder.results],
+            "first_seed_frontier_only": [asdict(r) for r in frontier_runs[0].results],
+            "first_seed_ladder": [asdict(r) for r in ladder_runs[0].results],
         },
     }
-    if len(runs) > 1:
-        results["sweep"] = sweep(runs)
-    print(render(results, model))
-    if "sweep" in results:
-        print(render_sweep(results["sweep"]))
+    print(render(results, models[0]))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"results written to {args.json}")

@@ -653,12 +653,21 @@ def cmd_daemon(args: argparse.Namespace) -> int:
     runtime = _runtime(ctx)
     runtime.bus.subscribe(Printer(as_json=False))
     scheduled = [n for n, a in runtime.config.agents.items() if a.schedule and a.enabled]
-    print(
-        f"supervisor daemon (pid {os.getpid()}): {len(scheduled)} scheduled agent(s) "
-        f"({', '.join(scheduled) or 'none'}); config {ctx.config_path}; stop with Ctrl-C or SIGTERM",
-        flush=True,
+
+    def banner() -> None:  # printed once the lock is ours, so a refused second daemon never announces itself
+        print(
+            f"supervisor daemon (pid {os.getpid()}): {len(scheduled)} scheduled agent(s) "
+            f"({', '.join(scheduled) or 'none'}); config {ctx.config_path}; stop with Ctrl-C or SIGTERM",
+            flush=True,
+        )
+
+    return run_daemon(
+        runtime.config,
+        runtime,
+        paths.home(ctx.environ),
+        force_offline=bool(getattr(args, "offline", False)),
+        on_start=banner,
     )
-    return run_daemon(runtime.config, runtime, paths.home(ctx.environ))
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -470,6 +470,7 @@ class Config:
     file: ConfigFile
     providers: dict[str, ProviderConfig]
     environ: Mapping[str, str]
+    offline_override: bool = False  # offline because of --offline, not the file: kept across reloads
 
     @property
     def agents(self) -> dict[str, AgentConfig]:
@@ -505,7 +506,9 @@ class Config:
         return [(base / Path(d).expanduser()) for d in self.file.catalog_dirs]
 
     def with_offline(self, offline: bool) -> Config:
-        return Config(self.path, self.file.model_copy(update={"offline": offline}), self.providers, self.environ)
+        return Config(
+            self.path, self.file.model_copy(update={"offline": offline}), self.providers, self.environ, offline
+        )
 
 
 def _format_loc(loc: tuple[int | str, ...]) -> str:

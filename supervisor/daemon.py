@@ -114,8 +114,27 @@ class Scheduler:
     clock: Callable[[], datetime] = utcnow
     register: bool = True  # write the daemon row (False when the TUI hosts the loop alongside a real daemon check)
     tasks: dict[str, asyncio.Task[RunResult]] = field(default_factory=dict)
+    force_offline: bool = False  # --offline on the command line survives config reloads
     _config_mtime: float = 0.0
     _last_heartbeat: float = 0.0
+    _approvals_started: set[int] = field(default_factory=set)
+    _deferred_retried: dict[str, int] = field(default_factory=dict)
+    _retry_all_deferred: bool = False
+
+    def _retry_deferred(self, agent: str, now: datetime) -> bool:
+        """A deferred agent runs again once: when its cap window resets, or after the config changed (a raised
+        cap, offline mode lifted). Each deferral is retried at most once, so a cap still hit stays quiet."""
+        deferrals = self.ledger.events_after(0, agent=agent, kinds=["agent_deferred"])
+        if not deferrals:
+            return False
+        last = deferrals[-1]
+        if self._deferred_retried.get(agent) == last.id:
+            return False
+        resets = last.data.get("resets_at")
+        due = self._retry_all_deferred or (resets is not None and parse_iso(str(resets)) <= now)
+        if due:
+            self._deferred_retried[agent] = last.id
+        return due
 
     @property
     def ledger(self) -> Ledger:
@@ -136,8 +155,8 @@ class Scheduler:
     def _start(self, agent: str, trigger: str) -> None:
         if agent in self.tasks and not self.tasks[agent].done():
             return
-        if self.runtime.is_running(agent):
-            return
+        if self.runtime.is_running(agent) or self.runtime.live_run_elsewhere(agent) is not None:
+            return  # another process (a `supervisor run`) has it; its next due time is checked next tick
         task = asyncio.create_task(self.runtime.run_agent(agent, trigger, approval_timeout_s=None))
         self.tasks[agent] = task
         task.add_done_callback(functools.partial(self._finished, agent))
@@ -156,6 +175,7 @@ class Scheduler:
             self.ledger.daemon_heartbeat(os.getpid())
             self._last_heartbeat = loop.time()
         self._maybe_reload()
+        retry_all = self._retry_all_deferred
         for command in self.ledger.take_commands():
             agent, kind = command["agent"], command["kind"]
             if agent not in self.runtime.config.agents:
@@ -182,14 +202,26 @@ class Scheduler:
                 continue
             if running:
                 continue
-            approved = [a for a in self.ledger.approvals(states=("approved",), agent=name)]
-            if approved:
+            # An approval given elsewhere starts one run that goes straight to the approved step (once per
+            # approval: a run that fails before reaching it must not be restarted every second).
+            fresh = [
+                a.id
+                for a in self.ledger.approvals(states=("approved",), agent=name)
+                if a.id not in self._approvals_started
+            ]
+            if fresh:
+                self._approvals_started.update(fresh)
                 self._start(name, "approval")
+                continue
+            if row.get("state") == "deferred" and self._retry_deferred(name, now):
+                self._start(name, "retry")
                 continue
             wake = self.due(name, agent, now)
             self.ledger.set_next_run(name, wake)
             if wake is not None and wake <= now:
                 self._start(name, "schedule")
+        if retry_all:
+            self._retry_all_deferred = False
 
     def _maybe_reload(self) -> None:
         """Pick up a changed config file (a raised cap lets a deferred agent run again); keep the old one if broken."""
@@ -207,7 +239,10 @@ class Scheduler:
         except ConfigError as exc:
             self.runtime.bus.publish(Notice(message=f"config change ignored: {exc}", level="error"))
             return
+        if self.force_offline or self.runtime.config.offline_override:
+            config = config.with_offline(True)
         self.runtime.reconfigure(config)
+        self._retry_all_deferred = True  # a raised cap or lifted offline mode may let deferred agents run
         self.runtime.bus.publish(Notice(message=f"reloaded {self.config_path}"))
 
     async def run_forever(self, stop: asyncio.Event) -> None:
@@ -234,11 +269,21 @@ class Scheduler:
             self.ledger.clear_daemon(os.getpid())
 
 
-def run_daemon(config: Config, runtime: Runtime, home: Path, *, tick_s: float = 1.0) -> int:
+def run_daemon(
+    config: Config,
+    runtime: Runtime,
+    home: Path,
+    *,
+    tick_s: float = 1.0,
+    force_offline: bool = False,
+    on_start: Callable[[], None] | None = None,
+) -> int:
     """The ``supervisor daemon`` process: lock, schedule, stop cleanly on SIGTERM/SIGINT."""
     lock = DaemonLock(home)
     lock.acquire()  # holding the lock means any daemon row left in the ledger is stale; register() replaces it
-    scheduler = Scheduler(runtime, config.path, tick_s=tick_s)
+    if on_start is not None:
+        on_start()
+    scheduler = Scheduler(runtime, config.path, tick_s=tick_s, force_offline=force_offline)
 
     async def main() -> None:
         stop = asyncio.Event()

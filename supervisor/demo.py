@@ -194,6 +194,8 @@ verify = [{ regex = "^OK" }]
 
 CHEAP_SCRIPT = f'''\
 # Simulated cheap tier (priced as {CHEAP_REFERENCE}).
+default = "I cannot help with that."
+
 [[answer]]
 match = "slugify"
 text = """{SLUGIFY}"""
@@ -205,8 +207,6 @@ text = "2"
 [[answer]]
 match = "Reply OK"
 text = "OK"
-
-default = "I cannot help with that."
 '''
 
 FRONTIER_SCRIPT = f"""\
@@ -220,6 +220,8 @@ default = "Done."
 
 LOCAL_SCRIPT = """\
 # Scripted stand-in for the embedded local model (only with --local scripted).
+default = "I am not sure."
+
 [[answer]]
 match = "capital of France"
 text = "The capital of France is Paris."
@@ -227,8 +229,6 @@ text = "The capital of France is Paris."
 [[answer]]
 match = "slugify"
 text = "def slugify(text) return text.lower()"
-
-default = "I am not sure."
 """
 
 

@@ -4,13 +4,13 @@ Always labelled simulated: its calls are priced at the catalog prices of a named
 and reported apart from real spend. Answers come from a responder function (tests, the demo) or from a TOML
 script file::
 
+    default = "I don't know."         # optional: when nothing matches (before the tables, as TOML requires)
+
     [[answer]]
     match = "capital of France"      # a regular expression searched in the prompt
     text = "Paris"
     delay_s = 0.5                     # optional: answer after this long
     output_tokens = 120               # optional: report this many output tokens
-
-    default = "I don't know."         # optional: when nothing matches
 """
 
 from __future__ import annotations
@@ -55,7 +55,18 @@ def load_script(path: Path) -> Responder:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the script: {exc}") from None
     rules: list[tuple[re.Pattern[str], ScriptedAnswer]] = []
+    unknown_top = set(data) - {"answer", "default"}
+    if unknown_top:
+        raise ConfigError(
+            f"{path}: unknown key(s) {', '.join(sorted(unknown_top))}; a script has `default` and [[answer]] tables"
+        )
     for index, entry in enumerate(data.get("answer", [])):
+        unknown = set(entry) - {"match", "text", "delay_s", "output_tokens"}
+        if unknown:
+            raise ConfigError(
+                f"{path}: answer[{index}]: unknown key(s) {', '.join(sorted(unknown))}",
+                "an answer has match, text, delay_s and output_tokens; put `default` before the first [[answer]]",
+            )
         try:
             answer = ScriptedAnswer(
                 text=str(entry["text"]),

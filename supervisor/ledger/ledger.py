@@ -304,7 +304,9 @@ class Ledger:
         mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
         if mode != "wal":
             return False
-        exists = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'").fetchone()
+        exists = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'"
+        ).fetchone()
         if not exists:
             return False
         applied = {r[0] for r in self.conn.execute("SELECT name FROM _sqlite_migrations")}
@@ -757,7 +759,14 @@ class Ledger:
                         "UPDATE reservations SET state = CASE WHEN ? THEN 'settled' ELSE 'settled_unpriced' END, "
                         "actual_micros = coalesce(?, amount_micros), actual_tokens = CASE WHEN ? THEN ? ELSE tokens END, "
                         "settled_at = ?, note = 'reconciled from its call row' WHERE id = ?",
-                        (call["priced"], call["cost_micros"], call["tokens_known"], call["tokens"], iso(now), row["id"]),
+                        (
+                            call["priced"],
+                            call["cost_micros"],
+                            call["tokens_known"],
+                            call["tokens"],
+                            iso(now),
+                            row["id"],
+                        ),
                     )
                     charged += 1
                 elif not row["sent"]:
@@ -1052,14 +1061,21 @@ class Ledger:
             )
         ]
 
-    def recent_agent_calls(self, agent: str, limit: int) -> list[dict[str, Any]]:
-        """The agent's latest calls that reached a model, newest first."""
+    def recent_agent_calls(
+        self, agent: str, limit: int, *, step: str | None = None, after_id: int = 0
+    ) -> list[dict[str, Any]]:
+        """The agent's latest calls that reached a model (optionally of one step, after a call id), newest first."""
+        where = "agent = ? AND error_class IS NULL AND id > ?"
+        params: list[Any] = [agent, after_id]
+        if step is not None:
+            where += " AND step = ?"
+            params.append(step)
         return [
             dict(r)
             for r in self.query(
-                "SELECT id, run_id, input_uncached, cache_read, cache_write_5m, cache_write_1h, output, cost_micros "
-                "FROM calls WHERE agent = ? AND error_class IS NULL ORDER BY id DESC LIMIT ?",
-                (agent, limit),
+                "SELECT id, run_id, step, input_uncached, cache_read, cache_write_5m, cache_write_1h, output, cost_micros "
+                f"FROM calls WHERE {where} ORDER BY id DESC LIMIT ?",
+                [*params, limit],
             )
         ]
 
@@ -1108,12 +1124,18 @@ class Ledger:
         )
         return [_report_row(r) for r in rows]
 
-    def _report_by_run(self, *, since: date | None, until: date | None, agent: str | None, limit: int = 100) -> list[ReportRow]:
+    def _report_by_run(
+        self, *, since: date | None, until: date | None, agent: str | None, limit: int = 100
+    ) -> list[ReportRow]:
         """Per run; without a date range, the latest ``limit`` runs (found through the run_id index, so it is fast)."""
         clauses: list[str] = []
         params: list[Any] = []
         if since is None and until is None:
-            run_filter = "SELECT DISTINCT run_id FROM calls" + (" WHERE agent = ?" if agent else "") + " ORDER BY run_id DESC LIMIT ?"
+            run_filter = (
+                "SELECT DISTINCT run_id FROM calls"
+                + (" WHERE agent = ?" if agent else "")
+                + " ORDER BY run_id DESC LIMIT ?"
+            )
             clauses.append(f"(c.run_id IN ({run_filter}) OR c.run_id IS NULL)")
             params.extend([agent, limit] if agent else [limit])
         if since is not None:

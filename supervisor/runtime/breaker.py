@@ -20,6 +20,7 @@ from typing import Any
 from supervisor.config import BreakerConfig
 from supervisor.cost import format_usd
 from supervisor.ledger import Ledger
+from supervisor.ledger.ledger import parse_iso
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +34,32 @@ def _prompt(row: dict[str, Any]) -> int:
     return sum(int(row.get(k) or 0) for k in ("input_uncached", "cache_read", "cache_write_5m", "cache_write_1h"))
 
 
-def check_rising_input(ledger: Ledger, agent: str, cfg: BreakerConfig) -> Trip | None:
-    calls = list(reversed(ledger.recent_agent_calls(agent, cfg.rising_calls)))  # oldest first
+def last_trip(ledger: Ledger, agent: str) -> tuple[int, datetime | None]:
+    """The newest call id and the time of the agent's last trip: evidence from before a human's resume never
+    counts again (otherwise the first call after a resume would re-trip on the old calls)."""
+    trips = ledger.events_after(0, agent=agent, kinds=["breaker_tripped"])
+    if not trips:
+        return 0, None
+    newest = max((int(c) for t in trips for c in t.data.get("evidence", {}).get("call_ids", [])), default=0)
+    newest = max(
+        newest,
+        int(
+            ledger.scalar(
+                "SELECT coalesce(max(id), 0) FROM calls WHERE agent = ? AND ended_at <= ?", (agent, trips[-1].at)
+            )
+            or 0
+        ),
+    )
+    return newest, parse_iso(trips[-1].at)
+
+
+def check_rising_input(ledger: Ledger, agent: str, step: str, cfg: BreakerConfig) -> Trip | None:
+    """Rule (a), per step: the same step re-sending more and more each call is the signature of a growing
+    session; different steps of a pipeline reading different-sized files are not."""
+    floor, _ = last_trip(ledger, agent)
+    calls = list(
+        reversed(ledger.recent_agent_calls(agent, cfg.rising_calls, step=step, after_id=floor))
+    )  # oldest first
     if len(calls) < cfg.rising_calls:
         return None
     inputs = [_prompt(c) for c in calls]
@@ -45,18 +70,24 @@ def check_rising_input(ledger: Ledger, agent: str, cfg: BreakerConfig) -> Trip |
         return None
     return Trip(
         "rising_input",
-        f"input tokens rose across {len(calls)} consecutive calls ({inputs[0]:,} -> {inputs[-1]:,}) while output stayed "
-        f"under {cfg.max_output_ratio:.0%} of input: the pattern of a session that keeps re-sending a growing context",
-        {"call_ids": [c["id"] for c in calls], "input_tokens": inputs, "output_tokens": outputs},
+        f"input tokens of step {step!r} rose across {len(calls)} consecutive calls ({inputs[0]:,} -> {inputs[-1]:,}) "
+        f"while output stayed under {cfg.max_output_ratio:.0%} of input: the pattern of a session that keeps "
+        "re-sending a growing context",
+        {"step": step, "call_ids": [c["id"] for c in calls], "input_tokens": inputs, "output_tokens": outputs},
     )
 
 
 def check_hourly_spend(
     ledger: Ledger, agent: str, day_cap_micros: int | None, cfg: BreakerConfig, now: datetime
 ) -> Trip | None:
+    """Rule (b): spend in the last hour (since the last trip, if that is more recent) over a share of the day cap."""
     if not day_cap_micros:
         return None
-    spent = ledger.spend(agent=agent, since=now - timedelta(hours=1)).micros
+    _, tripped_at = last_trip(ledger, agent)
+    since = now - timedelta(hours=1)
+    if tripped_at is not None and tripped_at > since:
+        since = tripped_at
+    spent = ledger.spend(agent=agent, since=since).micros
     threshold = int(day_cap_micros * cfg.hour_share_of_day_cap)
     if spent <= threshold:
         return None

@@ -9,6 +9,7 @@ model only names it): model output is never executed as a shell command.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -57,7 +58,7 @@ def planner_step(agent: AgentConfig, workspace: Path) -> StepConfig:
     return StepConfig(name=PLAN_STEP, prompt=prompt, output=PLAN_STEP, max_output_tokens=1024)
 
 
-def validate_plan(answer: str, agent: AgentConfig) -> GateResult:
+def validate_plan(answer: str, agent: AgentConfig, snapshot_ignore: Sequence[str] = ()) -> GateResult:
     """Schema, allowlist and path checks; the first problem found is the failure the retry prompt carries."""
     import jsonschema
 
@@ -98,6 +99,14 @@ def validate_plan(answer: str, agent: AgentConfig) -> GateResult:
                     return GateResult(
                         label, False, f"steps[{index}] ({step['name']}): {rel!r} is outside the workspace"
                     )
+                hidden = set(snapshot_ignore) & set(path.parts)
+                if hidden:
+                    return GateResult(
+                        label,
+                        False,
+                        f"steps[{index}] ({step['name']}): {rel!r} is inside {', '.join(sorted(hidden))}, which "
+                        "workspace snapshots leave out; a plan may not touch it",
+                    )
     return GateResult(label, True, f"valid plan with {len(plan['steps'])} step(s)")
 
 
@@ -127,6 +136,7 @@ def steps_from_plan(answer: str, agent: AgentConfig) -> list[StepConfig]:
 async def plan_steps(runtime: Runtime, state: _RunState) -> tuple[list[StepConfig], StepOutcome | None]:
     """Run the planning step (retried and escalated like any step); the plan's steps, or why there are none."""
     step = planner_step(state.cfg, state.workspace)
+    state.planning_step = step
     outcome = await runtime._run_step(state, step, kind="plan")
     if outcome.status != "passed":
         return [], outcome

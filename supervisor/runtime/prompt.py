@@ -1,8 +1,9 @@
-"""Every call's prompt is built fresh: goal and rules, the memory digest, the declared context files, the step's
+"""Every call's prompt is built fresh: goal and rules, the declared context files, the memory digest, the step's
 prompt, and on a retry only the last verify failure (trimmed). Never the history of earlier calls.
 
-The stable prefix (system + digest + context files) ends with a cache breakpoint, so providers with explicit
-prompt caching cache exactly the part that repeats across attempts.
+The stable prefix (instructions, goal, rules and context files) ends with a cache breakpoint, so providers with
+explicit prompt caching cache exactly the part that repeats across attempts and across wakes; the digest, which
+changes after every run, comes after it.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def read_context(workspace: Path, step: StepConfig, max_bytes: int) -> list[Cont
 
 def answer_instructions(step: StepConfig) -> str:
     """Tell the model the shape of the answer the gates will check."""
+    if step.output == "plan" and step.name == "plan":
+        return "Reply with only the JSON plan: no explanation, no code fences."
     if any(isinstance(g, JsonSchemaGate) for g in step.verify):
         return "Reply with only the JSON document: no explanation, no code fences."
     if step.writes:
@@ -77,19 +80,22 @@ def build_messages(
     system = f"{SYSTEM_PREAMBLE}\n\nAgent: {agent_name}\nGoal: {agent.goal.strip()}"
     if agent.rules.strip():
         system += f"\nRules: {agent.rules.strip()}"
-    if digest.strip():
-        system += f"\n\nMemory from earlier runs:\n{digest.strip()}"
     if context:
         body = "\n\n".join(f"=== {f.path} ===\n{f.text.rstrip()}\n=== end of {f.path} ===" for f in context)
         system += f"\n\nContext files:\n\n{body}"
-    task = f"Task ({step.name}): {(step.prompt or '').strip()}\n\n{answer_instructions(step)}"
+    task = ""
+    if digest.strip():
+        # The digest changes after every run, so it goes after the cache breakpoint: the stable prefix
+        # (instructions and context files) can then be read from a warm cache on the next wake.
+        task += f"Memory from earlier runs:\n{digest.strip()}\n\n"
+    task += f"Task ({step.name}): {(step.prompt or '').strip()}\n\n{answer_instructions(step)}"
     if failure:
         excerpt = failure.strip()
         if len(excerpt) > failure_chars:
             excerpt = "…" + excerpt[-failure_chars:]
         task += f"\n\nYour previous answer was rejected by the verify gate:\n{excerpt}\nFix that."
     # One system message holds everything stable (and ends at the cache breakpoint); one user message holds
-    # the task. Two messages suit every chat template, including strict-alternation ones.
+    # what changes. Two messages suit every chat template, including strict-alternation ones.
     return (Message("system", system, cache_breakpoint=True), Message("user", task))
 
 

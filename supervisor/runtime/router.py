@@ -122,8 +122,12 @@ class Router:
             usable.append(Candidate(tier, key, provider, model_id, spec, pcfg.local or spec.is_free, simulated))
         return usable, skipped
 
-    def learned_skip(self, agent: str, step: str, tier: Tier) -> LearnedSkip | None:
-        """Skip ``tier`` for this step when its gate failed there on each of the last K runs (re-probe every N)."""
+    def learned_skip(self, agent: str, step: str, tier: Tier, *, current_run: int | None = None) -> LearnedSkip | None:
+        """Skip ``tier`` for this step when its gate failed there on each of the last K runs (re-probe every N).
+
+        ``current_run`` is the run asking (not counted as a run since the last probe); ``supervisor status`` asks
+        without one, about the next run.
+        """
         k = self.config.file.router.skip_after_failed_runs
         n = self.config.file.router.reprobe_every
         attempts = self.ledger.recent_attempts(agent, step, limit=500)
@@ -138,7 +142,7 @@ class Router:
             return None
         # Runs of this agent since the tier was last tried: every Nth run probes it again.
         last_tried = recent[0][0]
-        runs_since = [r for r in self.ledger.recent_run_ids(agent, n) if r > last_tried]
+        runs_since = [r for r in self.ledger.recent_run_ids(agent, n + 1) if r > last_tried and r != current_run]
         if len(runs_since) >= n - 1:
             return None
         failed = [run_id for run_id, _ in recent]

@@ -151,6 +151,7 @@ class _RunState:
     decisions: list[str] = field(default_factory=list)
     pause_after: breaker.Trip | None = None
     approval_id: int | None = None
+    planning_step: StepConfig | None = None  # the planner's own step (planner mode), checked as a plan
 
     @property
     def scheduled(self) -> bool:
@@ -185,6 +186,7 @@ class Runtime:
         self._semaphore = asyncio.Semaphore(config.file.limits.max_concurrent_agents)
         self._running: dict[str, asyncio.Task[RunResult]] = {}
         self._approval_events: dict[int, asyncio.Event] = {}
+        self._run_ids: set[int] = set()  # runs this runtime started
         for name in config.agents:
             ledger.ensure_agent(name)
 
@@ -206,6 +208,20 @@ class Runtime:
     def is_running(self, agent: str) -> bool:
         task = self._running.get(agent)
         return task is not None and not task.done()
+
+    def live_run_elsewhere(self, agent: str) -> int | None:
+        """The id of a run of ``agent`` that another live process is running, if any."""
+        from supervisor.ledger.ledger import owner_alive
+
+        rows = self.ledger.query(
+            "SELECT id, owner_pid, owner_started FROM runs WHERE agent = ? AND outcome = 'running'", (agent,)
+        )
+        for row in rows:
+            if int(row["id"]) in self._run_ids:
+                continue  # ours: `is_running` covers it
+            if owner_alive(row["owner_pid"] or 0, row["owner_started"] or 0.0):
+                return int(row["id"])
+        return None
 
     def approve(self, approval_id: int, by: str = "human") -> None:
         self.ledger.decide_approval(approval_id, True, by)
@@ -298,6 +314,7 @@ class Runtime:
     ) -> RunResult:
         simulated = self._agent_simulated(cfg)
         run_id = self.ledger.start_run(agent, trigger, simulated=simulated)
+        self._run_ids.add(run_id)
         workspace = self.config.workspace(agent)
         events: list[Event] = []
         unsubscribe = self.bus.subscribe(lambda e: events.append(e) if e.run_id == run_id and e.persist else None)
@@ -351,7 +368,7 @@ class Runtime:
             outcome, reason = "failed", str(exc)
             self._emit(Notice(agent=agent, run_id=run_id, message=str(exc), level="error"))
         finally:
-            await self._finish(run_id, agent, state, outcome, reason, summaries, events, trigger)
+            outcome, reason = await self._finish(run_id, agent, state, outcome, reason, summaries, events, trigger)
             unsubscribe()
         totals = self.ledger.query(
             "SELECT coalesce(sum(cost_micros), 0), count(*), coalesce(sum(1 - priced), 0) FROM calls WHERE run_id = ?",
@@ -404,8 +421,10 @@ class Runtime:
         summaries: list[StepSummary],
         events: list[Event],
         trigger: str,
-    ) -> None:
-        """Restore or keep the workspace, write the digest, settle the agent's state: even when cancelled."""
+    ) -> tuple[Outcome, str]:
+        """Restore or keep the workspace, write the digest, settle the agent's state: even when cancelled.
+
+        Returns the final outcome and reason (the breaker may turn a finished run into a paused one)."""
         if state is not None:
             if outcome != "success":
                 restored, removed = state.snapshot.restore()
@@ -423,16 +442,8 @@ class Runtime:
             state.snapshot.discard()
         cfg = self.config.agents.get(agent)
         now = self.clock()
-        if cfg is not None and cfg.caps.day_usd:
-            trip = breaker.check_hourly_spend(
-                self.ledger,
-                agent,
-                cap_limits(self.config, cfg).agent_day_micros,
-                self.config.file.breaker,
-                now,
-            )
-            if trip is not None and state is not None and state.pause_after is None:
-                state.pause_after = trip
+        if state is not None and state.pause_after is None:
+            state.pause_after = self._check_hourly(state)
         if state is not None and state.pause_after is not None:
             self._trip(agent, run_id, state.pause_after)
             if outcome == "success":
@@ -486,6 +497,15 @@ class Runtime:
                 calls=int(totals[1]),
                 unpriced_calls=int(totals[2]),
             )
+        )
+        return outcome, reason
+
+    def _check_hourly(self, state: _RunState) -> breaker.Trip | None:
+        if not state.cfg.caps.day_usd:
+            return None
+        limits = cap_limits(self.config, state.cfg)
+        return breaker.check_hourly_spend(
+            self.ledger, state.agent, limits.agent_day_micros, self.config.file.breaker, self.clock()
         )
 
     def _trip(self, agent: str, run_id: int | None, trip: breaker.Trip) -> None:
@@ -654,7 +674,7 @@ class Runtime:
                 self._emit(TierSkipped(agent=state.agent, run_id=state.run_id, step=step.name, tier=tier, reason=why))
                 continue
             if tier != "frontier" and not is_last:
-                learned = self.router.learned_skip(state.agent, step.name, tier)
+                learned = self.router.learned_skip(state.agent, step.name, tier, current_run=state.run_id)
                 if learned is not None:
                     self._emit(
                         TierSkipped(
@@ -781,6 +801,13 @@ class Runtime:
             def stream(text: str, _step: str = step.name) -> None:
                 self.bus.publish(TextStreamed(agent=state.agent, run_id=state.run_id, step=_step, text=text))
 
+            hourly = self._check_hourly(state)
+            if hourly is not None:
+                # Spending too fast: stop before the next call rather than at the end of the run.
+                state.pause_after = hourly
+                return StepOutcome(
+                    "paused", f"runaway breaker: {hourly.message}", tier=tier, model=candidate.key, attempts=used - 1
+                )
             try:
                 outcome = await self.caller.call(
                     agent=state.agent,
@@ -858,7 +885,7 @@ class Runtime:
                 passed=passed,
                 failure=detail,
             )
-            rising = breaker.check_rising_input(self.ledger, state.agent, self.config.file.breaker)
+            rising = breaker.check_rising_input(self.ledger, state.agent, step.name, self.config.file.breaker)
             if rising is not None:
                 state.pause_after = rising
                 return StepOutcome(
@@ -918,6 +945,13 @@ class Runtime:
         try:
             if step.writes:
                 target = resolve_inside(state.workspace, step.writes)
+                ignored = set(limits.snapshot_ignore) & set(Path(step.writes).parts)
+                if ignored:
+                    raise WorkspaceError(
+                        f"step {step.name!r} may not write {step.writes}: {', '.join(sorted(ignored))} is left out of "
+                        "workspace snapshots, so a failed attempt could not be undone",
+                        "write somewhere else, or remove that directory from limits.snapshot_ignore",
+                    )
                 atomic_write(target, answer.encode("utf-8"))
             else:
                 name = step.output or step.name
@@ -926,7 +960,7 @@ class Runtime:
                 artifact.write_text(answer, encoding="utf-8")
                 state.artifacts[name] = str(artifact)
             passed, detail = True, ""
-            if state.cfg.planner_mode and step.name == PLAN_STEP and step.output == PLAN_STEP:
+            if state.planning_step is step:
                 passed, detail = self._check_plan(state, answer, tier, model, attempt)
             if passed:
                 passed, detail = await self._run_gates(
@@ -956,7 +990,7 @@ class Runtime:
     def _check_plan(self, state: _RunState, answer: str, tier: str, model: str, attempt: int) -> tuple[bool, str]:
         from supervisor.runtime.planner import validate_plan
 
-        result = validate_plan(answer, state.cfg)
+        result = validate_plan(answer, state.cfg, self.config.file.limits.snapshot_ignore)
         self.ledger.record_plan(
             agent=state.agent,
             run_id=state.run_id,
@@ -1235,9 +1269,9 @@ def recover(runtime: Runtime) -> list[str]:
             notes.append(
                 f"run {run_id} ({agent}) was interrupted: workspace restored ({restored} put back, {removed} removed)"
             )
-        for leftover in snapshots.glob(f"{run_id}*"):
-            import shutil
+        import shutil
 
+        for leftover in (snapshots / str(run_id), snapshots / f"{run_id}-attempt"):
             shutil.rmtree(leftover, ignore_errors=True)
     if report.released_reservations or report.charged_reservations:
         notes.append(

@@ -27,7 +27,7 @@ class WakeEstimate:
     warm_micros: int
     cold_micros: int
     expected_micros: int
-    expected: str  # "warm" | "cold"
+    expected: str  # "warm" | "cold" | "mixed" (per step, cold where the wake interval outlives the cache TTL)
     why: str
     models: list[str]
 
@@ -153,10 +153,10 @@ def wake_estimate(
     cold at every wake, so the expected figure is the cold one; keeping the cache warm with pings would cost
     more than a lean fresh session.
     """
-    warm = cold = 0
+    warm = cold = expected_total = 0
     models: list[str] = []
     ttl_reasons: list[str] = []
-    all_cold = True
+    kinds: set[str] = set()
     schedule = agent.schedule_spec
     memory = AgentMemory(name, router.ledger.path.parent / "agents", agent.memory_tokens)
     for step in agent.steps:
@@ -184,20 +184,21 @@ def wake_estimate(
         cold += estimate.cold_micros
         models.append(spec.key)
         ttl = spec.cache_ttl_seconds
+        step_cold = schedule is not None and (ttl is None or schedule.nominal_interval_s > ttl)
+        expected_total += estimate.cold_micros if step_cold else estimate.warm_micros
+        kinds.add("cold" if step_cold else "warm")
         if schedule is None:
-            all_cold = False
             ttl_reasons.append(f"{spec.key}: runs on demand")
-        elif ttl is None or schedule.nominal_interval_s > ttl:
+        elif step_cold:
             ttl_reasons.append(
                 f"{spec.key}: wakes every {schedule.text.split(maxsplit=1)[-1]} > cache TTL {(ttl or 0) // 60}m, so the cache is cold at each wake"
             )
         else:
-            all_cold = False
-            ttl_reasons.append(f"{spec.key}: wakes within the {ttl // 60}m cache TTL")
+            ttl_reasons.append(f"{spec.key}: wakes within the {(ttl or 0) // 60}m cache TTL")
     if not models:
         return None
-    expected = "cold" if all_cold else "warm"
-    return WakeEstimate(warm, cold, cold if all_cold else warm, expected, "; ".join(ttl_reasons), models)
+    expected = kinds.pop() if len(kinds) == 1 else "mixed"
+    return WakeEstimate(warm, cold, expected_total, expected, "; ".join(ttl_reasons), models)
 
 
 def _prompt_size(

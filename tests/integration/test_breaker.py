@@ -199,15 +199,6 @@ def test_a_configured_output_ratio_changes_what_counts_as_lean(tmp_path: Path) -
     assert_paused_by_breaker(runtime, "grow", "rising_input")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/runtime/breaker.py:check_rising_input: after a human resume, the window still holds the "
-        "calls that tripped the breaker, so the first call after `resume` re-trips it (the digest now quoting the "
-        "breaker makes that prompt a little longer) even though the context stopped growing, vs only calls made "
-        "after the resume should count"
-    ),
-)
 def test_resume_starts_a_fresh_breaker_window(tmp_path: Path) -> None:
     harness = make_harness(tmp_path, GROWER, files={"log.txt": "start\n"}, tiers=Tiers(local=lambda r: "ok"))
     runtime, _ = harness.runtime()
@@ -298,16 +289,6 @@ def test_hourly_spend_under_a_higher_configured_share_does_not_trip(tmp_path: Pa
     assert runtime.ledger.agent("spend")["state"] == "idle"  # type: ignore[index]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/runtime/runtime.py:Runtime._run: when _finish trips the breaker it records the run as "
-        "'paused' (or 'success' with reason 'succeeded, then paused by the runaway breaker') in the ledger, but "
-        "the RunResult returned to the CLI/daemon keeps the pre-_finish outcome and an empty reason (exit 1 for "
-        "a failed run instead of 5; `supervisor run` never says the agent is now paused) vs RunResult should "
-        "carry the outcome and reason the ledger records"
-    ),
-)
 def test_the_run_result_says_the_breaker_paused_the_agent(tmp_path: Path) -> None:
     # The second run fails its gate after spending: the ledger records it as paused by the breaker.
     harness = make_harness(

@@ -215,14 +215,6 @@ def test_a_second_daemon_for_the_same_data_dir_refuses(setup: Setup) -> None:
     assert stop(third) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/commands.py:cmd_daemon: prints its start-up banner ('supervisor daemon (pid N): ... stop "
-        "with Ctrl-C or SIGTERM') before run_daemon takes the lock, so a refused second daemon first announces "
-        "itself as running vs taking the lock (or checking it) before saying anything"
-    ),
-)
 def test_a_refused_daemon_does_not_announce_that_it_started(setup: Setup) -> None:
     setup.config.write_text(PROVIDERS + WORKER.replace('schedule = "every 10m"\n', ""))
     first = setup.start()
@@ -398,15 +390,6 @@ def test_status_shows_the_next_run_and_the_breaker(setup: Setup) -> None:
     assert stop(daemon) == 0, setup.output(daemon)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/runtime/runtime.py:recover: it deletes `snapshots.glob(f'{run_id}*')` for each crashed "
-        "run, so recovering crashed run 1 also deletes the snapshot of live run 12 (or 10, 100, ...) in progress "
-        "in another process or the same one; that run's restore then raises FileNotFoundError and leaves its "
-        "workspace modified and its run row 'running' vs only the crashed run's own snapshot directories removed"
-    ),
-)
 def test_recovery_leaves_the_snapshots_of_live_runs_alone(tmp_path: Path) -> None:
     import asyncio
 
@@ -516,15 +499,6 @@ def test_an_approval_from_the_command_line_reaches_a_waiting_scheduled_run(setup
     assert stop(daemon) == 0, setup.output(daemon)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/backends/scripted.py (module docstring): the documented script puts `default = ...` after "
-        "the [[answer]] tables, where TOML makes it a key of the last answer; load_script ignores it silently, so "
-        "an unmatched prompt raises BadRequest vs getting the default (move `default` above the tables in the "
-        "docs, and reject unknown keys in an answer)"
-    ),
-)
 def test_the_documented_script_example_has_a_default(tmp_path: Path) -> None:
     from supervisor.backends import scripted
     from supervisor.backends.base import Message, Request

@@ -104,9 +104,9 @@ def test_two_hundred_runs_cost_what_the_second_run_cost(tmp_path: Path) -> None:
         for earlier in answers[: number - 1]:
             assert earlier not in text, (number, earlier)
         if number > 1:
-            assert "Memory from earlier runs" in request.messages[0].content
-            assert f"Run {results[number - 2].run_id} (" in request.messages[0].content  # the previous run's line
-    assert "Memory from earlier runs" not in requests[0].messages[0].content
+            assert "Memory from earlier runs" in request.messages[1].content
+            assert f"Run {results[number - 2].run_id} (" in request.messages[1].content  # the previous run's line
+    assert "Memory from earlier runs" not in requests[0].messages[1].content
 
     # The full record of each run exists, and no request ever carried any of it.
     agent_dir = harness.home / "agents" / "mem"
@@ -159,7 +159,7 @@ def test_the_digest_carries_an_open_failure_until_the_step_passes(tmp_path: Path
     assert state["open_failures"] == {}
 
     # The next session after a failure is told about it; the session after the pass is not.
-    prompts = [r.messages[0].content for r in backends["sim-local"].calls]
+    prompts = [r.messages[1].content for r in backends["sim-local"].calls]
     assert "Open failures" in prompts[1]
     assert "Open failures" in prompts[2]
     assert "Open failures" not in prompts[3]

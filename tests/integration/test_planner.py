@@ -303,15 +303,6 @@ def test_the_published_schema_is_the_one_enforced() -> None:
     assert kinds == {"model", "tool"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/runtime/runtime.py:Runtime._apply_and_verify: a valid plan may name a model step 'plan' "
-        "(no `writes`), and that step's answer is then validated as a plan (recorded in `plans` as invalid JSON) "
-        "so the run is exhausted, vs validate_plan rejecting the reserved name or the step running as a normal "
-        "model step"
-    ),
-)
 def test_a_plan_step_named_plan_is_not_mistaken_for_the_plan(tmp_path: Path) -> None:
     plan = {"steps": [{"kind": "model", "name": "plan", "prompt": "Write the release plan as prose."}]}
     harness = harness_for(tmp_path, local=[json.dumps(plan)], cheap=[json.dumps(plan)])
@@ -325,15 +316,6 @@ def test_a_plan_step_named_plan_is_not_mistaken_for_the_plan(tmp_path: Path) -> 
     assert result.outcome in {"success", "exhausted"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/runtime/planner.py:validate_plan: a plan may `writes` into a directory the snapshots "
-        "ignore (.git, .venv, node_modules, ...), so a failed run leaves the model's file behind (here an "
-        "executable-to-be git hook) vs rejecting plan paths under limits.snapshot_ignore so a failed run leaves "
-        "the workspace byte-for-byte"
-    ),
-)
 def test_a_failed_plan_cannot_leave_files_in_unrestored_directories(tmp_path: Path) -> None:
     plan = {
         "steps": [

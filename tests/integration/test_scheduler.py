@@ -367,14 +367,6 @@ def test_a_tier_that_keeps_failing_is_skipped_reprobed_and_restored(tmp_path: Pa
     assert json.loads(status.stdout)["agents"][0]["learned_skips"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/runtime/router.py:Router.learned_skip: the run being routed is already in the runs table, "
-        "so `runs_since` counts it and the tier is re-probed every (N-1)th run (reprobe_every = 3 probes every 2nd "
-        "run; reprobe_every = 2 never skips at all) vs a re-probe every Nth run"
-    ),
-)
 @pytest.mark.parametrize("n", [2, 3, 5])
 def test_the_reprobe_comes_every_nth_run(tmp_path: Path, n: int) -> None:
     harness, model = learner(tmp_path, k=2, n=n)
@@ -384,14 +376,6 @@ def test_the_reprobe_comes_every_nth_run(tmp_path: Path, n: int) -> None:
     assert tried == [True, True] + ([False] * (n - 1) + [True]) * 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/runtime/router.py:Router.learned_skip: `supervisor status` (no run in progress) and the "
-        "runtime (its own run already in the runs table) count `runs_since` differently, so status shows "
-        "'skipping local' right before a run that re-probes local vs status predicting what the next run does"
-    ),
-)
 def test_status_reports_what_the_next_run_will_do(tmp_path: Path) -> None:
     # status and the runtime must agree: if status says "skipping local", the next run skips it.
     harness, model = learner(tmp_path, k=2, n=3)
@@ -496,14 +480,6 @@ def test_status_shows_the_cost_per_wake_warm_and_cold(tmp_path: Path) -> None:
     assert "expected warm" in text.stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/runtime/status.py:wake_estimate: an agent with one step inside its model's cache TTL and "
-        "one outside is reported expected='warm' with expected_micros = the all-warm total, so the cold step is "
-        "priced warm (about 3x under) vs expected_micros summing each step at its own warm or cold figure"
-    ),
-)
 def test_a_mixed_agent_prices_each_step_at_its_own_cache_state(tmp_path: Path) -> None:
     harness = make_harness(
         tmp_path,
@@ -659,14 +635,6 @@ def test_the_offline_flag_on_the_command_line(
     assert (harness.workspace / "answer.txt").read_text() == "42\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/daemon.py:Scheduler._maybe_reload: a daemon started with --offline reloads an edited "
-        "config with load_config() alone and drops the CLI flag, so it goes online vs CLI flags keeping precedence "
-        "over the file"
-    ),
-)
 def test_a_daemon_started_offline_stays_offline_when_the_config_file_changes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: OpenAIFake
 ) -> None:
@@ -696,13 +664,6 @@ def test_a_daemon_started_offline_stays_offline_when_the_config_file_changes(
     assert remote.requests == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/daemon.py:Scheduler.tick: an agent deferred because of offline mode is only started "
-        "again at its next scheduled wake (a day later for `daily`), vs resuming once offline mode is lifted"
-    ),
-)
 def test_a_deferred_offline_agent_resumes_when_offline_is_lifted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, remote: OpenAIFake
 ) -> None:
@@ -890,15 +851,6 @@ verify = [{ regex = "^42$" }]
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/daemon.py:Scheduler.tick: an approved, not yet used approval starts an 'approval' run at "
-        "every tick; when that run fails before reaching the approved step the approval stays unused, so the "
-        "daemon starts a new run every second without end (no breaker sees a failing tier-0 step) vs one run per "
-        "approval"
-    ),
-)
 def test_an_approval_starts_one_run_not_one_per_tick(tmp_path: Path) -> None:
     harness = make_harness(tmp_path, TWO_STEPS, files={"ready.txt": "yes"}, tiers=Tiers(frontier=lambda r: "42"))
     runtime, _ = harness.runtime()
@@ -921,15 +873,6 @@ def test_an_approval_starts_one_run_not_one_per_tick(tmp_path: Path) -> None:
     assert len(approval_runs) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/daemon.py:Scheduler.tick: a due agent whose run is in progress in another process "
-        "(`supervisor run` alongside the daemon) is started again at every tick, and each attempt records a "
-        "'run failed to start: ... already running' error notice (one event a second for the length of the run) "
-        "vs skipping an agent another live process is running"
-    ),
-)
 def test_a_run_in_another_process_is_left_alone(tmp_path: Path) -> None:
     harness = make_harness(tmp_path, WORKER, files={"data.txt": "one\n"}, tiers=Tiers(local=lambda r: "ok"))
     runtime, backends = harness.runtime()
