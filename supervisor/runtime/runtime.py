@@ -801,6 +801,10 @@ class Runtime:
             def stream(text: str, _step: str = step.name) -> None:
                 self.bus.publish(TextStreamed(agent=state.agent, run_id=state.run_id, step=_step, text=text))
 
+            def drop(why: str) -> None:
+                remaining.pop(0)
+                self._emit(Notice(agent=state.agent, run_id=state.run_id, message=why, level="warning"))
+
             hourly = self._check_hourly(state)
             if hourly is not None:
                 # Spending too fast: stop before the next call rather than at the end of the run.
@@ -820,26 +824,14 @@ class Runtime:
                     limits=limits,
                     on_text=stream,
                 )
-            except ContextOverflow as exc:
-                # Too big for this model: another model of the tier, or the next tier, may have a bigger window.
-                remaining.pop(0)
+            except (ContextOverflow, BackendUnavailable) as exc:
+                # Nothing was sent. Too big for this model, or it cannot be reached: another model of the tier,
+                # or the next tier, may serve. The attempt does not count.
+                drop(str(exc) if isinstance(exc, ContextOverflow) else f"{candidate.key} unavailable: {exc}")
                 attempt -= 1
                 used -= 1
-                failure = failure or str(exc)
-                self._emit(Notice(agent=state.agent, run_id=state.run_id, message=str(exc), level="warning"))
-                continue
-            except BackendUnavailable as exc:
-                remaining.pop(0)
-                attempt -= 1
-                used -= 1
-                self._emit(
-                    Notice(
-                        agent=state.agent,
-                        run_id=state.run_id,
-                        message=f"{candidate.key} unavailable: {exc}",
-                        level="warning",
-                    )
-                )
+                if isinstance(exc, ContextOverflow):
+                    failure = failure or str(exc)
                 continue
             if isinstance(outcome, CapHit):
                 reason = f"{outcome.describe()}"
@@ -857,16 +849,8 @@ class Runtime:
             if outcome.error is not None:
                 error = outcome.error
                 if isinstance(error, (BackendUnavailable, RateLimited, ModelNotFound)):
-                    remaining.pop(0)
+                    drop(f"{candidate.key}: {error}")  # the provider refused it: not the model's failure
                     attempt -= 1
-                    self._emit(
-                        Notice(
-                            agent=state.agent,
-                            run_id=state.run_id,
-                            message=f"{candidate.key}: {error}",
-                            level="warning",
-                        )
-                    )
                     continue
                 failure = f"the call failed: {error}"
                 if isinstance(error, BadRequest):

@@ -1,0 +1,314 @@
+"""Context-growth benchmark: one scheduled agent woken many times, our runtime vs a naive re-send-the-thread loop.
+
+Run as ``python bench/context.py [--wakes 200] [--json PATH]``.
+
+One agent ("triage", ladder = cheap, a scripted backend priced as deepseek:deepseek-flash) is woken ``--wakes``
+times by calling ``Runtime.run_agent(name, "schedule")`` directly (no clock to wait on). Before each wake the
+benchmark writes that wake's new events to ``inbox.txt`` (seeded, about the same size every wake); the step reads
+it and answers OK or ALERT, checked by a regex gate. Every wake is a fresh session: the runtime sends its fixed
+preamble, the bounded memory digest, the context file and the task.
+
+The baseline is the naive loop of an agent that keeps one conversation: on wake n it re-sends the whole
+thread, i.e. the system prompt, every earlier wake's prompt and answer, and wake n's prompt. Its prompts are
+the runtime's own (the same context block and task text, without the digest) and its answers the same scripted
+answers, counted with the same estimator (``supervisor.backends.base.estimate_tokens``). Ours is what the
+ledger recorded for each call.
+
+Also priced (DeepSeek Flash catalog prices at a fixed instant): ours, the naive loop with no cache, and the
+naive loop with ideal prefix caching (everything it sent before read back at the cache-read price), since
+providers cache a re-sent prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from supervisor import __version__, paths
+from supervisor.backends.base import Message, estimate_tokens
+from supervisor.backends.scripted import ScriptedBackend
+from supervisor.catalog import load_catalog
+from supervisor.config import parse_config
+from supervisor.cost import cost_of, format_usd
+from supervisor.ledger import Ledger
+from supervisor.runtime.prompt import ContextFile, build_messages
+from supervisor.runtime.runtime import Runtime
+from supervisor.usage import Usage
+
+BENCH_DIR = Path(__file__).resolve().parent
+DEFAULT_JSON = BENCH_DIR / "results" / "context.json"
+AGENT = "triage"
+CHEAP_MODEL = "deepseek:deepseek-flash"
+DEFAULT_AT = "2026-11-17T12:00:00+00:00"  # off-peak for DeepSeek; prices as in the bundled catalog
+EVENTS_PER_WAKE = 4
+FLAT_TOLERANCE = 0.05
+TARGET_TOTAL_RATIO = 50.0
+REPORT_WAKES = (1, 50, 200)
+
+HOSTS = ("api-1", "api-2", "db-1", "db-2", "cache", "worker")
+MESSAGES = (
+    ("info", "deploy finished, 0 errors"),
+    ("info", "backup completed in 41 s"),
+    ("info", "cert renewed for 90 days"),
+    ("warn", "p95 latency above 800 ms"),
+    ("warn", "disk 81% used on /data"),
+    ("crit", "replica lag above 30 s"),
+    ("crit", "5xx rate above 2% for 5m"),
+)
+
+
+def inbox(seed: int, wake: int) -> list[tuple[str, str, str, str]]:
+    """``EVENTS_PER_WAKE`` events (id, host, level, text), about the same size every wake."""
+    rnd = random.Random(f"{seed}:{wake}")
+    events = []
+    for i in range(EVENTS_PER_WAKE):
+        level, text = rnd.choice(MESSAGES)
+        events.append((f"#{wake:04d}{i}", rnd.choice(HOSTS), level, text))
+    return events
+
+
+def inbox_text(events: list[tuple[str, str, str, str]], wake: int) -> str:
+    lines = [f"New events since the last check (wake {wake}):"]
+    lines += [f"{eid} {level:<4} {host:<6} {text}" for eid, host, level, text in events]
+    return "\n".join(lines) + "\n"
+
+
+def answer_for(events: list[tuple[str, str, str, str]]) -> str:
+    urgent = [e for e in events if e[2] == "crit"]
+    if not urgent:
+        return f"OK: {len(events)} events, nothing needs a human."
+    eid, host, _level, text = urgent[0]
+    more = f" (+{len(urgent) - 1} more)" if len(urgent) > 1 else ""
+    return f"ALERT {eid} on {host}: {text}{more}"
+
+
+AGENT_CONFIG: dict[str, Any] = {
+    "goal": "Watch the service events and raise an alert when a human is needed.",
+    "schedule": "every 15m",
+    "ladder": ["cheap"],
+    "frontier": "never",
+    "attempts_per_tier": 1,
+    "steps": [
+        {
+            "name": "check",
+            "prompt": "Triage the new events in inbox.txt. Reply OK if none needs a human, else ALERT with the "
+            "first critical event's id, host and text.",
+            "context": ["inbox.txt"],
+            "output": "triage",
+            "max_output_tokens": 60,
+            "verify": [{"regex": "^(OK|ALERT)"}],
+        }
+    ],
+}
+
+
+@dataclass
+class Wake:
+    wake: int
+    ours_input: int
+    ours_output: int
+    ours_cost_micros: int
+    naive_input: int
+    naive_cached: int  # of naive_input: the previous wake's whole prompt (read back from an ideal prefix cache)
+    outcome: str
+
+
+def fixed_clock(at: datetime) -> Callable[[], datetime]:
+    start = time.monotonic()
+    return lambda: at + timedelta(seconds=time.monotonic() - start)
+
+
+async def run(wakes: int, seed: int, work: Path, at: datetime) -> list[Wake]:
+    home = work / "home"
+    workspace = work / "ws"
+    home.mkdir()
+    workspace.mkdir()
+    environ = {**os.environ, "SUPERVISOR_HOME": str(home)}
+    data = {
+        "providers": {"sim-cheap": {"kind": "scripted", "simulated_as": CHEAP_MODEL}},
+        "tiers": {"cheap": ["sim-cheap:deepseek-flash"]},
+        "agents": {AGENT: {**AGENT_CONFIG, "workspace": str(workspace)}},
+    }
+    config = parse_config(data, "bench/context.py", None, environ)
+    cfg = config.agent(AGENT)
+    step = cfg.steps[0]
+    catalog = load_catalog([paths.bundled_models_dir()])
+    current: dict[str, str] = {}
+    backend = ScriptedBackend("sim-cheap", config.providers["sim-cheap"], environ, lambda _r: current["answer"])
+    ledger = Ledger(home / "ledger.db")
+    runtime = Runtime(
+        config, catalog, ledger, environ=environ, backends={"sim-cheap": backend}, clock=fixed_clock(at), home=home
+    )
+
+    # The naive loop's thread: the static system prompt, then each wake's own prompt and answer.
+    static = build_messages(AGENT, cfg, step, digest="", context=[], failure=None, failure_chars=2000)[0].content
+    thread: list[Message] = [Message("system", static)]
+    out: list[Wake] = []
+    try:
+        for wake in range(1, wakes + 1):
+            events = inbox(seed, wake)
+            text = inbox_text(events, wake)
+            (workspace / "inbox.txt").write_text(text, encoding="utf-8")
+            current["answer"] = answer_for(events)
+            result = await runtime.run_agent(AGENT, "schedule", approval_timeout_s=0)
+            calls = ledger.calls(run_id=result.run_id) if result.run_id else []
+            if len(calls) != 1:
+                raise SystemExit(f"wake {wake}: expected one call, the run made {len(calls)} ({result.reason})")
+            call = calls[0]
+
+            # The same prompt without the digest: the wake's context block and task, as a user message.
+            system, task = build_messages(
+                AGENT,
+                cfg,
+                step,
+                digest="",
+                context=[ContextFile("inbox.txt", text)],
+                failure=None,
+                failure_chars=2000,
+            )
+            assert system.content.startswith(static)
+            user = Message("user", system.content[len(static) :].strip() + "\n\n" + task.content)
+            cached = out[-1].naive_input if out else 0
+            thread.append(user)
+            naive_input = estimate_tokens(thread)
+            thread.append(Message("assistant", current["answer"]))
+            out.append(
+                Wake(
+                    wake=wake,
+                    ours_input=int(call["input_uncached"] or 0) + int(call["cache_read"] or 0),
+                    ours_output=int(call["output"] or 0),
+                    ours_cost_micros=int(call["cost_micros"] or 0),
+                    naive_input=naive_input,
+                    naive_cached=cached,
+                    outcome=result.outcome,
+                )
+            )
+    finally:
+        await runtime.aclose()
+        ledger.close()
+    # The backend saw exactly what the ledger recorded: the runtime's prompts, counted by the same estimator.
+    assert [estimate_tokens(r.messages) for r in backend.calls] == [w.ours_input for w in out]
+    return out
+
+
+def price(at: datetime, wakes: list[Wake]) -> dict[str, int]:
+    catalog = load_catalog([paths.bundled_models_dir()])
+    spec = catalog.get(CHEAP_MODEL)
+    assert spec is not None
+    naive = cached = 0
+    for w in wakes:
+        plain = Usage(w.naive_input, 0, 0, 0, w.ours_output)
+        warm = Usage(w.naive_input - w.naive_cached, w.naive_cached, 0, 0, w.ours_output)
+        naive += cost_of(plain, spec, at).total_micros or 0
+        cached += cost_of(warm, spec, at).total_micros or 0
+    return {
+        "ours_micros": sum(w.ours_cost_micros for w in wakes),
+        "naive_micros": naive,
+        "naive_ideal_cache_micros": cached,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--wakes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--at", default=DEFAULT_AT, help="price calls at this instant (ISO 8601)")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help="where to write the results")
+    args = parser.parse_args(argv)
+    if args.wakes < 2:
+        parser.error("--wakes must be at least 2")
+    at = datetime.fromisoformat(args.at).astimezone(UTC)
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench-context-") as tmp:
+        wakes = asyncio.run(run(args.wakes, args.seed, Path(tmp), at))
+    seconds = time.perf_counter() - started
+
+    ours = [w.ours_input for w in wakes]
+    naive = [w.naive_input for w in wakes]
+    steady = ours[1:]
+    spread = max(steady) / min(steady) - 1
+    total_ratio = sum(naive) / sum(ours)
+    last_ratio = naive[-1] / ours[-1]
+    failed = [w.wake for w in wakes if w.outcome != "success"]
+    marks = [n for n in REPORT_WAKES if n <= args.wakes]
+    if args.wakes not in marks:
+        marks.append(args.wakes)
+    money = price(at, wakes)
+    flat_ok = spread <= FLAT_TOLERANCE
+    ratio_ok = total_ratio >= TARGET_TOTAL_RATIO
+    results: dict[str, Any] = {
+        "benchmark": "context",
+        "version": __version__,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "system": f"{platform.system()} {platform.machine()}"},
+        "wakes": args.wakes,
+        "seed": args.seed,
+        "estimator": "supervisor.backends.base.estimate_tokens: ceil(UTF-8 bytes / 3) + 4 per message + 3",
+        "input_tokens_at": {str(n): {"ours": ours[n - 1], "naive": naive[n - 1]} for n in marks},
+        "ours_total": sum(ours),
+        "naive_total": sum(naive),
+        "total_ratio": total_ratio,
+        "last_wake_ratio": last_ratio,
+        "ours_from_wake_2": {
+            "min": min(steady),
+            "max": max(steady),
+            "mean": statistics.fmean(steady),
+            "spread": spread,
+        },
+        "cost": money,
+        "failed_wakes": failed,
+        "seconds": seconds,
+        "targets": {
+            "flat_within": FLAT_TOLERANCE,
+            "total_ratio_min": TARGET_TOTAL_RATIO,
+            "flat_met": flat_ok,
+            "total_ratio_met": ratio_ok,
+        },
+        "per_wake": [w.__dict__ for w in wakes],
+    }
+
+    lines = [
+        "",
+        f"context growth: one agent, {args.wakes} scheduled wakes (seed {args.seed}); input tokens per wake, "
+        "same estimator for both",
+        "",
+        f"{'input tokens':<28} {'ours':>12} {'naive loop':>12} {'naive / ours':>13}",
+        "-" * 68,
+    ]
+    for n in marks:
+        lines.append(f"{f'wake {n}':<28} {ours[n - 1]:>12,} {naive[n - 1]:>12,} {naive[n - 1] / ours[n - 1]:>12.1f}x")
+    lines += [
+        f"{f'total over {args.wakes} wakes':<28} {sum(ours):>12,} {sum(naive):>12,} {total_ratio:>12.1f}x",
+        "",
+        f"ours from wake 2 on: {min(steady):,} to {max(steady):,} tokens (spread {spread:.1%}); "
+        f"wake 1 (no digest yet): {ours[0]:,}",
+        f"cost at {CHEAP_MODEL} prices: ours {format_usd(money['ours_micros'], places=4)}, naive "
+        f"{format_usd(money['naive_micros'], places=4)} uncached, "
+        f"{format_usd(money['naive_ideal_cache_micros'], places=4)} with ideal prefix caching",
+        f"{args.wakes} runs in {seconds:.1f} s; "
+        + (f"FAILED wakes: {failed}" if failed else "every wake passed its gate"),
+        f"targets: ours flat within {FLAT_TOLERANCE:.0%} from wake 2: {'met' if flat_ok else 'MISSED'}; "
+        f"total >= {TARGET_TOTAL_RATIO:.0f}x smaller: {'met' if ratio_ok else 'MISSED'} ({total_ratio:.1f}x)",
+    ]
+    print("\n".join(lines))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
