@@ -28,6 +28,7 @@ import os
 import platform
 import random
 import statistics
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -220,6 +221,20 @@ def price(at: datetime, wakes: list[Wake]) -> dict[str, int]:
     }
 
 
+def git_commit() -> str | None:
+    """The commit the benchmark ran at (``-dirty`` when the working tree has changes), if in a git checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--wakes", type=int, default=200)
@@ -252,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "benchmark": "context",
         "version": __version__,
+        "commit": git_commit(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"python": platform.python_version(), "system": f"{platform.system()} {platform.machine()}"},
         "wakes": args.wakes,

@@ -13,7 +13,8 @@ the whole stream:
   configured), send with retry, SSE parsing, pricing, settlement, the ledger row and the events, on a real
   SQLite ledger file;
 - baseline: ``httpx.AsyncClient.stream`` POSTing the very same JSON body (``chat_body`` of the same request) to
-  the same URL and reading every line.
+  the same URL and reading every line; a third series does the same on a new connection each time, to show
+  what connection reuse is worth.
 
 Iterations alternate which client goes first; the warm-up is discarded. Reported: median and p95 of each, the
 added milliseconds (median - median, p95 - p95, and the median of paired differences) and the ratio of medians.
@@ -49,6 +50,7 @@ from supervisor.backends.openai_compat import chat_body
 from supervisor.catalog import load_catalog
 from supervisor.config import parse_config
 from supervisor.ledger import Ledger
+from supervisor.ledger.ledger import iso, local_month_start, utcnow
 from supervisor.runtime.budget import cap_limits
 from supervisor.runtime.prompt import ContextFile, build_messages
 from supervisor.runtime.runtime import Runtime
@@ -133,6 +135,32 @@ class FakeServer:
             self.proc.wait()
 
 
+def preload(ledger: Ledger, rows: int, agent: str) -> None:
+    """``rows`` settled calls' reservations spread over this month so far (a third of them by ``agent``)."""
+    now = utcnow()
+    start = local_month_start(now)
+    span = (now - start).total_seconds()
+    params = []
+    for i in range(rows):
+        at = iso(start + (now - start) * (i / max(rows, 1))) if span > 0 else iso(now)
+        params.append((agent if i % 3 == 0 else "other", "deepseek", "deepseek-flash", at, 400, 300, at, 1, 1.0))
+    with ledger.immediate() as conn:
+        conn.executemany(
+            """INSERT INTO reservations (agent, provider, model, created_at, amount_micros, tokens, state, sent,
+                 actual_micros, actual_tokens, settled_at, owner_pid, owner_started)
+               VALUES (?, ?, ?, ?, ?, ?, 'settled', 1, 60, 250, ?, ?, ?)""",
+            params,
+        )
+
+
+def pooled_connections(backend: object) -> list[str] | None:
+    """The idle connections in an HTTP backend's pool (httpx internals: ``None`` if they cannot be read)."""
+    try:
+        return [str(c) for c in backend.client()._transport._pool.connections]  # type: ignore[attr-defined]
+    except AttributeError:
+        return None
+
+
 def summarize(samples: list[float]) -> dict[str, float]:
     ordered = sorted(samples)
     return {
@@ -158,7 +186,7 @@ def compare(ours: list[float], bare: list[float]) -> dict[str, Any]:
 
 
 async def measure(
-    iterations: int, warmup: int, run_iterations: int, url: str, work: Path, profile: bool
+    iterations: int, warmup: int, run_iterations: int, url: str, work: Path, profile: bool, preloaded: int = 0
 ) -> dict[str, Any]:
     home, workspace = work / "home", work / "ws"
     home.mkdir()
@@ -176,6 +204,8 @@ async def measure(
     step = cfg.steps[0]
     catalog = load_catalog([paths.bundled_models_dir()])
     ledger = Ledger(home / "ledger.db")
+    if preloaded:
+        preload(ledger, preloaded, "reporter")
     runtime = Runtime(config, catalog, ledger, environ=environ, home=home)
     limits = cap_limits(config, cfg)
     run_id = ledger.start_run("reporter", "bench")
@@ -239,23 +269,32 @@ async def measure(
         if result.outcome != "success":
             raise SystemExit(f"the one-step run failed: {result.reason}")
 
-    async def interleave(mine: Callable[[], Awaitable[None]], count: int, skip: int) -> tuple[list[float], list[float]]:
-        ours: list[float] = []
-        bare: list[float] = []
+    fresh = httpx.AsyncClient(
+        timeout=httpx.Timeout(120.0, connect=5.0), limits=httpx.Limits(max_keepalive_connections=0)
+    )
+
+    async def bare_fresh_call() -> None:
+        async with fresh.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers) as response:
+            response.raise_for_status()
+            async for _line in response.aiter_lines():
+                pass
+
+    async def interleave(series: list[Callable[[], Awaitable[None]]], count: int, skip: int) -> list[list[float]]:
+        """Each iteration runs every series once, in an order rotated from the last."""
+        samples: list[list[float]] = [[] for _ in series]
         for i in range(skip + count):
-            pair: list[tuple[Callable[[], Awaitable[None]], list[float]]] = [(mine, ours), (bare_call, bare)]
-            if i % 2:
-                pair.reverse()
-            for fn, sink in pair:
+            for k in range(len(series)):
+                index = (i + k) % len(series)
                 t0 = time.perf_counter()
-                await fn()
+                await series[index]()
                 elapsed = time.perf_counter() - t0
                 if i >= skip:
-                    sink.append(elapsed)
-        return ours, bare
+                    samples[index].append(elapsed)
+        return samples
 
     try:
-        calls = await interleave(supervisor_call, iterations, warmup)
+        ours, bare, bare_fresh = await interleave([supervisor_call, bare_call, bare_fresh_call], iterations, warmup)
+        calls = (ours, bare)
         profile_text = ""
         if profile:
             profiler = cProfile.Profile()
@@ -264,21 +303,46 @@ async def measure(
                 await supervisor_call()
             profiler.disable()
             out = io.StringIO()
-            pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+            pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
             profile_text = out.getvalue()
+        reused = pooled_connections(runtime.pool.get("deepseek"))
         ledger.finish_run(run_id, "success")
-        runs = await interleave(run_agent_call, run_iterations, min(10, run_iterations)) if run_iterations else None
+        if run_iterations:
+            run_ours, run_bare = await interleave([run_agent_call, bare_call], run_iterations, min(10, run_iterations))
+            runs: tuple[list[float], list[float]] | None = (run_ours, run_bare)
+        else:
+            runs = None
         ledger_rows = int(ledger.scalar("SELECT count(*) FROM calls"))
     finally:
         await client.aclose()
+        await fresh.aclose()
         await runtime.aclose()
         ledger.close()
-    results: dict[str, Any] = {"call": compare(*calls), "ledger_call_rows": ledger_rows}
+    results: dict[str, Any] = {
+        "call": compare(*calls),
+        "bare_httpx_new_connection": summarize(bare_fresh),
+        "backend_pool_after_calls": reused,
+        "ledger_call_rows": ledger_rows,
+    }
     if runs is not None:
         results["run_agent"] = compare(*runs)
     if profile_text:
         results["profile"] = profile_text
     return results
+
+
+def git_commit() -> str | None:
+    """The commit the benchmark ran at (``-dirty`` when the working tree has changes), if in a git checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,6 +351,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=200, help="calls of each kind discarded first (default 200)")
     parser.add_argument("--run-iterations", type=int, default=200, help="one-step agent runs (default 200; 0: skip)")
     parser.add_argument("--profile", action="store_true", help="also print where the supervisor path spends time")
+    parser.add_argument(
+        "--preload",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start from a ledger holding N settled calls made earlier this month (43200: a month at one a minute)",
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help="where to write the results")
     args = parser.parse_args(argv)
 
@@ -294,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
             measured = asyncio.run(
-                measure(args.iterations, args.warmup, args.run_iterations, server.url, Path(tmp), args.profile)
+                measure(
+                    args.iterations, args.warmup, args.run_iterations, server.url, Path(tmp), args.profile, args.preload
+                )
             )
     finally:
         server.close()
@@ -304,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {
         "benchmark": "overhead",
         "version": __version__,
+        "commit": git_commit(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
             "python": platform.python_version(),
@@ -313,21 +387,25 @@ def main(argv: list[str] | None = None) -> int:
         },
         "iterations": args.iterations,
         "warmup": args.warmup,
+        "preloaded_calls_this_month": args.preload,
         **measured,
         "anchor": ANCHOR,
         "target": {"added_median_ms_max": TARGET_MEDIAN_MS, "met": met},
     }
     s, b = call["supervisor"], call["bare_httpx"]
+    fresh = measured["bare_httpx_new_connection"]
     lines = [
         "",
         f"overhead: {args.iterations} calls of each kind after {args.warmup} warm-up, interleaved, "
-        "loopback OpenAI-compatible fake in a child process",
+        "loopback OpenAI-compatible fake in a child process; ledger "
+        + (f"preloaded with {args.preload:,} calls made earlier this month" if args.preload else "new"),
         "",
         f"{'per call, ms':<44} {'median':>9} {'p95':>9}",
         "-" * 64,
-        f"{'supervisor (route, reserve, send, price, ledger, events)':<44} {s['median_ms']:>9.2f} {s['p95_ms']:>9.2f}",
+        f"{'supervisor (full call path)':<44} {s['median_ms']:>9.2f} {s['p95_ms']:>9.2f}",
         f"{'bare httpx, same body, same server':<44} {b['median_ms']:>9.2f} {b['p95_ms']:>9.2f}",
         f"{'added':<44} {call['added_median_ms']:>9.2f} {call['added_p95_ms']:>9.2f}",
+        f"{'bare httpx, a new connection per call':<44} {fresh['median_ms']:>9.2f} {fresh['p95_ms']:>9.2f}",
         "",
         f"ratio of medians {call['ratio_median']:.2f}x; median of paired differences "
         f"{call['added_paired_median_ms']:.2f} ms",
@@ -338,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
             f"a whole one-step run_agent (snapshot, gate, digest, run record): median {r['supervisor']['median_ms']:.2f} ms, "
             f"p95 {r['supervisor']['p95_ms']:.2f} ms; added {r['added_median_ms']:.2f} ms median, "
             f"{r['added_p95_ms']:.2f} ms p95 ({args.run_iterations} runs)"
+        )
+    if measured["backend_pool_after_calls"] == []:
+        lines.append(
+            "note: the backend's connection pool was empty after its calls: each supervisor call opened a new "
+            "connection (the stream is left before its end, so httpx cannot reuse the connection)"
         )
     lines += [
         f"anchor: {ANCHOR}",

@@ -972,7 +972,6 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
     from supervisor.control import AttachedController, HostedController
     from supervisor.daemon import DaemonLock, DaemonRunning, Scheduler, daemon_status
-    from supervisor.runtime.runtime import Runtime
     from supervisor.tui import run_tui
 
     ctx = _ctx(args)
@@ -1012,6 +1011,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
         controller = AttachedController(ledger, pid)
         return run_tui(config, ctx.catalog, ledger, controller, environ=ctx.environ, warning=warning)
     try:
+        from supervisor.runtime.runtime import Runtime
+
         runtime = Runtime(config, ctx.catalog, ledger, environ=ctx.environ)
         scheduler = Scheduler(runtime, config.path, register=True)
         return run_tui(

@@ -15,10 +15,11 @@ import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -26,6 +27,7 @@ from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import Screen
 from textual.theme import Theme
+from textual.worker import get_current_worker
 
 from supervisor import paths
 from supervisor.catalog import Catalog
@@ -37,9 +39,9 @@ from supervisor.tui.data import (
     ModelsProbe,
     ProcessSampler,
     Snapshot,
+    StatusLoader,
     daemon_pids,
     hosted_roots,
-    load_snapshot,
     probe_models,
 )
 from supervisor.tui.host import RuntimeHost
@@ -52,21 +54,45 @@ from supervisor.tui.messages import (
     LedgerChanged,
     Problem,
     SnapshotLoaded,
+    StatusLoadDone,
 )
-from supervisor.tui.screens.agent import AgentScreen
 from supervisor.tui.screens.agents import AgentsScreen
-from supervisor.tui.screens.alarms import AlarmsScreen
-from supervisor.tui.screens.approvals import ApprovalModal, ApprovalsScreen, ApprovalView
 from supervisor.tui.screens.base import SupervisorScreen
-from supervisor.tui.screens.costs import CostsScreen
-from supervisor.tui.screens.help import HelpScreen
-from supervisor.tui.screens.models import ModelsScreen
 from supervisor.tui.widgets.cells import Palette, palette
 from supervisor.tui.widgets.topbar import HeaderState, TopBar
 
+if TYPE_CHECKING:
+    from supervisor.tui.screens.approvals import ApprovalModal, ApprovalView
+
+
+# Screens other than the home one are imported when first shown: the first frame comes sooner.
+def _approvals_screen() -> Screen[Any]:
+    from supervisor.tui.screens.approvals import ApprovalsScreen
+
+    return ApprovalsScreen()
+
+
+def _costs_screen() -> Screen[Any]:
+    from supervisor.tui.screens.costs import CostsScreen
+
+    return CostsScreen()
+
+
+def _models_screen() -> Screen[Any]:
+    from supervisor.tui.screens.models import ModelsScreen
+
+    return ModelsScreen()
+
+
+def _alarms_screen() -> Screen[Any]:
+    from supervisor.tui.screens.alarms import AlarmsScreen
+
+    return AlarmsScreen()
+
+
 DEBOUNCE_S = 0.5  # at most two status reloads a second, however many events arrive
 POLL_S = 2.0  # look for changes other processes made (a CLI pause, a decision from another window)
-FULL_REFRESH_S = 30.0  # relative times and day boundaries move even when nothing happens
+RETIME_S = 15.0  # relative times ("in 4m") are redrawn this often, from the figures already loaded
 TAIL_S = 0.3  # attached mode: how often the ledger is read for the daemon's new events
 LIVE_BUFFER = 500  # live events kept per agent, for an Agent screen opened later
 QUIT_WAIT_S = 60.0  # how long quitting waits for hosted runs to restore their workspaces
@@ -131,10 +157,10 @@ class SupervisorApp(App[int]):
     TITLE = "frugal-supervisor"
     MODES: ClassVar[dict[str, str | Callable[[], Screen[Any]]]] = {
         "agents": AgentsScreen,
-        "approvals": ApprovalsScreen,
-        "costs": CostsScreen,
-        "models": ModelsScreen,
-        "alarms": AlarmsScreen,
+        "approvals": _approvals_screen,
+        "costs": _costs_screen,
+        "models": _models_screen,
+        "alarms": _alarms_screen,
     }
     DEFAULT_MODE = "agents"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # noqa: RUF012 - Textual reads it per class
@@ -194,8 +220,10 @@ class SupervisorApp(App[int]):
         self._refresh_timer: Any | None = None
         self._loading = False
         self._dirty = False
+        self._dirty_agents: set[str] | None = None  # None: everyone
+        self._status_loader = StatusLoader()
+        self._agent_rows: dict[str, tuple[Any, ...]] = {}
         self._signature: tuple[Any, ...] | None = None
-        self._polls = 0
         self._sampler = ProcessSampler()
         self._approval_queue: list[ApprovalView] = []
         self._modal: ApprovalModal | None = None
@@ -259,6 +287,7 @@ class SupervisorApp(App[int]):
         elif self.mode == "attached":
             self._tail(message.start_event_id)
         self.set_interval(POLL_S, self._poll)
+        self.set_interval(RETIME_S, self._retime)
         self.request_refresh(delay=0.0)
         for view in list(self._views):
             view.reload()
@@ -280,7 +309,8 @@ class SupervisorApp(App[int]):
     @work(thread=True, group="tail", name="ledger tail")
     def _tail(self, after_id: int) -> None:
         reader = self.reader()
-        while not self._stopping.is_set():
+        worker = get_current_worker()
+        while not self._stopping.is_set() and not worker.is_cancelled:
             try:
                 rows = reader.events_after(after_id, limit=500)
             except SupervisorError as exc:
@@ -334,6 +364,8 @@ class SupervisorApp(App[int]):
         return list(self._live.get(agent, ()))
 
     def open_agent(self, agent: str) -> None:
+        from supervisor.tui.screens.agent import AgentScreen
+
         if agent not in self.config.agents:
             return
         if self.current_mode != "agents":
@@ -352,6 +384,8 @@ class SupervisorApp(App[int]):
         self.switch_mode("agents")
 
     def action_help(self) -> None:
+        from supervisor.tui.screens.help import HelpScreen
+
         self.push_screen(HelpScreen(self._description()))
 
     def action_toggle_theme(self) -> None:
@@ -399,11 +433,13 @@ class SupervisorApp(App[int]):
     # Events in
 
     def on_feed(self, message: Feed) -> None:
-        refresh = False
+        changed: set[str | None] = set()
         for item in message.items:
             if item.agent is not None:
                 self._live.setdefault(item.agent, deque(maxlen=LIVE_BUFFER)).append(item)
             if item.kind == "escalation_requested":
+                from supervisor.tui.screens.approvals import ApprovalView
+
                 self._queue_approval(ApprovalView.from_feed(item))
             elif item.kind == "approval_decided":
                 self._approval_settled_elsewhere(item)
@@ -421,11 +457,12 @@ class SupervisorApp(App[int]):
                     severity="error" if item.data.get("level") == "error" else "warning",
                     markup=False,
                 )
-            refresh = refresh or item.kind in STATE_KINDS
+            if item.kind in STATE_KINDS:
+                changed.add(item.agent)
         for view in list(self._views):
             view.apply_feed(message.items)
-        if refresh:
-            self.request_refresh()
+        if changed:
+            self.request_refresh(changed)
 
     def on_problem(self, message: Problem) -> None:
         self.notify(
@@ -435,64 +472,97 @@ class SupervisorApp(App[int]):
     # --------------------------------------------------------------------------------------------------------
     # Agent status (debounced)
 
-    def request_refresh(self, delay: float = DEBOUNCE_S) -> None:
-        """Reload every agent's status soon; many requests in a burst become one reload."""
+    def request_refresh(self, agents: Iterable[str | None] | None = None, delay: float = DEBOUNCE_S) -> None:
+        """Reload agent status soon (of ``agents``, or of everyone); a burst of requests becomes one reload."""
+        if agents is None:
+            self._dirty_agents = None
+        elif self._dirty_agents is not None:
+            named = {a for a in agents if a is not None}
+            self._dirty_agents |= named
+            if not named and not self._dirty_agents:
+                return
         self._dirty = True
         if self._refresh_timer is None and self.reader_ready:
-            self._refresh_timer = self.set_timer(delay, self._start_refresh)
+            # Textual's Timer divides by its interval: a zero delay would crash it, so never ask for one.
+            self._refresh_timer = self.set_timer(max(delay, 0.01), self._start_refresh)
 
     def _start_refresh(self) -> None:
         self._refresh_timer = None
         if self._loading:
             return  # the reload in flight re-arms when it lands
+        names = self._dirty_agents
         self._dirty = False
+        self._dirty_agents = set()
         self._loading = True
-        self._load_snapshot()
+        self._load_snapshot(None if names is None else set(names))
 
     @work(thread=True, group="snapshot")
-    def _load_snapshot(self) -> None:
+    def _load_snapshot(self, names: set[str] | None) -> None:
+        worker = get_current_worker()
         try:
-            snapshot = load_snapshot(
-                self.config, self.catalog, self.reader(), self.clock(), self.environ, daemon_pid=self.daemon_pid
+            self._status_loader.load(
+                self.config,
+                self.catalog,
+                self.reader(),
+                self.clock(),
+                self.environ,
+                names,
+                self._post_snapshot,
+                daemon_pid=self.daemon_pid,
+                cancelled=lambda: worker.is_cancelled or self._stopping.is_set(),
             )
         except SupervisorError as exc:
             self.post_message(Problem(f"cannot read agent status: {exc}"))
-            self.post_message(SnapshotLoaded(self.snapshot or Snapshot([], {}, 0, 0, self.clock())))
-            return
+        finally:
+            self.post_message(StatusLoadDone())
+
+    def _post_snapshot(self, snapshot: Snapshot) -> None:
         self.post_message(SnapshotLoaded(snapshot))
 
     def on_snapshot_loaded(self, message: SnapshotLoaded) -> None:
-        self._loading = False
         self.snapshot = message.snapshot
         self._update_header()
         for view in list(self._views):
             view.apply_snapshot(message.snapshot)
-        self.refresh_bindings()
+
+    def on_status_load_done(self, message: StatusLoadDone) -> None:
+        self._loading = False
         if self._dirty:
-            self.request_refresh()
+            self._dirty = False
+            self.request_refresh([], delay=DEBOUNCE_S)
 
     def _poll(self) -> None:
-        self._polls += 1
-        if self._polls * POLL_S >= FULL_REFRESH_S:
-            self._polls = 0
-            self.request_refresh(delay=0.0)
-        else:
+        if self.reader_ready and not self._stopping.is_set():
             self._check_changes()
 
     @work(thread=True, exclusive=True, group="poll")
     def _check_changes(self) -> None:
-        reader = self.reader()
-        signature = (
-            reader.last_event_id(),
-            reader.scalar("SELECT max(updated_at) FROM agents"),
-            reader.scalar("SELECT count(*) FROM approvals WHERE state = 'pending'"),
-        )
-        if signature != self._signature:
-            self._signature = signature
-            self.post_message(LedgerChanged())
+        """Changes made without an event this window saw (a pause from the CLI, a row a crash left behind)."""
+        rows = {
+            str(r[0]): tuple(r[1:])
+            for r in self.reader().query("SELECT name, state, updated_at, next_run_at, paused_by FROM agents")
+        }
+        changed = {name for name, row in rows.items() if self._agent_rows.get(name) != row}
+        first = not self._agent_rows
+        self._agent_rows = rows
+        if changed and not first:
+            self.post_message(LedgerChanged(changed))
 
     def on_ledger_changed(self, message: LedgerChanged) -> None:
-        self.request_refresh()
+        self.request_refresh(message.agents)
+
+    def _retime(self) -> None:
+        """Relative times move on; a new local day resets every "today" figure (then everything reloads)."""
+        snapshot = self.snapshot
+        if snapshot is None:
+            return
+        now = self.clock()
+        if now.astimezone().date() != snapshot.now.astimezone().date():
+            self.request_refresh(None, delay=0.0)
+            return
+        self.snapshot = replace(snapshot, now=now)
+        for view in list(self._views):
+            view.apply_snapshot(self.snapshot)
 
     def _update_header(self) -> None:
         snapshot = self.snapshot
@@ -510,6 +580,8 @@ class SupervisorApp(App[int]):
             warning=warning,
             offline=self.config.offline,
             simulated=any(snapshot.simulated.values()) if snapshot else False,
+            today_micros=snapshot.global_day_spend if snapshot and snapshot.complete else None,
+            today_cap_micros=snapshot.global_day_cap if snapshot else None,
         )
         for view in list(self._views):
             for bar in view.query(TopBar):
@@ -563,12 +635,12 @@ class SupervisorApp(App[int]):
             return
         if self.controller is not None and self._control(f"pause {agent}", self.controller.pause, agent):
             self.notify(f"{agent} paused: p resumes it", markup=False)
-            self.request_refresh(delay=0.2)
+            self.request_refresh([agent], delay=0.2)
 
     def resume(self, agent: str) -> None:
         if self.controller is not None and self._control(f"resume {agent}", self.controller.resume, agent):
             self.notify(f"{agent} resumed", markup=False)
-            self.request_refresh(delay=0.2)
+            self.request_refresh([agent], delay=0.2)
 
     def run_now(self, agent: str) -> None:
         state = self._state_of(agent)
@@ -581,7 +653,7 @@ class SupervisorApp(App[int]):
         if self.controller is not None and self._control(f"run {agent}", self.controller.run_now, agent):
             where = "" if self.mode == "hosted" else " (the daemon starts it within a second)"
             self.notify(f"{agent}: run requested{where}", markup=False)
-            self.request_refresh(delay=0.2)
+            self.request_refresh([agent], delay=0.2)
 
     def decide(self, approval_id: int, approve: bool) -> None:
         if self.controller is None:
@@ -594,7 +666,7 @@ class SupervisorApp(App[int]):
                 self.notify(f"approval #{approval_id} approved: the step runs once at the frontier tier")
             else:
                 self.notify(f"approval #{approval_id} denied: the run ends as denied")
-            self.request_refresh(delay=0.2)
+            self.request_refresh([], delay=0.2)
 
     def sample_processes(self, agent: str) -> list[dict[str, Any]]:
         """CPU and RSS of the agent's processes (called from a worker thread)."""
@@ -621,6 +693,8 @@ class SupervisorApp(App[int]):
             view = self._approval_queue.pop(0)
             if view.id in self._settled_approvals:
                 continue
+            from supervisor.tui.screens.approvals import ApprovalModal
+
             self._modal = ApprovalModal(view)
             self.push_screen(self._modal, partial(self._approval_answered, view))
             return

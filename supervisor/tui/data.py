@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from supervisor.backends.base import LocalModel
 from supervisor.catalog import TIERS, Catalog, split_model_key
 from supervisor.config import Config
+from supervisor.cost import usd_to_micros
 from supervisor.errors import SupervisorError
 from supervisor.ledger import ApprovalRow, CapLimits, EventRow, Ledger, ReportRow
 from supervisor.ledger.ledger import local_day_start, local_month_start
@@ -38,6 +39,22 @@ class Snapshot:
     breaker_paused: int
     now: datetime
     daemon_alive: bool | None = None  # attached mode: is the daemon still there? (None when hosting)
+    global_day_cap: int | None = None
+    global_month_cap: int | None = None
+    loading: frozenset[str] = frozenset()  # agents whose figures are not loaded yet (state only)
+
+    @property
+    def global_day_spend(self) -> int:
+        """All configured agents' spend today (the sum of the rows, so it needs no query of its own)."""
+        return sum(s.spend_day_micros for s in self.statuses)
+
+    @property
+    def global_month_spend(self) -> int:
+        return sum(s.spend_month_micros for s in self.statuses)
+
+    @property
+    def complete(self) -> bool:
+        return not self.loading
 
 
 def agent_is_simulated(config: Config, name: str) -> bool:
@@ -52,31 +69,126 @@ def agent_is_simulated(config: Config, name: str) -> bool:
     return False
 
 
-def load_snapshot(
-    config: Config,
-    catalog: Catalog,
-    reader: Ledger,
-    now: datetime,
-    environ: Mapping[str, str],
-    *,
-    daemon_pid: int | None = None,
-) -> Snapshot:
-    statuses = agent_statuses(config, catalog, reader, now, dict(environ))
-    badge = counts(reader)
-    alive: bool | None = None
-    if daemon_pid is not None:
-        from supervisor.daemon import daemon_status
-
-        info = daemon_status(reader)
-        alive = info is not None and int(info["pid"]) == daemon_pid
-    return Snapshot(
-        statuses=statuses,
-        simulated={name: agent_is_simulated(config, name) for name in config.agents},
-        pending_approvals=badge["pending_approvals"],
-        breaker_paused=badge["breaker_paused"],
-        now=now,
-        daemon_alive=alive,
+def placeholder(config: Config, name: str, row: Mapping[str, Any]) -> AgentStatus:
+    """What the agents table knows at once (state, position, next run): figures follow from ``agent_statuses``."""
+    limits = cap_limits(config, config.agents[name])
+    return AgentStatus(
+        name=name,
+        state=str(row.get("state", "idle")),
+        state_reason=str(row.get("state_reason", "")),
+        state_since=str(row.get("state_since", "")),
+        paused_by=row.get("paused_by"),
+        schedule=config.agents[name].schedule,
+        next_run_at=row.get("next_run_at"),
+        current_step=row.get("current_step"),
+        current_tier=row.get("current_tier"),
+        current_model=row.get("current_model"),
+        spend_day_micros=0,
+        spend_month_micros=0,
+        cap_day_micros=limits.agent_day_micros,
+        cap_month_micros=limits.agent_month_micros,
+        cap_run_micros=limits.run_micros,
+        tokens_today={},
+        local_compute_s_today=0.0,
+        last_run=None,
+        last_gate=None,
+        pending_approvals=0,
     )
+
+
+def subset(config: Config, names: list[str]) -> Config:
+    """The same config with only ``names`` as agents (to compute their status and no one else's)."""
+    agents = {name: config.agents[name] for name in names}
+    return Config(config.path, config.file.model_copy(update={"agents": agents}), config.providers, config.environ)
+
+
+class StatusLoader:
+    """Agent status, loaded incrementally: the agents table's rows at once, then each agent's figures in chunks.
+
+    ``agent_statuses`` costs a few milliseconds per agent on a big ledger (spend windows, the cache-aware wake
+    estimate), so a reload covers only the agents that events said changed, and the first load posts what it has
+    after every chunk. Used from one worker thread at a time.
+    """
+
+    CHUNK = 8
+
+    def __init__(self) -> None:
+        self.statuses: dict[str, AgentStatus] = {}
+        self.loaded: set[str] = set()  # agents whose figures have been computed at least once
+
+    def load(
+        self,
+        config: Config,
+        catalog: Catalog,
+        reader: Ledger,
+        now: datetime,
+        environ: Mapping[str, str],
+        names: set[str] | None,
+        post: Callable[[Snapshot], None],
+        *,
+        daemon_pid: int | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        rows = {r["name"]: r for r in reader.agents()}
+        badge = counts(reader)
+        alive: bool | None = None
+        if daemon_pid is not None:
+            from supervisor.daemon import daemon_status
+
+            info = daemon_status(reader)
+            alive = info is not None and int(info["pid"]) == daemon_pid
+        caps = config.file.caps
+        simulated = {name: agent_is_simulated(config, name) for name in config.agents}
+        wanted = [n for n in config.agents if names is None or n in names or n not in self.loaded]
+        # Rows first: state and position are one query for every agent; figures keep their last known values.
+        for name in config.agents:
+            row = rows.get(name, {})
+            known = self.statuses.get(name)
+            if known is None:
+                self.statuses[name] = placeholder(config, name, row)
+            elif row:
+                self.statuses[name] = replace(
+                    known,
+                    state=str(row.get("state", known.state)),
+                    state_reason=str(row.get("state_reason", "")),
+                    paused_by=row.get("paused_by"),
+                    next_run_at=row.get("next_run_at"),
+                    current_step=row.get("current_step"),
+                    current_tier=row.get("current_tier"),
+                    current_model=row.get("current_model"),
+                )
+        for gone in set(self.statuses) - set(config.agents):
+            del self.statuses[gone]
+            self.loaded.discard(gone)
+
+        def snapshot(loading: set[str]) -> Snapshot:
+            return Snapshot(
+                statuses=[self.statuses[n] for n in config.agents],
+                simulated=simulated,
+                pending_approvals=badge["pending_approvals"],
+                breaker_paused=badge["breaker_paused"],
+                now=now,
+                daemon_alive=alive,
+                global_day_cap=None if caps.day_usd is None else usd_to_micros(caps.day_usd),
+                global_month_cap=None if caps.month_usd is None else usd_to_micros(caps.month_usd),
+                loading=frozenset(n for n in loading if n not in self.loaded),
+            )
+
+        pending = set(wanted)
+        progressive = any(n not in self.loaded for n in wanted)
+        if progressive:
+            post(snapshot(pending))  # rows now, figures as they come
+        for start in range(0, len(wanted), self.CHUNK):
+            if cancelled():
+                return
+            chunk = wanted[start : start + self.CHUNK]
+            for status in agent_statuses(subset(config, chunk), catalog, reader, now, dict(environ)):
+                self.statuses[status.name] = status
+                self.loaded.add(status.name)
+            pending.difference_update(chunk)
+            if pending and progressive:
+                post(snapshot(pending))
+        post(snapshot(set()))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -506,6 +618,7 @@ __all__ = [
     "ModelsProbe",
     "ProcessSampler",
     "Snapshot",
+    "StatusLoader",
     "agent_is_simulated",
     "daemon_pids",
     "hosted_roots",
@@ -514,8 +627,9 @@ __all__ = [
     "load_alarms",
     "load_approvals",
     "load_costs",
-    "load_snapshot",
     "parse_range",
+    "placeholder",
     "preset_range",
     "probe_models",
+    "subset",
 ]

@@ -154,6 +154,7 @@ __all__ = [
     "Problem",
     "ProcessesSampled",
     "SnapshotLoaded",
+    "StatusLoadDone",
     "from_event",
     "from_row",
 ]
@@ -168,4 +169,12 @@ class Booted(Message):
 
 
 class LedgerChanged(Message):
-    """The periodic check saw a change another process made (or it is time for a full refresh)."""
+    """The periodic check saw agents change in the ledger (``agents`` names them; None: anything may have)."""
+
+    def __init__(self, agents: set[str] | None) -> None:
+        super().__init__()
+        self.agents = agents
+
+
+class StatusLoadDone(Message):
+    """A status reload finished (after its last ``SnapshotLoaded``)."""

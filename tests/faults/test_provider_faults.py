@@ -219,7 +219,8 @@ def assert_recorded(setup: Setup, result: RunResult, *, outcome: str) -> list[di
     assert result.outcome == outcome, (result.outcome, result.reason)
     with setup.ledger() as ledger:
         run = ledger.run(result.run_id)
-        assert run is not None and run["outcome"] == outcome
+        assert run is not None
+        assert run["outcome"] == outcome
         assert ledger.held_reservations() == []
         assert ledger.integrity_check() == "ok"
     calls = calls_of(setup, result.run_id)
@@ -279,7 +280,8 @@ def test_429_with_retry_after_is_honoured_then_succeeds(tmp_path: Path, serve: A
     assert len(arrivals) == 2
     assert arrivals[1] - arrivals[0] >= 0.9, "Retry-After: 1 was not honoured"
     assert [c["error_class"] for c in calls] == ["rate_limited", None]
-    assert calls[0]["priced"] == 1 and calls[0]["cost_micros"] == 0  # rejected before any work: $0, and said so
+    assert calls[0]["priced"] == 1
+    assert calls[0]["cost_micros"] == 0
     assert calls[1]["priced"] == 1
     expected = dict(before)
     expected["answer.txt"] = tree_digest_of_text(RIGHT + "\n")
@@ -434,7 +436,8 @@ def test_missing_usage_succeeds_but_is_unpriced(tmp_path: Path, serve: Any, kind
     setup = make_setup(tmp_path, KINDS[kind], fake.url)
     result, _ = setup.run()
     calls = assert_recorded(setup, result, outcome="success")
-    assert len(calls) == 1 and calls[0]["error_class"] is None
+    assert len(calls) == 1
+    assert calls[0]["error_class"] is None
     assert_unpriced_worst_case(setup, calls[0])
     assert result.unpriced_calls == 1
     assert (setup.workspace / "answer.txt").read_text() == RIGHT + "\n"
@@ -473,7 +476,7 @@ def test_an_error_in_the_middle_of_the_stream_is_recorded(tmp_path: Path, serve:
         ("openai", [HttpError(429, "slow", headers={"Retry-After": "1"})], Reply(RIGHT), 0, "rate_limited"),
         ("openai", [], CutStream(text="right but cut", after_chunks=1), 1, "protocol"),
         ("anthropic", [], Hang(), 1, "timeout"),
-        ("anthropic", [], Malformed(b"<html>502 Bad Gateway</html>", content_type="text/html"), 1, None),
+        ("anthropic", [], Malformed(b"<html>502 Bad Gateway</html>", content_type="text/html"), 1, "protocol"),
         ("ollama", [], HttpError(503, "queue full"), 1, "overloaded"),
     ],
     ids=["openai-429-then-ok", "openai-cut", "anthropic-hang", "anthropic-html", "ollama-503"],
@@ -490,7 +493,8 @@ def test_supervisor_run_in_a_child_process(
     assert proc.returncode == code, (proc.stdout, proc.stderr)
     with setup.ledger() as ledger:
         runs = ledger.recent_runs("writer")
-        assert len(runs) == 1 and runs[0]["outcome"] == ("success" if code == 0 else "exhausted")
+        assert len(runs) == 1
+        assert runs[0]["outcome"] == ("success" if code == 0 else "exhausted")
         calls = list(reversed(ledger.calls(run_id=runs[0]["id"])))
         assert ledger.held_reservations() == []
     assert calls

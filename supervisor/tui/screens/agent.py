@@ -32,7 +32,7 @@ from supervisor.tui.widgets.cells import (
 )
 from supervisor.tui.widgets.chart import SpendChart
 from supervisor.tui.widgets.steplog import StepLog
-from supervisor.tui.widgets.table import LiveTable, Row
+from supervisor.tui.widgets.table import LiveTable, Panel, Row
 from supervisor.tui.widgets.topbar import TopBar
 
 PROCESS_SAMPLE_S = 2.0
@@ -56,7 +56,7 @@ class AgentScreen(SupervisorScreen):
 
     def compose(self) -> ComposeResult:
         yield TopBar(f"Agent {self.agent}")
-        yield Static(id="agent-summary")
+        yield Panel(id="agent-summary")
         with Horizontal(id="agent-body"):
             with Vertical(id="log-pane"):
                 yield Static(Text(" step log", style="bold"), classes="pane-title")
@@ -66,10 +66,9 @@ class AgentScreen(SupervisorScreen):
                     runs = LiveTable(id="runs")
                     for key, label, width in (
                         ("id", "run", 5),
-                        ("outcome", "outcome", 13),
+                        ("outcome", "outcome", 11),
                         ("cost", "cost", 10),
-                        ("when", "started", 9),
-                        ("trigger", "trigger", 9),
+                        ("when", "started", 8),
                     ):
                         runs.add_column(label, width=width, key=key)
                     yield runs
@@ -179,12 +178,12 @@ class AgentScreen(SupervisorScreen):
     # Drawing
 
     def _render_summary(self) -> None:
-        summary = self.query_one("#agent-summary", Static)
+        summary = self.query_one("#agent-summary", Panel)
         snapshot = self.sup.snapshot
         status = next((s for s in snapshot.statuses if s.name == self.agent), None) if snapshot else None
         p = self.palette
         if status is None or snapshot is None:
-            summary.update(Text(f" {self.agent}: loading…", style=p.muted))
+            summary.show(Text(f" {self.agent}: loading…", style=p.muted))
             return
         simulated = snapshot.simulated.get(self.agent, False)
         out = Text(" ")
@@ -212,7 +211,7 @@ class AgentScreen(SupervisorScreen):
             f"  tokens {tokens(t.get('input_uncached'))}/{tokens(t.get('cache_read'))}/{tokens(t.get('output'))}",
             style=p.muted,
         )
-        summary.update(out)
+        summary.show(out)
 
     def _render_detail(self) -> None:
         detail = self._detail
@@ -235,7 +234,6 @@ class AgentScreen(SupervisorScreen):
                         outcome_text(str(run["outcome"]), p),
                         cost,
                         when(parse_iso(run["started_at"]), now),
-                        str(run["trigger"]),
                     ],
                 )
             )

@@ -27,18 +27,20 @@ from supervisor.tui.widgets.cells import (
     state_text,
     when,
 )
-from supervisor.tui.widgets.table import LiveTable, Row
+from supervisor.tui.widgets.table import LiveTable, Panel, Row
 from supervisor.tui.widgets.topbar import TopBar
 
+STEP_WIDTH = 13
+GATE_WIDTH = 13
 COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("state", "state", 11),
-    ("agent", "agent", 14),
-    ("step", "step @ tier", 15),
-    ("today", "today / cap", 17),
-    ("month", "month / cap", 17),
-    ("tokens", "in/cached/out", 14),
-    ("gate", "last gate", 13),
-    ("next", "next run", 8),
+    ("state", "state", 10),
+    ("agent", "agent", 10),
+    ("step", "tier · step", STEP_WIDTH),
+    ("today", "today · of cap", 18),
+    ("month", "month · of cap", 18),
+    ("tokens", "in/cached/out", 12),
+    ("gate", "last gate", GATE_WIDTH),
+    ("next", "next run", 9),
 )
 _GATE = re.compile(r"^(?P<step>.*): (?P<result>pass|fail) at (?P<tier>.*)$")
 
@@ -59,6 +61,7 @@ class AgentsScreen(SupervisorScreen):
     def __init__(self) -> None:
         super().__init__()
         self._snapshot: Snapshot | None = None
+        self._had_selection = False
 
     def compose(self) -> ComposeResult:
         yield TopBar("Agents")
@@ -66,7 +69,7 @@ class AgentsScreen(SupervisorScreen):
         for key, label, width in COLUMNS:
             table.add_column(label, width=width, key=key)
         yield table
-        yield Static(id="agent-detail")
+        yield Panel(id="agent-detail")
         yield Static(GETTING_STARTED, id="getting-started")
         yield Footer()
 
@@ -75,12 +78,12 @@ class AgentsScreen(SupervisorScreen):
         if self.sup.snapshot is not None:
             self.apply_snapshot(self.sup.snapshot)
         else:
-            self.query_one("#agent-detail", Static).update(Text("loading…", style=self.palette.muted))
+            self.query_one("#agent-detail", Panel).show(Text("loading…", style=self.palette.muted))
         self._toggle_empty()
 
     @property
     def selected_agent(self) -> str | None:
-        return self.query_one(LiveTable).selected_key
+        return self.selected_row_key()
 
     def _toggle_empty(self) -> None:
         empty = not self.sup.config.agents
@@ -108,7 +111,9 @@ class AgentsScreen(SupervisorScreen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._show_detail()
-        self.sup.refresh_bindings()
+        if not self._had_selection:  # p and r become available: redraw the footer once, not on every move
+            self._had_selection = True
+            self.sup.refresh_bindings()
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value is not None:
@@ -120,28 +125,41 @@ class AgentsScreen(SupervisorScreen):
             self.sup.open_agent(agent)
 
     def _show_detail(self) -> None:
-        detail = self.query_one("#agent-detail", Static)
+        detail = self.query_one("#agent-detail", Panel)
         snapshot = self._snapshot
         name = self.selected_agent
         status = next((s for s in snapshot.statuses if s.name == name), None) if snapshot else None
         if status is None or snapshot is None:
-            detail.update("")
+            detail.show(Text(""))
             return
-        detail.update(agent_detail_text(status, snapshot, self.palette))
+        detail.show(agent_detail_text(status, snapshot, self.palette))
 
 
-def _tier_short(tier: str | None) -> str:
-    return tier or "?"
+def tier_text(tier: str | None, p: Palette) -> Text:
+    """The tier, coloured by what it costs (the word is always there)."""
+    colour = {"local": p.ok, "cheap": p.attention, "frontier": p.bad}.get(tier or "", p.muted)
+    return Text(tier or "?", style=colour)
 
 
 def agent_cells(s: AgentStatus, snapshot: Snapshot, p: Palette) -> list[RenderableType]:
     simulated = snapshot.simulated.get(s.name, False)
     if s.current_step and s.state in ("running", "waiting_approval", "deferred"):
-        step = Text(one_line(s.current_step, 9))
-        if s.current_tier:
-            step.append(f" @{_tier_short(s.current_tier)}", style=p.muted)
+        step = tier_text(s.current_tier, p)
+        step.append(" " + one_line(s.current_step, max(2, STEP_WIDTH - len(step.plain) - 1)))
     else:
         step = Text("—", style=p.muted)
+    if s.name in snapshot.loading:
+        wait = Text("…", style=p.muted)
+        return [
+            state_text(s.state, p),
+            Text(s.name, style="bold"),
+            step,
+            wait,
+            wait,
+            wait,
+            wait,
+            next_run_text(s, snapshot, p),
+        ]
     t = s.tokens_today
     token_text = Text(
         f"{tokens(t.get('input_uncached', 0))}/{tokens(t.get('cache_read', 0))}/{tokens(t.get('output', 0))}"
@@ -150,8 +168,8 @@ def agent_cells(s: AgentStatus, snapshot: Snapshot, p: Palette) -> list[Renderab
         state_text(s.state, p),
         Text(s.name, style="bold"),
         step,
-        spend_bar(s.spend_day_micros, s.cap_day_micros, p, simulated=simulated),
-        spend_bar(s.spend_month_micros, s.cap_month_micros, p, simulated=simulated),
+        spend_bar(s.spend_day_micros, s.cap_day_micros, p, width=4, simulated=simulated, compact=True),
+        spend_bar(s.spend_month_micros, s.cap_month_micros, p, width=4, simulated=simulated, compact=True),
         token_text,
         gate_text(s.last_gate, p),
         next_run_text(s, snapshot, p),
@@ -159,16 +177,20 @@ def agent_cells(s: AgentStatus, snapshot: Snapshot, p: Palette) -> list[Renderab
 
 
 def gate_text(last_gate: str | None, p: Palette) -> Text:
+    """``✓ cheap write``: the verdict, the tier that reached it, then the step if it fits."""
     if not last_gate:
         return Text("—", style=p.muted)
     match = _GATE.match(last_gate)
     if match is None:
-        return Text(one_line(last_gate, 12))
+        return Text(one_line(last_gate, GATE_WIDTH))
     passed = match["result"] == "pass"
     out = Text("✓ " if passed else "✗ ", style=p.ok if passed else p.bad)
-    out.append(one_line(match["step"], 7))
-    if match["tier"] not in ("None", ""):
-        out.append(f"@{match['tier']}", style=p.muted)
+    tier = match["tier"] if match["tier"] not in ("None", "") else ""
+    if tier:
+        out.append(tier, style=p.muted)
+    room = GATE_WIDTH - len(out.plain) - (1 if tier else 0)
+    if room >= 3:
+        out.append((" " if tier else "") + one_line(match["step"], room))
     return out
 
 
@@ -202,6 +224,9 @@ def agent_detail_text(s: AgentStatus, snapshot: Snapshot, p: Palette) -> Text:
     if s.schedule and s.next_run_at and s.state != "paused":
         out.append(f" · next {when(parse_iso(s.next_run_at), snapshot.now)}", style=p.muted)
     out.append("\n")
+    if s.name in snapshot.loading:
+        out.append("loading spend, tokens and the last run…", style=p.muted)
+        return out
     out.append("today ")
     out.append_text(spend_bar(s.spend_day_micros, s.cap_day_micros, p, width=10, simulated=simulated))
     out.append("   month ")
@@ -210,6 +235,11 @@ def agent_detail_text(s: AgentStatus, snapshot: Snapshot, p: Palette) -> Text:
         out.append(f"   run cap {cap_money(s.cap_run_micros)}", style=p.muted)
     if simulated:
         out.append("   simulated tiers: not billed", style=p.simulated)
+    if snapshot.complete and (snapshot.global_day_cap is not None or snapshot.global_month_cap is not None):
+        out.append("\nall agents: today ", style=p.muted)
+        out.append_text(spend_bar(snapshot.global_day_spend, snapshot.global_day_cap, p, width=10))
+        out.append("   month ", style=p.muted)
+        out.append_text(spend_bar(snapshot.global_month_spend, snapshot.global_month_cap, p, width=10))
     out.append("\n")
     t = s.tokens_today
     out.append(

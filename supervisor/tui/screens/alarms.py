@@ -56,7 +56,7 @@ class AlarmsScreen(SupervisorScreen):
 
     @property
     def selected(self) -> Alarm | None:
-        key = self.query_one(LiveTable).selected_key
+        key = self.selected_row_key()
         return next((a for a in self._alarms if str(a.event_id) == key), None)
 
     @property
@@ -143,8 +143,10 @@ def evidence_text(alarm: Alarm, p: Palette) -> Text:
     out.append(" " + safe(alarm.message) + "\n")
     if alarm.evidence:
         out.append(" evidence\n", style=p.muted)
-        body = json.dumps(alarm.evidence, indent=2, ensure_ascii=False, default=str)
-        out.append("\n".join("   " + line for line in safe(body).splitlines()))
+        for key, value in alarm.evidence.items():
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+            out.append(f"   {safe(str(key))}: ", style=p.muted)
+            out.append(safe(shown) + "\n")
     if alarm.still_paused:
         out.append("\n\n u resumes the agent (its next run starts at the bottom of its ladder)", style=p.attention)
     return out

@@ -190,7 +190,7 @@ class ApprovalsScreen(SupervisorScreen):
 
     @property
     def selected(self) -> ApprovalView | None:
-        key = self.query_one(LiveTable).selected_key
+        key = self.selected_row_key()
         return next((r for r in self._rows if str(r.id) == key), None)
 
     @property

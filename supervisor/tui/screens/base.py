@@ -10,6 +10,7 @@ from textual.screen import Screen
 from supervisor.tui.data import Snapshot
 from supervisor.tui.messages import FeedItem
 from supervisor.tui.widgets.cells import Palette, palette
+from supervisor.tui.widgets.table import LiveTable
 
 if TYPE_CHECKING:
     from supervisor.tui.app import SupervisorApp
@@ -30,6 +31,12 @@ class SupervisorScreen(Screen[None]):
     def selected_agent(self) -> str | None:
         """The agent that ``p`` (pause/resume) and ``r`` (run now) act on here, if any."""
         return None
+
+    def selected_row_key(self, selector: str = "LiveTable") -> str | None:
+        """The highlighted row's key in this screen's table (None while the screen is being built or torn down)."""
+        tables = self.query(selector)
+        table = tables.first() if tables else None
+        return table.selected_key if isinstance(table, LiveTable) else None
 
     def on_mount(self) -> None:
         self.sup.register_view(self)

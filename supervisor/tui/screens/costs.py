@@ -27,19 +27,20 @@ from supervisor.tui.widgets.table import LiveTable, Row
 from supervisor.tui.widgets.topbar import TopBar
 
 REPORT_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("group", "", 24),
+    ("group", "", 22),
+    ("cost", "cost", 11),
     ("calls", "calls", 6),
     ("unpriced", "unpriced", 8),
     ("input", "in", 7),
     ("cache_read", "cache rd", 8),
     ("cache_write", "cache wr", 8),
     ("output", "out", 7),
-    ("cost", "cost", 11),
     ("compute", "local cpu", 9),
 )
 
 
 class CostsScreen(SupervisorScreen):
+    AUTO_FOCUS = "#by-agent"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("left_square_bracket", "range(-1)", "Prev range"),
         Binding("right_square_bracket", "range(1)", "Next range"),
@@ -70,7 +71,6 @@ class CostsScreen(SupervisorScreen):
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.query_one("#range-input").display = False
         self.reload()
 
     @property
@@ -89,14 +89,14 @@ class CostsScreen(SupervisorScreen):
 
     def action_custom_range(self) -> None:
         field = self.query_one("#range-input", Input)
-        field.display = True
+        field.add_class("-open")
         field.focus()
 
     def action_back(self) -> None:
         field = self.query_one("#range-input", Input)
-        if field.display:
-            field.display = False
-            self.query_one(TabbedContent).focus()
+        if field.has_class("-open"):
+            field.remove_class("-open")
+            self.query_one("#by-agent").focus()
             return
         self.sup.action_home()
 
@@ -107,7 +107,8 @@ class CostsScreen(SupervisorScreen):
         except ValueError as exc:
             self.notify(str(exc), severity="warning")
             return
-        event.input.display = False
+        event.input.remove_class("-open")
+        self.query_one("#by-agent").focus()
         self.reload()
 
     def reload(self) -> None:
@@ -160,9 +161,9 @@ def range_text(span: DateRange, p: Palette) -> Text:
 
 
 def report_cells(r: ReportRow, p: Palette) -> Row:
-    group = Text(one_line(r.group, 24 if not r.simulated else 13))
+    group = Text(one_line(r.group, 22 if not r.simulated else 10))
     if r.simulated:
-        group.append(" (simulated)", style=p.simulated)
+        group.append(" simulated", style=p.simulated)
     cost = Text(money(r.cost_micros), style=p.simulated if r.simulated else "bold")
     if r.unpriced_calls:
         cost.append("+?", style=p.attention)
@@ -171,13 +172,13 @@ def report_cells(r: ReportRow, p: Palette) -> Row:
         f"{r.group}\0{int(r.simulated)}",
         [
             group,
+            cost,
             str(r.calls),
             unpriced,
             tokens(r.input_uncached),
             tokens(r.cache_read),
             tokens(r.cache_write),
             tokens(r.output),
-            cost,
             f"{r.local_compute_s:.1f}s" if r.local_compute_s else "",
         ],
     )

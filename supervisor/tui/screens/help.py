@@ -14,18 +14,18 @@ from textual.widgets import Static
 from supervisor.tui.widgets.cells import STATE_LONG, STATE_SYMBOL, palette, state_colour
 
 KEYS: tuple[tuple[str, str], ...] = (
-    ("enter", "open the highlighted agent: live log, runs, spend, digest, processes"),
-    ("p", "pause or resume the selected agent (a pause also stops its current run)"),
+    ("enter", "open the agent: live log, runs, spend, digest, processes"),
+    ("p", "pause or resume the selected agent (a pause stops its run)"),
     ("r", "run the selected agent now"),
-    ("a", "approvals: frontier escalations waiting for you (y approve once, n deny)"),
-    ("c", "costs by agent, model and day ([ ] change the range, / type dates)"),
-    ("m", "models: the tier ladder, backends, API keys, hardware"),
-    ("l", "alarms: runaway-breaker trips and their evidence (u resumes)"),
+    ("a", "approvals waiting for you: y approves once, n denies"),
+    ("c", "costs by agent, model and day: [ ] range, / dates"),
+    ("m", "models: tier ladder, backends, API keys, hardware"),
+    ("l", "alarms: runaway-breaker trips and evidence (u resumes)"),
     ("t", "switch between the dark and the light theme"),
-    ("ctrl+p", "command palette: every action, and every agent by name"),
+    ("ctrl+p", "command palette: every action, every agent by name"),
     ("escape", "back"),
     ("?", "this help"),
-    ("q", "quit (hosted: runs are stopped and their workspaces restored)"),
+    ("q", "quit (hosting: runs stop, workspaces are restored)"),
 )
 
 

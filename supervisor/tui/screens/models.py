@@ -40,8 +40,8 @@ class ModelsScreen(SupervisorScreen):
             ladder = LiveTable(id="ladder")
             for key, label, width in (
                 ("tier", "tier", 8),
-                ("model", "model", 22),
-                ("status", "status", 16),
+                ("model", "model", 20),
+                ("status", "status", 13),
                 ("in", "$/M in", 7),
                 ("cache", "$/M cached", 10),
                 ("out", "$/M out", 7),
@@ -95,10 +95,10 @@ class ModelsScreen(SupervisorScreen):
         rows: list[Row] = []
         for e in data.ladder:
             ready = e.status in ("ready", "simulated")
-            status = Text(("✓ " if ready else "✗ ") + one_line(e.status, 14), style=p.ok if ready else p.bad)
+            status = Text(("✓ " if ready else "✗ ") + one_line(e.status, 11), style=p.ok if ready else p.bad)
             if e.simulated:
                 status = Text("≈ simulated", style=p.simulated)
-            model = Text(one_line(e.key, 22))
+            model = Text(one_line(e.key, 20))
             rows.append(
                 (
                     f"{e.tier}:{e.key}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from rich.text import Text
 
@@ -135,14 +136,18 @@ def bar(fraction: float, width: int) -> str:
     return text.ljust(width)
 
 
-def spend_bar(spent: int, cap: int | None, p: Palette, width: int = 6, *, simulated: bool = False) -> Text:
-    """``▇▇▁  $0.12/$5.00``: a bar against the cap and the figures (the bar is never the only signal)."""
+def spend_bar(
+    spent: int, cap: int | None, p: Palette, width: int = 6, *, simulated: bool = False, compact: bool = False
+) -> Text:
+    """``██▌░ $0.12/$5`` (or ``██▌░ $0.12 62%`` when ``compact``): a bar against the cap and the figures beside it,
+    so the bar is never the only signal."""
     out = Text()
     if cap is None or cap <= 0:
         out.append(" " * width, style=p.muted)
         out.append(" ")
         out.append(money(spent), style=p.simulated if simulated else "")
-        out.append(" no cap", style=p.muted)
+        if not compact:
+            out.append(" no cap", style=p.muted)
         return out
     fraction = spent / cap
     colour = p.ok if fraction < 0.75 else p.attention if fraction < 1.0 else p.bad
@@ -151,15 +156,21 @@ def spend_bar(spent: int, cap: int | None, p: Palette, width: int = 6, *, simula
     out.append("░" * (width - len(filled)), style=p.muted)
     out.append(" ")
     out.append(money(spent), style=p.simulated if simulated else "")
-    out.append(f"/{cap_money(cap)}", style=p.muted)
+    if compact:
+        out.append(f" {spent * 100 // cap}%", style=colour if fraction >= 0.75 else p.muted)
+    else:
+        out.append(f"/{cap_money(cap)}", style=p.muted)
     return out
 
 
 def cap_money(micros: int) -> str:
-    """A cap is a round number: $5, $0.50, $120."""
+    """A cap is a round number: $5, $0.50, $0.02, $0.005."""
     if micros % 1_000_000 == 0:
         return f"${micros // 1_000_000}"
-    return money(micros)
+    dollars = Decimal(micros) / Decimal(1_000_000)
+    text = f"{dollars:f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def safe(text: str, limit: int | None = None) -> str:

@@ -38,12 +38,11 @@ class SpendChart(Widget):
         unpriced = sum(d.unpriced_calls for d in days)
         header = Text(no_wrap=True, overflow="ellipsis")
         header.append(f"max {money(top)}/day", style="bold")
-        header.append(f"  real {money(real_total)}")
+        header.append(f" · █ real {money(real_total)}", style=p.busy)
         if sim_total:
-            header.append("  ▒ simulated ", style=p.simulated)
-            header.append(money(sim_total), style=p.simulated)
+            header.append(f" · ▒ simulated {money(sim_total)}", style=p.simulated)
         if unpriced:
-            header.append(f"  ? {unpriced} unpriced call(s) not in the bars", style=p.attention)
+            header.append(f" · ? {unpriced} unpriced", style=p.attention)
         lines = [header]
         for level in range(rows, 0, -1):
             line = Text(no_wrap=True)
@@ -53,10 +52,14 @@ class SpendChart(Widget):
                 all_cells = (total / top * rows) if top else 0.0
                 cell = _cell(all_cells, level)
                 if cell.strip():
-                    is_real = real_cells >= level - 0.5 and d.cost_micros > 0
-                    style = p.busy if is_real else p.simulated
-                    glyph = cell if is_real else ("▒" if cell == "█" else cell)
-                    line.append((glyph * column)[:column], style=style)
+                    # Real spend sits at the bottom in solid blocks; simulated spend is stacked on it, shaded.
+                    is_real = d.cost_micros > 0 and real_cells >= level - 0.5
+                    if is_real:
+                        line.append(cell * column, style=p.busy)
+                    elif cell == "█" or all_cells - (level - 1) >= 0.5:
+                        line.append("▒" * column, style=p.simulated)
+                    else:
+                        line.append(" " * column)
                 elif level == 1 and d.unpriced_calls:
                     line.append("?".ljust(column), style=p.attention)
                 else:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import RichLog, Static
@@ -14,6 +16,7 @@ from supervisor.tui.messages import FeedItem
 from supervisor.tui.widgets.cells import Palette, local_clock, one_line, safe
 
 STREAM_TAIL_CHARS = 4000
+MAX_LINES = 2000
 
 
 def describe(item: FeedItem, p: Palette) -> Text | None:
@@ -159,9 +162,12 @@ class StepLog(Vertical):
         self.palette = palette
         self._stream = ""
         self._stream_model = ""
+        self._decided: set[int] = set()  # a decision is announced by the deciding view and by the waiting run
+        self._written: deque[Text] = deque(maxlen=MAX_LINES)
+        self._width = 0
 
     def compose(self) -> ComposeResult:
-        yield RichLog(wrap=True, markup=False, highlight=False, max_lines=2000, auto_scroll=True)
+        yield RichLog(wrap=True, markup=False, highlight=False, max_lines=MAX_LINES, auto_scroll=True, min_width=20)
         yield Static(id="stream")
 
     def add(self, item: FeedItem) -> None:
@@ -169,6 +175,11 @@ class StepLog(Vertical):
             self._stream = (self._stream + str(item.data.get("text", "")))[-STREAM_TAIL_CHARS:]
             self._show_stream()
             return
+        if item.kind == "approval_decided":
+            approval_id = int(item.data.get("approval_id") or 0)
+            if approval_id in self._decided:
+                return
+            self._decided.add(approval_id)
         if item.kind == "call_started":
             self._flush_stream()
             self._stream_model = f"{item.data.get('tier')} {item.data.get('model')}"
@@ -177,7 +188,21 @@ class StepLog(Vertical):
             self._flush_stream(header=text)
             return
         if text is not None:
-            self.query_one(RichLog).write(text)
+            self._write(text)
+
+    def _write(self, text: Text) -> None:
+        self._written.append(text)
+        self.query_one(RichLog).write(text)
+
+    def on_resize(self, event: events.Resize) -> None:
+        """RichLog wraps lines when they are written: rewrap everything when the width changes."""
+        width = event.size.width
+        if width != self._width:
+            self._width = width
+            log = self.query_one(RichLog)
+            log.clear()
+            for text in self._written:
+                log.write(text)
 
     def _show_stream(self) -> None:
         stream = self.query_one("#stream", Static)
@@ -188,12 +213,10 @@ class StepLog(Vertical):
         stream.add_class("-streaming")
 
     def _flush_stream(self, header: Text | None = None) -> None:
-        log = self.query_one(RichLog)
         if header is not None:
-            log.write(header)
+            self._write(header)
         if self._stream.strip():
-            body = Text(indent_block(safe(self._stream.rstrip()), 9), style=f"{self.palette.muted} italic")
-            log.write(body)
+            self._write(Text(indent_block(safe(self._stream.rstrip()), 9), style=f"{self.palette.muted} italic"))
         self._stream = ""
         stream = self.query_one("#stream", Static)
         stream.update("")

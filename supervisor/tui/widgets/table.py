@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from rich.console import RenderableType
 from rich.text import Text
-from textual.widgets import DataTable
+from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 Row = tuple[str, Sequence[RenderableType]]
@@ -63,3 +63,17 @@ def _signature(cell: RenderableType) -> str:
     if isinstance(cell, Text):
         return f"{cell.plain}\0{cell.style}\0{[(s.start, s.end, str(s.style)) for s in cell.spans]}"
     return repr(cell)
+
+
+class Panel(Static):
+    """A fixed-height text panel: redrawn only when its text changes, without a layout pass (no extra frame)."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._shown_signature = ""
+
+    def show(self, content: Text) -> None:
+        signature = _signature(content)
+        if signature != self._shown_signature:
+            self._shown_signature = signature
+            self.update(content, layout=False)

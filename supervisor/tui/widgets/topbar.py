@@ -8,7 +8,8 @@ from rich.text import Text
 from textual.app import RenderResult
 from textual.widget import Widget
 
-from supervisor.tui.widgets.cells import palette
+from supervisor.render import money
+from supervisor.tui.widgets.cells import cap_money, palette
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class HeaderState:
     warning: str = ""
     offline: bool = False
     simulated: bool = False
+    today_micros: int | None = None  # all agents' spend today (None until the first status load)
+    today_cap_micros: int | None = None
 
 
 class TopBar(Widget):
@@ -44,10 +47,15 @@ class TopBar(Widget):
             badges: list[Text] = []
             if state.pending_approvals:
                 n = state.pending_approvals
-                badges.append(Text(f"? {n} approval{'s' if n != 1 else ''} pending (a)", style=f"{p.attention} bold"))
+                badges.append(Text(f"? {n} approval{'s' if n != 1 else ''} (a)", style=f"{p.attention} bold"))
             if state.alarms:
                 n = state.alarms
-                badges.append(Text(f"‖ {n} breaker alarm{'s' if n != 1 else ''} (l)", style=f"{p.bad} bold"))
+                badges.append(Text(f"‖ {n} alarm{'s' if n != 1 else ''} (l)", style=f"{p.bad} bold"))
+            if state.today_micros is not None:
+                spend = Text(f"today {money(state.today_micros)}")
+                if state.today_cap_micros is not None:
+                    spend.append(f" of {cap_money(state.today_cap_micros)}", style=p.muted)
+                badges.append(spend)
             if state.simulated:
                 badges.append(Text("simulated tiers", style=p.simulated))
             if state.offline:
@@ -66,4 +74,7 @@ class TopBar(Widget):
                 second.append(state.warning, style=f"{p.bad} bold")
             else:
                 second.append(state.description, style=p.muted)
-        return Text("\n").join([line, second])
+        both = Text("\n").join([line, second])
+        both.no_wrap = True
+        both.overflow = "ellipsis"
+        return both

@@ -1,0 +1,98 @@
+"""The benchmarks in bench/ run end to end at tiny sizes and write the JSON keys the README quotes.
+
+No timing is asserted here (figures come from running the benchmarks themselves); this only keeps them from
+rotting as the code under them changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(name: str, args: list[str], tmp_path: Path) -> dict[str, Any]:
+    out = tmp_path / f"{name}.json"
+    assert load(name).main([*args, "--json", str(out)]) == 0
+    data: dict[str, Any] = json.loads(out.read_text())
+    assert data["benchmark"] == name
+    return data
+
+
+def test_savings_suite_is_well_formed() -> None:
+    savings = load("savings")
+    tasks = savings.load_tasks()
+    assert len(tasks) >= 30
+    assert {t.category for t in tasks} == set(savings.CATEGORIES)
+    assert {t.difficulty for t in tasks} == set(savings.DIFFICULTIES)
+
+
+def test_every_reference_passes_and_every_wrong_answer_fails(tmp_path: Path) -> None:
+    savings = load("savings")
+    from supervisor import paths
+    from supervisor.catalog import load_catalog
+
+    catalog = load_catalog([paths.bundled_models_dir()])
+    with savings.gate_python_first():
+        problems = asyncio.run(savings.check_suite(savings.load_tasks(), catalog, tmp_path))
+    assert problems == []
+
+
+def test_savings(tmp_path: Path) -> None:
+    data = run("savings", ["--local", "scripted", "--tasks", "3", "--seeds", "2", "--quiet"], tmp_path)
+    for key in ("cost_ratio", "cost_reduction", "correctness_model", "anchors", "target", "per_seed", "drivers"):
+        assert key in data
+    for side in ("frontier_only", "ladder"):
+        assert set(data[side]["calls_per_tier"]) == {"local", "cheap", "frontier"}
+        assert 0.0 <= data[side]["pass_rate"] <= 1.0
+        assert data[side]["task_runs"] == 6
+    assert data["frontier_only"]["calls_per_tier"]["local"] == 0
+    assert data["ladder"]["calls_per_tier"]["local"] == 6  # every task starts at the local tier
+    assert data["frontier_only"]["cost_micros"] > 0
+    assert data["correctness_model"]["p"]["cheap"] == {"easy": 0.95, "medium": 0.8, "hard": 0.4}
+    assert len(data["per_seed"]) == 2
+
+
+def test_context(tmp_path: Path) -> None:
+    data = run("context", ["--wakes", "5"], tmp_path)
+    assert data["failed_wakes"] == []
+    assert set(data["input_tokens_at"]) == {"1", "5"}
+    assert data["naive_total"] > data["ours_total"] > 0
+    assert {"flat_met", "total_ratio_met"} <= set(data["targets"])
+    assert len(data["per_wake"]) == 5
+
+
+def test_overhead(tmp_path: Path) -> None:
+    data = run("overhead", ["--iterations", "5", "--warmup", "1", "--run-iterations", "2"], tmp_path)
+    call = data["call"]
+    for key in ("added_median_ms", "added_p95_ms", "ratio_median", "supervisor", "bare_httpx"):
+        assert key in call
+    assert data["ledger_call_rows"] >= 6
+    assert "run_agent" in data
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
+def test_startup(tmp_path: Path) -> None:
+    data = run("startup", ["--runs", "1", "--warmup", "0", "--tui-runs", "1"], tmp_path)
+    help_ = data["help"]
+    assert help_["supervisor_help"]["n"] == 1
+    assert "added_median_ms" in help_
+    assert "available" in data["tui_first_paint"]
