@@ -237,6 +237,9 @@ class Catalog:
 # File format (validated at the boundary)
 
 
+MAX_PRICE = Decimal(100_000)  # USD per million tokens; anything above is a typo (and breaks exact math)
+
+
 def _decimal(value: Any) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValueError('write prices as decimal strings in USD per million tokens, e.g. "0.15"')
@@ -248,6 +251,8 @@ def _decimal(value: Any) -> Decimal:
         raise ValueError(f"{value!r} is not a finite number")
     if result < 0:
         raise ValueError(f"{value!r} is negative; prices are zero or more")
+    if result > MAX_PRICE:
+        raise ValueError(f"{value!r} USD per million tokens is not a plausible price (the limit is {MAX_PRICE:,})")
     return result
 
 

@@ -684,9 +684,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     streaming = sys.stdout.isatty() and not args.json
     printed: list[str] = []
 
+    scrub = ctx.redactor.scrub
+
     def on_text(delta: str) -> None:
         printed.append(delta)
-        sys.stdout.write(sanitize(delta))
+        sys.stdout.write(sanitize(scrub(delta)))
         sys.stdout.flush()
 
     result = asyncio.run(
@@ -717,7 +719,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         print_json(
             {
                 "model": result.key,
-                "text": res.text,
+                "text": scrub(res.text),
                 "finish_reason": res.finish_reason,
                 "usage": res.usage.as_dict(),
                 "cost": {
@@ -739,7 +741,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
     if streaming:
         print()
     else:
-        print(sanitize(res.text))
+        print(sanitize(scrub(res.text)))
     u = res.usage
     spent = money(cost.total_micros) if cost.priced else "unpriced (usage unknown)"
     extra = f", {res.tokens_per_s:.1f} tok/s" if res.tokens_per_s else ""
@@ -972,17 +974,20 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
     from supervisor.control import AttachedController, HostedController
     from supervisor.daemon import DaemonLock, DaemonRunning, Scheduler, daemon_status
+    from supervisor.ledger import Ledger
     from supervisor.tui import run_tui
 
     ctx = _ctx(args)
-    ledger = ctx.ledger
     home = paths.home(ctx.environ)
-    status = daemon_status(ledger)
+    # Who runs the agents decides which config to show, so look before the config (and its redactor) loads.
+    with Ledger(paths.ledger_path(ctx.environ)) as probe:
+        status = daemon_status(probe)
     explicit_config = getattr(args, "config", None) is not None
     if status is not None and not explicit_config and not ctx.config_path.exists() and status.get("config_path"):
         # Reattaching with no config of our own: show the agents the daemon runs.
         ctx.__dict__["config_path"] = Path(status["config_path"])
     config = ctx.config
+    ledger = ctx.ledger
     hint = None if ctx.config_path.exists() else ctx.config_path
     if status is not None:
         controller: Any = AttachedController(ledger, int(status["pid"]))

@@ -31,6 +31,7 @@ from supervisor.errors import ConfigError
 
 ProviderKind = Literal["ollama", "mlx", "openai_compat", "anthropic", "scripted"]
 FrontierPolicy = Literal["ask", "never", "allow"]
+MAX_USD = 1_000_000.0  # a cap beyond a million dollars is a typo, and would not fit exact micro-dollar math
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -116,11 +117,11 @@ def default_providers() -> dict[str, ProviderConfig]:
 class CapsConfig(_Model):
     """Spend caps in USD (and optional token caps). A call that could cross one is not sent: the agent defers."""
 
-    run_usd: float | None = Field(default=None, ge=0)
+    run_usd: float | None = Field(default=None, ge=0, le=MAX_USD, allow_inf_nan=False)
     """Most one run may spend."""
-    day_usd: float | None = Field(default=None, ge=0)
+    day_usd: float | None = Field(default=None, ge=0, le=MAX_USD, allow_inf_nan=False)
     """Most per calendar day (local time)."""
-    month_usd: float | None = Field(default=None, ge=0)
+    month_usd: float | None = Field(default=None, ge=0, le=MAX_USD, allow_inf_nan=False)
     """Most per calendar month (local time)."""
     run_tokens: int | None = Field(default=None, ge=0)
     """Most tokens (prompt + output, every tier, local included) one run may use."""
@@ -253,6 +254,8 @@ class StepConfig(_Model):
 
 
 def _check_relative(rel: str) -> None:
+    if "\x00" in rel:
+        raise ValueError("a path cannot contain a NUL byte")
     p = Path(rel)
     if p.is_absolute() or ".." in p.parts or not rel.strip():
         raise ValueError(f"{rel!r} must be a path inside the workspace (relative, without '..')")
@@ -328,6 +331,13 @@ class AgentConfig(_Model):
             v = [v]
         return [_parse_gate(g) for g in v] if isinstance(v, list) else v
 
+    @field_validator("workspace")
+    @classmethod
+    def _workspace(cls, v: str) -> str:
+        if not v.strip() or "\x00" in v:
+            raise ValueError("give the workspace directory (a path without NUL bytes)")
+        return v
+
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, v: str | None) -> str | None:
@@ -381,7 +391,10 @@ class TiersConfig(_Model):
     @classmethod
     def _keys(cls, v: list[str]) -> list[str]:
         for key in v:
-            split_model_key(key)
+            try:
+                split_model_key(key)
+            except ConfigError as exc:  # pydantic reports ValueErrors with the file and the key
+                raise ValueError(f"{exc.message}; {exc.hint}") from None
         return v
 
     def models(self, tier: Tier) -> list[str]:
@@ -445,9 +458,9 @@ class ConfigFile(_Model):
     """Turn off every non-local provider."""
     catalog_dirs: list[str] = Field(default_factory=list)
     """Extra catalog directories (after the bundled one and $SUPERVISOR_HOME/models)."""
-    local_usd_per_hour: float | None = Field(default=None, ge=0)
+    local_usd_per_hour: float | None = Field(default=None, ge=0, le=MAX_USD, allow_inf_nan=False)
     """If set, local compute time is shown as a separate "local compute" figure (never mixed with spend)."""
-    approval_timeout_s: float | None = Field(default=None, ge=0)
+    approval_timeout_s: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     """How long a run waits for an approval before leaving it pending (None: the CLI default)."""
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     tiers: TiersConfig = Field(default_factory=TiersConfig)
@@ -495,15 +508,21 @@ class Config:
             ) from None
 
     def workspace(self, name: str) -> Path:
-        raw = Path(self.agent(name).workspace).expanduser()
-        if not raw.is_absolute():
-            base = self.path.parent if self.path else Path.cwd()
-            raw = base / raw
-        return raw.resolve()
+        return self._path(self.agent(name).workspace, f"agent {name!r}: workspace")
 
     def catalog_dirs(self) -> list[Path]:
-        base = self.path.parent if self.path else Path.cwd()
-        return [(base / Path(d).expanduser()) for d in self.file.catalog_dirs]
+        return [self._path(d, "catalog_dirs") for d in self.file.catalog_dirs]
+
+    def _path(self, text: str, key: str) -> Path:
+        """A configured path: ``~`` expanded, relative to the config file's directory."""
+        where = self.path or "the config"
+        try:
+            raw = Path(text).expanduser()
+            if not raw.is_absolute():
+                raw = (self.path.parent if self.path else Path.cwd()) / raw
+            return raw.resolve()
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ConfigError(f"{where}: {key}: {text!r} is not a usable path ({exc})", "fix the path") from None
 
     def with_offline(self, offline: bool) -> Config:
         return Config(

@@ -28,6 +28,14 @@ class Redactor:
         pairs.sort(key=lambda p: len(p[1]), reverse=True)
         return cls(tuple(pairs))
 
+    def including(self, environ: Mapping[str, str], names: Iterable[str]) -> Redactor:
+        """This redactor plus the values of ``names`` (e.g. the providers' ``api_key_env``) found in ``environ``."""
+        extra = Redactor.from_environ({n: environ[n] for n in names if n in environ}, names)
+        merged = dict(self.secrets)
+        merged.update(extra.secrets)
+        pairs = sorted(merged.items(), key=lambda p: len(p[1]), reverse=True)
+        return Redactor(tuple(pairs))
+
     def scrub(self, text: str) -> str:
         for name, value in self.secrets:
             if value in text:
@@ -36,3 +44,32 @@ class Redactor:
 
 
 NO_SECRETS = Redactor()
+
+
+class StreamScrubber:
+    """Scrubs text that arrives in pieces: a key split across two deltas is still caught.
+
+    It holds back the end of the text whenever that end could be the start of a key, and lets it go once the
+    next piece shows it is not (or ``flush`` at the end).
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        self._tail = ""
+
+    def feed(self, delta: str) -> str:
+        if not self.redactor.secrets:
+            return delta
+        text = self.redactor.scrub(self._tail + delta)
+        hold = 0
+        for _name, value in self.redactor.secrets:
+            for size in range(min(len(value) - 1, len(text)), hold, -1):
+                if text.endswith(value[:size]):
+                    hold = size
+                    break
+        self._tail = text[len(text) - hold :] if hold else ""
+        return text[: len(text) - hold]
+
+    def flush(self) -> str:
+        tail, self._tail = self._tail, ""
+        return self.redactor.scrub(tail)

@@ -111,6 +111,7 @@ class OllamaBackend:
         if api_key and "authorization" not in {k.lower() for k in self._headers}:
             self._headers["authorization"] = f"Bearer {api_key}"
         self._client: AsyncClient | None = None
+        self._retry_after: float | None = None  # from the last error response (see _remember_retry_after)
         self._context_lengths: dict[str, int | None] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------------------
@@ -124,6 +125,8 @@ class OllamaBackend:
                     host=self.host,
                     timeout=httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s),
                     headers=self._headers,
+                    # The client's ResponseError drops headers; keep Retry-After from the last error response.
+                    event_hooks={"response": [self._remember_retry_after]},
                 )
             except ValueError as exc:  # the client's host parsing: a bad port, an unclosed IPv6 bracket
                 raise BackendUnavailable(
@@ -373,6 +376,11 @@ class OllamaBackend:
 
     # --- error translation -------------------------------------------------------------------------------
 
+    async def _remember_retry_after(self, response: httpx.Response) -> None:
+        from supervisor.backends._http import parse_retry_after
+
+        self._retry_after = parse_retry_after(response.headers) if response.status_code >= 400 else None
+
     def _response_error(self, exc: ResponseError, model: str, partial_text: str) -> BackendError:
         """An HTTP error status, or (status -1) an ``{"error": ...}`` line inside a 200 stream."""
         status = exc.status_code
@@ -396,7 +404,7 @@ class OllamaBackend:
         if status in (503, 529):
             return Overloaded(message, "the server's queue is full (OLLAMA_MAX_QUEUE); retry later", **kw)
         if status == 429:
-            return RateLimited(message, "slow down; retry later", **kw)
+            return RateLimited(message, "slow down; retry later", retry_after_s=self._retry_after, **kw)
         if status in (401, 402, 403):
             return AuthError(message, "set OLLAMA_API_KEY (or api_key_env) for an authenticated server", **kw)
         if status == 408:  # the server gave up reading the request: nothing ran, so a retry is safe

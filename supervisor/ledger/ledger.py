@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from supervisor.cost import Cost
 from supervisor.errors import LedgerError
-from supervisor.secrets import NO_SECRETS, Redactor
+from supervisor.secrets import Redactor
 from supervisor.usage import Usage
 
 BUSY_TIMEOUT_MS = 30_000
@@ -255,9 +255,10 @@ _TOKENS = "CASE state WHEN 'held' THEN tokens WHEN 'released' THEN 0 ELSE coales
 class Ledger:
     """A connection to the ledger file; safe to share between threads of one process (one lock)."""
 
-    def __init__(self, path: Path, *, redactor: Redactor = NO_SECRETS, migrate: bool = True) -> None:
+    def __init__(self, path: Path, *, redactor: Redactor | None = None, migrate: bool = True) -> None:
         self.path = Path(path)
-        self.redactor = redactor
+        # Safe by default: without an explicit redactor, every key-bearing variable of this process is scrubbed.
+        self.redactor = redactor if redactor is not None else Redactor.from_environ(os.environ)
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -930,7 +931,7 @@ class Ledger:
         run_id: int | None = None,
         at: datetime | None = None,
     ) -> int:
-        text = json.dumps(_scrub_tree(data, self.redactor), default=str, ensure_ascii=False)
+        text = json.dumps(scrub_tree(data, self.redactor), default=str, ensure_ascii=False)
         return self._write(
             "INSERT INTO events (at, agent, run_id, kind, data) VALUES (?, ?, ?, ?, ?)",
             (iso(at or utcnow()), agent, run_id, kind, text),
@@ -1161,14 +1162,14 @@ class Ledger:
         return [_report_row(r) for r in rows]
 
 
-def _scrub_tree(value: Any, redactor: Redactor) -> Any:
+def scrub_tree(value: Any, redactor: Redactor) -> Any:
     """Scrub every string inside ``value`` before it is encoded (escaping could hide a key from the scrubber)."""
     if isinstance(value, str):
         return redactor.scrub(value)
     if isinstance(value, dict):
-        return {_scrub_tree(k, redactor): _scrub_tree(v, redactor) for k, v in value.items()}
+        return {scrub_tree(k, redactor): scrub_tree(v, redactor) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_scrub_tree(v, redactor) for v in value]
+        return [scrub_tree(v, redactor) for v in value]
     return value
 
 
@@ -1209,7 +1210,7 @@ def _approval(r: sqlite3.Row) -> ApprovalRow:
     )
 
 
-def open_ledger(path: Path | None = None, *, redactor: Redactor = NO_SECRETS) -> Ledger:
+def open_ledger(path: Path | None = None, *, redactor: Redactor | None = None) -> Ledger:
     """Open (creating and migrating if needed) the ledger at ``path`` or the default location."""
     from supervisor import paths
 

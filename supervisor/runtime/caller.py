@@ -201,7 +201,6 @@ class ModelCaller:
             )
         except asyncio.CancelledError:
             # Interrupted in flight: the provider may still bill it. Keep the worst case and say so.
-            self.ledger.settle(held.id, None, None, note="cancelled in flight")
             record(
                 started,
                 Usage(),
@@ -210,30 +209,36 @@ class ModelCaller:
                 None,
                 time.monotonic() - t0,
             )
+            self.ledger.settle(held.id, None, None, note="cancelled in flight")
             raise
         except BackendError as error:
             elapsed = time.monotonic() - t0
-            if isinstance(error, MAYBE_BILLED):
-                self.ledger.settle(held.id, None, None, note=error.error_class)
+            maybe_billed = isinstance(error, MAYBE_BILLED)
+            if maybe_billed:
                 cost = Cost(
                     priced=False,
                     reason=f"{error.error_class}: the provider may have billed it; usage unknown",
                 )
             else:
-                self.ledger.release(held.id, note=error.error_class)
                 cost = not_billed(error.error_class)
+            # The call row first, then the reservation: a crash in between leaves a held reservation that
+            # reconcile settles from this row, never a settled reservation with no call to show for it.
             call_id = record(started, Usage(), cost, None, error, elapsed)
+            if maybe_billed:
+                self.ledger.settle(held.id, None, None, note=error.error_class)
+            else:
+                self.ledger.release(held.id, note=error.error_class)
             return CallOutcome(call_id, None, error, cost, count.tokens)
         usage = result.usage
         cost = cost_of(usage, spec, started)
         actual_tokens = (
             None if usage.prompt_tokens is None or usage.output is None else usage.prompt_tokens + usage.output
         )
-        self.ledger.settle(held.id, cost.total_micros if cost.priced else None, actual_tokens)
         if candidate.simulated:
             cost = replace(
                 cost,
                 price_label=f"simulated at {spec.notes.removeprefix('simulated; priced as ')} {cost.price_label}",
             )
         call_id = record(started, usage, cost, result, None, time.monotonic() - t0)
+        self.ledger.settle(held.id, cost.total_micros if cost.priced else None, actual_tokens)
         return CallOutcome(call_id, result, None, cost, count.tokens)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,6 +18,7 @@ from supervisor.ledger.ledger import iso, utcnow
 
 if TYPE_CHECKING:
     from supervisor.ledger import Ledger
+    from supervisor.secrets import Redactor
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -286,7 +287,24 @@ class EventBus:
         return unsubscribe
 
     def publish(self, event: Event) -> None:
+        """Scrub known secrets from every text field first: subscribers (the CLI log, the TUI) see what the ledger
+        stores, never a key a model or a gate echoed back."""
+        if self._ledger is not None and self._ledger.redactor.secrets:
+            event = scrub_event(event, self._ledger.redactor)
         if event.persist and self._ledger is not None:
             self._ledger.append_event(event.kind, event.data(), agent=event.agent, run_id=event.run_id, at=event.at)
         for subscriber in list(self._subscribers):
             subscriber(event)
+
+
+def scrub_event(event: Event, redactor: Redactor) -> Event:
+    from supervisor.ledger.ledger import scrub_tree
+
+    changes = {}
+    for f in fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, (str, dict, list)):
+            cleaned = scrub_tree(value, redactor)
+            if cleaned != value:
+                changes[f.name] = cleaned
+    return replace(event, **changes) if changes else event

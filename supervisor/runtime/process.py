@@ -90,8 +90,13 @@ async def run_command(
     env: Mapping[str, str] | None = None,
     registry: ProcessRegistry | None = None,
     agent: str = "",
+    group_file: Path | None = None,
 ) -> CommandResult:
-    """Run ``command`` with the shell in ``cwd``; never leaves a child behind, whatever happens to us."""
+    """Run ``command`` with the shell in ``cwd``; never leaves a child behind, whatever happens to us.
+
+    ``group_file`` records the child's process group, so that if we are killed outright (SIGKILL), the next
+    start can stop whatever the command left running before it restores the workspace.
+    """
     started = time.monotonic()
     proc = await asyncio.create_subprocess_shell(
         command,
@@ -104,6 +109,8 @@ async def run_command(
     )
     if registry is not None:
         registry.add(agent, proc.pid)
+    if group_file is not None:
+        _record_group(group_file, proc.pid)
     kept = bytearray()
     dropped = 0
 
@@ -139,6 +146,45 @@ async def run_command(
         timed_out=timed_out,
         seconds=time.monotonic() - started,
     )
+
+
+def _record_group(path: Path, pgid: int) -> None:
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{pgid} {time.time():.3f}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        return  # best effort: the snapshot directory may already be gone at the very end of a run
+
+
+def kill_recorded_groups(path: Path) -> int:
+    """SIGKILL every live process in the groups listed in ``path`` (started after they were recorded)."""
+    import psutil
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    groups: dict[int, float] = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit():
+            groups[int(parts[0])] = float(parts[1])
+    if not groups:
+        return 0
+    killed = 0
+    for proc in psutil.process_iter(["pid", "create_time"]):
+        try:
+            pgid = os.getpgid(proc.pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+        started = groups.get(pgid)
+        if started is not None and proc.info["create_time"] >= started - 1.0 and proc.pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(proc.pid, signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 async def _terminate(proc: asyncio.subprocess.Process) -> None:

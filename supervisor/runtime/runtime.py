@@ -68,10 +68,12 @@ from supervisor.runtime.prompt import build_messages, extract_answer, read_conte
 from supervisor.runtime.router import BackendPool, Candidate, Router
 from supervisor.runtime.verify import run_gate
 from supervisor.runtime.workspace import Snapshot, WorkspaceError, atomic_write, resolve_inside
+from supervisor.secrets import StreamScrubber
 
 Outcome = Literal["success", "failed", "exhausted", "denied", "deferred", "waiting_approval", "paused", "cancelled"]
 StepStatus = Literal["passed", "failed", "exhausted", "denied", "deferred", "waiting_approval", "paused"]
 
+CHILDREN_FILE = "children"  # process groups a run started, so a recovery can stop what a crash left running
 EXIT_CODES: dict[str, int] = {
     "success": 0,
     "failed": 1,
@@ -178,6 +180,9 @@ class Runtime:
         self.environ = environ if environ is not None else config.environ
         self.clock = clock
         self.home = home or paths.home(self.environ)
+        # Whatever ledger we were given, it scrubs the values of every configured provider's key variable too.
+        key_names = [p.api_key_env for p in config.providers.values() if p.api_key_env]
+        ledger.redactor = ledger.redactor.including(self.environ, key_names)
         self.bus = EventBus(ledger)
         self.pool = BackendPool(config, self.environ, backends)
         self.router = Router(config, catalog, self.pool, ledger)
@@ -313,9 +318,9 @@ class Runtime:
         approver: Approver | None,
     ) -> RunResult:
         simulated = self._agent_simulated(cfg)
+        workspace = self.config.workspace(agent)  # before the run row: a bad path must not leave a run "running"
         run_id = self.ledger.start_run(agent, trigger, simulated=simulated)
         self._run_ids.add(run_id)
-        workspace = self.config.workspace(agent)
         events: list[Event] = []
         unsubscribe = self.bus.subscribe(lambda e: events.append(e) if e.run_id == run_id and e.persist else None)
         self.ledger.set_agent_state(agent, "running", f"run {run_id} ({trigger})", run_id=run_id)
@@ -576,6 +581,7 @@ class Runtime:
             capture_bytes=limits.max_capture_bytes,
             registry=self.processes,
             agent=state.agent,
+            group_file=state.snapshot.directory / CHILDREN_FILE,
         )
         self._emit(
             CommandFinished(
@@ -622,6 +628,7 @@ class Runtime:
                 capture_bytes=self.config.file.limits.max_capture_bytes,
                 registry=self.processes,
                 agent=state.agent,
+                group_file=state.snapshot.directory / CHILDREN_FILE,
             )
             self._emit(
                 GateChecked(
@@ -798,8 +805,12 @@ class Runtime:
             attempt += 1
             used += 1
 
-            def stream(text: str, _step: str = step.name) -> None:
-                self.bus.publish(TextStreamed(agent=state.agent, run_id=state.run_id, step=_step, text=text))
+            scrubber = StreamScrubber(self.ledger.redactor)
+
+            def stream(text: str, _step: str = step.name, _scrubber: StreamScrubber = scrubber) -> None:
+                clean = _scrubber.feed(text)  # a key split across deltas is caught too
+                if clean:
+                    self.bus.publish(TextStreamed(agent=state.agent, run_id=state.run_id, step=_step, text=clean))
 
             def drop(why: str) -> None:
                 remaining.pop(0)
@@ -824,6 +835,9 @@ class Runtime:
                     limits=limits,
                     on_text=stream,
                 )
+                rest = scrubber.flush()
+                if rest:
+                    self.bus.publish(TextStreamed(agent=state.agent, run_id=state.run_id, step=step.name, text=rest))
             except (ContextOverflow, BackendUnavailable) as exc:
                 # Nothing was sent. Too big for this model, or it cannot be reached: another model of the tier,
                 # or the next tier, may serve. The attempt does not count.
@@ -941,7 +955,7 @@ class Runtime:
                 name = step.output or step.name
                 artifact = self.home / "agents" / state.agent / "artifacts" / str(state.run_id) / name
                 artifact.parent.mkdir(parents=True, exist_ok=True)
-                artifact.write_text(answer, encoding="utf-8")
+                artifact.write_text(self.ledger.redactor.scrub(answer), encoding="utf-8")  # under our data dir
                 state.artifacts[name] = str(artifact)
             passed, detail = True, ""
             if state.planning_step is step:
@@ -1235,28 +1249,52 @@ def _record_lines(summary: RunSummary, events: list[Event]) -> list[str]:
 
 
 def recover(runtime: Runtime) -> list[str]:
-    """After a crash: reconcile the ledger, then put back the workspaces of runs that never finished."""
+    """After a crash: reconcile the ledger, stop what the dead runs left running, put their workspaces back.
+
+    Every leftover snapshot of a run that is not running any more is handled, not only the runs reconciled
+    just now, so a crash during an earlier recovery is finished by the next one.
+    """
+    import shutil
+
+    from supervisor.runtime.process import kill_recorded_groups
+
     report = runtime.ledger.reconcile()
     notes: list[str] = []
     snapshots = runtime.home / "snapshots"
-    for run_id in report.crashed_runs:
-        directory = snapshots / str(run_id)
-        run_row = runtime.ledger.run(run_id)
-        agent = run_row["agent"] if run_row else None
-        if (directory / "manifest.json").exists():
-            restored, removed = Snapshot.load(directory).restore()
+    for directory in sorted(snapshots.iterdir()) if snapshots.is_dir() else []:
+        run_text = directory.name.removesuffix("-attempt")
+        if not run_text.isdigit():
+            continue
+        run_id = int(run_text)
+        row = runtime.ledger.run(run_id)
+        if row is not None and row["outcome"] == "running":
+            continue  # a live run in another process (reconcile has already crashed the dead ones)
+        if directory.name.endswith("-attempt"):
+            shutil.rmtree(directory, ignore_errors=True)  # the run's own snapshot covers what it held
+            continue
+        killed = kill_recorded_groups(directory / CHILDREN_FILE)
+        snapshot = Snapshot.load(directory)
+        agent = row["agent"] if row else None
+        if snapshot is not None and (row is None or row["outcome"] != "success"):
+            try:
+                restored, removed = snapshot.restore()
+            except WorkspaceError as exc:  # damaged snapshot: say so, never make it worse
+                notes.append(f"run {run_id} ({agent}): the workspace could not be restored: {exc.message}")
+                snapshot.discard()
+                continue
             runtime.bus.publish(
                 WorkspaceRestored(
                     agent=agent, run_id=run_id, step=None, files_restored=restored, files_removed=removed, scope="crash"
                 )
             )
+            extra = f"; stopped {killed} leftover process(es)" if killed else ""
             notes.append(
-                f"run {run_id} ({agent}) was interrupted: workspace restored ({restored} put back, {removed} removed)"
+                f"run {run_id} ({agent}) was interrupted: workspace restored ({restored} put back, {removed} removed){extra}"
             )
-        import shutil
-
-        for leftover in (snapshots / str(run_id), snapshots / f"{run_id}-attempt"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        if snapshot is not None:
+            snapshot.discard()
+        else:
+            shutil.rmtree(directory, ignore_errors=True)
     if report.released_reservations or report.charged_reservations:
         notes.append(
             f"reconciled {report.released_reservations + report.charged_reservations} reservation(s) left by a crash "

@@ -83,6 +83,7 @@ async def run_gate(
     capture_bytes: int,
     registry: ProcessRegistry | None = None,
     agent: str = "",
+    group_file: Path | None = None,
 ) -> GateResult:
     """Run one gate. ``answer`` is the step's text (``None`` for a `run` step, where content gates read nothing)."""
     if isinstance(gate, CommandGate):
@@ -93,6 +94,7 @@ async def run_gate(
             capture_bytes=capture_bytes,
             registry=registry,
             agent=agent,
+            group_file=group_file,
         )
         return GateResult(describe(gate), result.ok, result.summary())
     text = answer or ""

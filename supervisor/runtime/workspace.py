@@ -119,20 +119,31 @@ class Snapshot:
                     shutil.copy2(src, dst, follow_symlinks=False)
             entries[rel] = entry
         snapshot = cls(workspace, directory, entries, tuple(ignore))
-        (directory / MANIFEST).write_text(
-            json.dumps(
-                {
-                    "workspace": str(workspace),
-                    "ignore": list(ignore),
-                    "entries": {k: [e.size, e.mtime_ns, e.mode] for k, e in entries.items()},
-                }
-            )
+        # The manifest is written last and atomically: its presence means every copy is in place.
+        manifest = json.dumps(
+            {
+                "workspace": str(workspace),
+                "ignore": list(ignore),
+                "entries": {k: [e.size, e.mtime_ns, e.mode] for k, e in entries.items()},
+            }
         )
+        tmp = directory / (MANIFEST + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(manifest)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, directory / MANIFEST)
         return snapshot
 
     @classmethod
-    def load(cls, directory: Path) -> Snapshot:
-        data = json.loads((directory / MANIFEST).read_text())
+    def load(cls, directory: Path) -> Snapshot | None:
+        """The snapshot in ``directory``, or None when it is incomplete (no manifest: taking or discarding it
+        was interrupted; the workspace was not touched by the run in the first case, and was restored or
+        kept on purpose in the second)."""
+        try:
+            data = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
+        except (FileNotFoundError, ValueError):
+            return None
         return cls(
             Path(data["workspace"]),
             directory,
@@ -154,6 +165,10 @@ class Snapshot:
     def _differs(self, rel: str, entry: Entry, st: os.stat_result) -> bool:
         saved = self.directory / FILES / rel
         current = self.workspace / rel
+        if not saved.is_symlink() and not saved.exists():
+            raise WorkspaceError(
+                f"snapshot {self.directory} is incomplete: {rel} is missing", "it cannot be restored from"
+            )
         if os.path.islink(saved) or os.path.islink(current):
             return not (
                 os.path.islink(saved) and os.path.islink(current) and os.readlink(saved) == os.readlink(current)
@@ -201,4 +216,6 @@ class Snapshot:
                 parent = parent.parent
 
     def discard(self) -> None:
+        # Manifest first: a crash halfway through leaves an incomplete snapshot that is never restored from.
+        (self.directory / MANIFEST).unlink(missing_ok=True)
         shutil.rmtree(self.directory, ignore_errors=True)

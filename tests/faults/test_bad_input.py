@@ -120,10 +120,6 @@ class ConfigCase:
     raw: bytes | None = None  # exact bytes instead of ``toml``
 
 
-def _bug(where: str, what: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=f"BUG: {where}: {what}")
-
-
 RUN = ("run", "fixer")
 STATUS = ("status",)
 
@@ -395,30 +391,14 @@ CONFIG_CASES: list[Any] = [
     pytest.param(
         ConfigCase(VALID.replace('cheap = ["sim:m"]', 'cheap = ["nocolon"]'), ("tiers.cheap", "nocolon")),
         id="tier-model-without-colon",
-        marks=_bug(
-            "supervisor/config.py:TiersConfig._keys",
-            "split_model_key raises CatalogError inside a pydantic validator, which escapes validation unwrapped: "
-            "`error: model 'nocolon' is not written as provider:id` with no file or key vs "
-            "`error: FILE: tiers.cheap: model 'nocolon' ...` like every other problem",
-        ),
     ),
     pytest.param(
         ConfigCase("[caps]\nday_usd = inf\n" + VALID, ("caps.day_usd",), commands=(("config", "check"), STATUS, RUN)),
         id="infinite-cap",
-        marks=_bug(
-            "supervisor/config.py:CapsConfig (+ runtime/budget.py:_micros)",
-            "day_usd = inf passes validation (ge=0 only) and `config check` says ok; `status` and `run` then die "
-            "with decimal.InvalidOperation (traceback) vs a clear error naming caps.day_usd (finite, bounded)",
-        ),
     ),
     pytest.param(
         ConfigCase("[caps]\nday_usd = 1e308\n" + VALID, ("caps.day_usd",), commands=(STATUS, RUN)),
         id="absurd-cap",
-        marks=_bug(
-            "supervisor/config.py:CapsConfig (+ runtime/budget.py:_micros)",
-            "day_usd = 1e308 is accepted; converting it to micro-dollars overflows the decimal context and "
-            "`status`/`run` die with decimal.InvalidOperation vs a clear error (or an upper bound)",
-        ),
     ),
     pytest.param(
         ConfigCase(
@@ -427,13 +407,6 @@ CONFIG_CASES: list[Any] = [
             commands=(("config", "check"), STATUS, RUN),
         ),
         id="workspace-unknown-user",
-        marks=_bug(
-            "supervisor/config.py:Config.workspace",
-            "Path.expanduser() raises RuntimeError('Could not determine home directory.') for ~unknown-user; "
-            "`config check`, `status` and `run` die with a traceback (and in a daemon the run row, started "
-            "before the try block of Runtime._run, stays 'running' with a live owner) vs a clear error naming "
-            "the agent's workspace",
-        ),
     ),
     pytest.param(
         ConfigCase(
@@ -442,11 +415,6 @@ CONFIG_CASES: list[Any] = [
             commands=(("config", "check"), STATUS, RUN),
         ),
         id="workspace-nul-byte",
-        marks=_bug(
-            "supervisor/config.py:AgentConfig.workspace / Config.workspace",
-            "a NUL byte in workspace is accepted, then Path.resolve() raises ValueError('embedded null byte'): "
-            "traceback from `config check`, `status` and `run` vs a validation error naming the key",
-        ),
     ),
     pytest.param(
         ConfigCase(
@@ -455,11 +423,6 @@ CONFIG_CASES: list[Any] = [
             commands=(("config", "check"), STATUS, RUN),
         ),
         id="context-nul-byte",
-        marks=_bug(
-            "supervisor/config.py:_check_relative",
-            "a NUL byte in a context path passes validation (config check exits 0); `status` and `run` then die "
-            "with ValueError('embedded null byte') vs a validation error naming steps.write.context",
-        ),
     ),
     pytest.param(
         ConfigCase(
@@ -468,11 +431,6 @@ CONFIG_CASES: list[Any] = [
             commands=(("config", "check"), STATUS),
         ),
         id="catalog-dir-unknown-user",
-        marks=_bug(
-            "supervisor/config.py:Config.catalog_dirs",
-            "Path.expanduser() raises RuntimeError for ~unknown-user: traceback from every command that loads "
-            "the catalog vs a clear error naming catalog_dirs",
-        ),
     ),
 ]
 
@@ -876,12 +834,6 @@ CATALOG_CASES: list[Any] = [
         catalog_text(model_with(input="1e999", output="1e999")),
         ("model 'fake-1'", "input"),
         id="absurd-price",
-        marks=_bug(
-            "supervisor/catalog.py:_decimal (+ cost.py)",
-            'a price of "1e999" USD/MTok is finite so it is accepted; `catalog price` and any call to the model '
-            "then die with decimal.InvalidOperation (quantize beyond the context precision) vs a clear error "
-            "naming the model and field (an upper bound on prices)",
-        ),
     ),
 ]
 

@@ -284,7 +284,8 @@ def matches(args):
 
 
 def partial(args, kwargs):
-    if name == "Snapshot.discard":  # rmtree got half way through the copies, the manifest is still there
+    if name == "Snapshot.discard":  # killed half way: the manifest goes first, then rmtree got half way
+        (args[0].directory / MANIFEST).unlink(missing_ok=True)
         files = sorted(p for p in (args[0].directory / FILES).rglob("*") if p.is_file())
         for path in files[: max(1, len(files) // 2)]:
             path.unlink()
@@ -648,21 +649,11 @@ class KillPoint:
     when: str  # "before", "after" or "partial" (half done, see RUNNER)
 
 
-def _bug(where: str, what: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=f"BUG: {where}: {what}")
-
-
 KILL_POINTS = [
     pytest.param(KillPoint("counter", "Ledger.start_run", 1, "after"), id="after-start_run"),
     pytest.param(
         KillPoint("counter", "Snapshot.take:run", 1, "partial"),
         id="mid-manifest-write",
-        marks=_bug(
-            "supervisor/runtime/workspace.py:Snapshot.take + runtime.py:recover",
-            "a kill between opening manifest.json and writing it leaves an empty manifest; the restarted daemon "
-            "dies in recover() with JSONDecodeError (traceback, never starts) vs manifest written atomically "
-            "(tmp + rename) or an unreadable snapshot treated as absent",
-        ),
     ),
     pytest.param(KillPoint("counter", "runtime.atomic_write", 1, "partial"), id="mid-answer-write"),
     pytest.param(KillPoint("climber", "Ledger.reserve", 2, "after"), id="reserved-not-sent"),
@@ -670,13 +661,6 @@ KILL_POINTS = [
     pytest.param(
         KillPoint("climber", "Ledger.settle", 2, "after"),
         id="settled-before-call-row",
-        marks=_bug(
-            "supervisor/runtime/caller.py:ModelCaller.call",
-            "the reservation is settled (charged to the caps) in one transaction and the call row recorded in "
-            "the next; a kill between them leaves a billed call with no calls row, so `ledger report` and the "
-            "rollup never show it vs record the call row first (reconcile already settles a held reservation from "
-            "its call row) or both in one transaction",
-        ),
     ),
     pytest.param(KillPoint("climber", "Ledger.record_call", 2, "after"), id="after-call-row"),
     pytest.param(KillPoint("doomed", "Snapshot.restore:attempt", 1, "before"), id="before-attempt-restore"),
@@ -685,14 +669,6 @@ KILL_POINTS = [
     pytest.param(
         KillPoint("climber", "Snapshot.discard:run", 1, "partial"),
         id="mid-run-snapshot-discard",
-        marks=_bug(
-            "supervisor/runtime/runtime.py:recover + workspace.py:Snapshot.restore",
-            "a kill while Snapshot.discard (rmtree) deletes a succeeded run's snapshot leaves manifest.json with "
-            "some copies gone; recover() restores from it, deletes files the run created, then dies with "
-            "FileNotFoundError (traceback), and since reconcile already marked the run crashed the next start "
-            "skips it, leaving the workspace half-restored vs discard removing the manifest first (or restore "
-            "checking the snapshot is complete) and a clean start",
-        ),
     ),
     pytest.param(KillPoint("counter", "Ledger.finish_run", 1, "before"), id="before-finish-success"),
     pytest.param(KillPoint("doomed", "Ledger.finish_run", 1, "after"), id="after-finish-failed"),
@@ -728,16 +704,6 @@ def test_kill_points(tmp_path: Path, point: KillPoint) -> None:
     lane.assert_no_tracebacks()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/runtime/runtime.py:recover (with ledger.py:Ledger.reconcile): reconcile commits "
-        "outcome='crashed' before the workspace is restored, and recover only restores runs that reconcile just "
-        "crashed; a daemon killed between the two (or mid-restore) leaves the workspace modified forever vs "
-        "recovery that survives its own crash (restore every leftover snapshots/<run_id> of a run that is no "
-        "longer running, then remove it)"
-    ),
-)
 def test_kill_during_recovery(tmp_path: Path) -> None:
     """A crash mid-run, then a second crash inside the next start's recovery: the third start must still restore."""
     lane = Lane.create(tmp_path / "lane", SEED)
@@ -759,16 +725,6 @@ def test_kill_during_recovery(tmp_path: Path) -> None:
         lane.stop(restarted)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/runtime/process.py:run_command (start_new_session) with daemon.py/runtime.py:recover: "
-        "a tier-0 command or gate outlives a SIGKILLed daemon (its own session, no parent-death signal, not "
-        "recorded anywhere) and keeps writing to the workspace after the restarted daemon restored it vs the "
-        "children dying with the daemon (PR_SET_PDEATHSIG) or recover() killing the crashed run's process groups "
-        "before restoring"
-    ),
-)
 def test_orphaned_children_after_a_daemon_sigkill(tmp_path: Path) -> None:
     """Only the daemon is killed (plain SIGKILL) while a tier-0 command sleeps before writing."""
     lane = Lane.create(tmp_path / "lane", SEED)

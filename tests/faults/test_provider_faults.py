@@ -258,15 +258,6 @@ def assert_unpriced_worst_case(setup: Setup, call: dict[str, Any]) -> None:
         "anthropic",
         pytest.param(
             "ollama",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "BUG: supervisor/backends/ollama.py:OllamaBackend._response_error: a 429 becomes RateLimited "
-                    "without retry_after_s (the ollama client's ResponseError carries no headers), so "
-                    "Retry-After: 1 is ignored and the retry comes after the ~0.4-0.5 s default backoff vs the "
-                    "server's Retry-After honoured as by the httpx backends"
-                ),
-            ),
         ),
     ],
 )

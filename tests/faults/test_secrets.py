@@ -369,15 +369,6 @@ def scan_text(home: Path) -> str:
     return "\n".join(p.read_text(errors="replace") for p in home.rglob("*.md"))
 
 
-EVENT_BUS_BUG = (
-    "BUG: supervisor/runtime/events.py:EventBus.publish: only the copy written to the ledger is scrubbed "
-    "(Ledger.append_event); in-process subscribers get the raw event, so a gate output that shows an answer "
-    "echoing the key is printed by `supervisor run` / `supervisor daemon` (console.py:Printer, readable and "
-    "--json) and fed to the hosting TUI's step log vs events scrubbed once, before any subscriber sees them"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=EVENT_BUS_BUG)
 def test_run_log_never_prints_a_key_from_a_gate_output(world: World) -> None:
     plain = world.cli("run", "leaky", code=4)
     as_json = world.cli("run", "leaky", "--json", code=4)
@@ -386,14 +377,6 @@ def test_run_log_never_prints_a_key_from_a_gate_output(world: World) -> None:
     assert not leaks_in(as_json.stdout + as_json.stderr)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/commands.py:cmd_ask: the answer text is printed (plain and --json) without "
-        "Redactor.scrub, so a provider or proxy that echoes the key back in its answer shows the key on the "
-        "terminal vs every printed answer scrubbed like the ledger (the ledger copy is clean)"
-    ),
-)
 def test_ask_never_prints_a_key_echoed_in_the_answer(world: World) -> None:
     plain = world.cli("ask", "deepseek:deepseek-flash", "echo-answer now", code=0)
     as_json = world.cli("ask", "anthropic:claude-sonnet-5-5", "echo-answer now", "--json", code=0)
@@ -402,15 +385,6 @@ def test_ask_never_prints_a_key_echoed_in_the_answer(world: World) -> None:
     assert not leaks_in(as_json.stdout + as_json.stderr)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: supervisor/runtime/runtime.py:Runtime._apply_and_verify: the artifact of a step with `output` "
-        "($SUPERVISOR_HOME/agents/<agent>/artifacts/<run>/<name>), and the planner's `plan` artifact, are the "
-        "model's answer written without Redactor.scrub, so an answer echoing the key lands in the data dir vs "
-        "scrubbed like the ledger's plans.plan, events, digests and run records"
-    ),
-)
 def test_artifacts_and_plans_never_keep_an_echoed_key(world: World) -> None:
     config = world.config.read_text() + textwrap.dedent(
         """
@@ -501,7 +475,6 @@ def _screen_text(app: Any) -> str:
     return html.unescape(text).replace("\xa0", " ")
 
 
-@pytest.mark.xfail(strict=True, reason=EVENT_BUS_BUG)
 def test_tui_hosting_a_run_never_shows_a_canary(world: World) -> None:
     try:
         from supervisor.control import HostedController

@@ -169,7 +169,7 @@ class AgentScreen(SupervisorScreen):
         self._render_summary()
 
     def repaint(self) -> None:
-        self.query_one(StepLog).palette = self.palette
+        self.query_one(StepLog).set_palette(self.palette)
         self.query_one("#runs", LiveTable).forget()
         self._render_summary()
         self._render_detail()

@@ -38,7 +38,7 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("step", "tier · step", STEP_WIDTH),
     ("today", "today · of cap", 18),
     ("month", "month · of cap", 18),
-    ("tokens", "in/cached/out", 12),
+    ("tokens", "in/cache/out", 12),
     ("gate", "last gate", GATE_WIDTH),
     ("next", "next run", 9),
 )
@@ -65,7 +65,7 @@ class AgentsScreen(SupervisorScreen):
 
     def compose(self) -> ComposeResult:
         yield TopBar("Agents")
-        table = LiveTable(id="agents")
+        table = LiveTable(id="agents", on_cursor=self._show_detail)
         for key, label, width in COLUMNS:
             table.add_column(label, width=width, key=key)
         yield table
@@ -110,7 +110,6 @@ class AgentsScreen(SupervisorScreen):
             self.apply_snapshot(self._snapshot)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self._show_detail()
         if not self._had_selection:  # p and r become available: redraw the footer once, not on every move
             self._had_selection = True
             self.sup.refresh_bindings()
@@ -125,7 +124,10 @@ class AgentsScreen(SupervisorScreen):
             self.sup.open_agent(agent)
 
     def _show_detail(self) -> None:
-        detail = self.query_one("#agent-detail", Panel)
+        panels = self.query("#agent-detail")
+        detail = panels.first() if panels else None
+        if not isinstance(detail, Panel):
+            return  # the screen is still being built, or already torn down
         snapshot = self._snapshot
         name = self.selected_agent
         status = next((s for s in snapshot.statuses if s.name == name), None) if snapshot else None

@@ -178,8 +178,8 @@ class ApprovalsScreen(SupervisorScreen):
             ("state", "state", 10),
             ("agent", "agent", 14),
             ("step", "step", 12),
-            ("model", "model", 22),
-            ("cost", "cold / warm", 19),
+            ("model", "model", 20),
+            ("cost", "cold / warm", 21),
             ("when", "requested", 10),
         ):
             table.add_column(label, width=width, key=key)
@@ -237,7 +237,7 @@ class ApprovalsScreen(SupervisorScreen):
                         approval_state_text(r.state, p),
                         Text(r.agent, style="bold"),
                         one_line(r.step, 12),
-                        one_line(r.model, 22),
+                        one_line(r.model, 20),
                         cost,
                         when(parse_iso(r.requested_at), now) if r.requested_at else "",
                     ],

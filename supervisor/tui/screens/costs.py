@@ -27,7 +27,7 @@ from supervisor.tui.widgets.table import LiveTable, Row
 from supervisor.tui.widgets.topbar import TopBar
 
 REPORT_COLUMNS: tuple[tuple[str, str, int], ...] = (
-    ("group", "", 22),
+    ("group", "", 28),
     ("cost", "cost", 11),
     ("calls", "calls", 6),
     ("unpriced", "unpriced", 8),
@@ -161,9 +161,7 @@ def range_text(span: DateRange, p: Palette) -> Text:
 
 
 def report_cells(r: ReportRow, p: Palette) -> Row:
-    group = Text(one_line(r.group, 22 if not r.simulated else 10))
-    if r.simulated:
-        group.append(" simulated", style=p.simulated)
+    group = Text(one_line(r.group, 28)) if not r.simulated else Text("≈ " + one_line(r.group, 26), style=p.simulated)
     cost = Text(money(r.cost_micros), style=p.simulated if r.simulated else "bold")
     if r.unpriced_calls:
         cost.append("+?", style=p.attention)
@@ -193,7 +191,7 @@ def totals_text(rows: Sequence[ReportRow], p: Palette) -> Text:
     out = Text(" real spend ")
     out.append(money(real), style="bold")
     if simulated:
-        out.append("  ·  simulated ", style=p.simulated)
+        out.append("  ·  ≈ simulated ", style=p.simulated)
         out.append(money(simulated), style=f"{p.simulated} bold")
         out.append(" (demo tiers, not billed)", style=p.simulated)
     out.append(f"  ·  {calls:,} calls", style=p.muted)

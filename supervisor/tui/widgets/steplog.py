@@ -163,7 +163,9 @@ class StepLog(Vertical):
         self._stream = ""
         self._stream_model = ""
         self._decided: set[int] = set()  # a decision is announced by the deciding view and by the waiting run
-        self._written: deque[Text] = deque(maxlen=MAX_LINES)
+        # What the log shows, kept as facts (an event, or a streamed answer) so it can be drawn again when the
+        # width changes (RichLog wraps as it writes) or the theme does (colours are baked into each line).
+        self._entries: deque[FeedItem | str] = deque(maxlen=MAX_LINES)
         self._width = 0
 
     def compose(self) -> ComposeResult:
@@ -183,26 +185,39 @@ class StepLog(Vertical):
         if item.kind == "call_started":
             self._flush_stream()
             self._stream_model = f"{item.data.get('tier')} {item.data.get('model')}"
-        text = describe(item, self.palette)
         if item.kind == "call_recorded":
-            self._flush_stream(header=text)
+            self._flush_stream(header=item)
             return
-        if text is not None:
-            self._write(text)
+        self._write(item)
 
-    def _write(self, text: Text) -> None:
-        self._written.append(text)
-        self.query_one(RichLog).write(text)
+    def set_palette(self, palette: Palette) -> None:
+        self.palette = palette
+        self._redraw()
+
+    def _render_entry(self, entry: FeedItem | str) -> Text | None:
+        if isinstance(entry, str):
+            return Text(indent_block(entry, 9), style=f"{self.palette.muted} italic")
+        return describe(entry, self.palette)
+
+    def _write(self, entry: FeedItem | str) -> None:
+        text = self._render_entry(entry)
+        if text is not None:
+            self._entries.append(entry)
+            self.query_one(RichLog).write(text)
+
+    def _redraw(self) -> None:
+        log = self.query_one(RichLog)
+        log.clear()
+        for entry in self._entries:
+            text = self._render_entry(entry)
+            if text is not None:
+                log.write(text)
 
     def on_resize(self, event: events.Resize) -> None:
         """RichLog wraps lines when they are written: rewrap everything when the width changes."""
-        width = event.size.width
-        if width != self._width:
-            self._width = width
-            log = self.query_one(RichLog)
-            log.clear()
-            for text in self._written:
-                log.write(text)
+        if event.size.width != self._width:
+            self._width = event.size.width
+            self._redraw()
 
     def _show_stream(self) -> None:
         stream = self.query_one("#stream", Static)
@@ -212,11 +227,12 @@ class StepLog(Vertical):
         stream.update(shown)
         stream.add_class("-streaming")
 
-    def _flush_stream(self, header: Text | None = None) -> None:
+    def _flush_stream(self, header: FeedItem | None = None) -> None:
+        """The call ended: its line, then the answer that streamed in (the ledger never stores it)."""
         if header is not None:
             self._write(header)
         if self._stream.strip():
-            self._write(Text(indent_block(safe(self._stream.rstrip()), 9), style=f"{self.palette.muted} italic"))
+            self._write(safe(self._stream.rstrip()))
         self._stream = ""
         stream = self.query_one("#stream", Static)
         stream.update("")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich.console import RenderableType
 from rich.text import Text
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowDoesNotExist
 
@@ -15,10 +16,18 @@ Row = tuple[str, Sequence[RenderableType]]
 class LiveTable(DataTable[RenderableType]):
     """``show_rows`` diffs against what is on screen, so a refresh every half second costs what changed."""
 
-    def __init__(self, *, id: str | None = None) -> None:
+    def __init__(self, *, id: str | None = None, on_cursor: Callable[[], None] | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._shown: dict[str, tuple[str, ...]] = {}
         self._order: list[str] = []
+        self._on_cursor = on_cursor
+
+    def watch_cursor_coordinate(self, old_coordinate: Coordinate, new_coordinate: Coordinate) -> None:
+        super().watch_cursor_coordinate(old_coordinate, new_coordinate)
+        if old_coordinate != new_coordinate and self._on_cursor is not None:
+            # Called before the next frame is drawn, so whatever shows the selection changes in the same frame
+            # as the cursor (a RowHighlighted handler would run after it and cost a second frame).
+            self._on_cursor()
 
     @property
     def selected_key(self) -> str | None:
