@@ -223,7 +223,6 @@ class SupervisorApp(App[int]):
         self._dirty_agents: set[str] | None = None  # None: everyone
         self._status_loader = StatusLoader()
         self._agent_rows: dict[str, tuple[Any, ...]] = {}
-        self._signature: tuple[Any, ...] | None = None
         self._sampler = ProcessSampler()
         self._approval_queue: list[ApprovalView] = []
         self._modal: ApprovalModal | None = None
@@ -348,6 +347,10 @@ class SupervisorApp(App[int]):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        with self._reader_lock:
+            if self._reader is not None and not any(w.is_running for w in self.workers):
+                self._reader.close()
+                self._reader = None
 
     # --------------------------------------------------------------------------------------------------------
     # Screens

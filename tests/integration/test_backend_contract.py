@@ -169,8 +169,7 @@ async def test_http_errors_are_typed_the_same_everywhere(name: str) -> None:
             fake.enqueue(HttpError(429, "slow down", headers={"Retry-After": "7"}))
             with pytest.raises(RateLimited) as info:
                 await subject.backend.complete(request_for(subject))
-            # The official ollama client's ResponseError carries no headers (and Ollama sends no Retry-After).
-            assert info.value.retry_after_s == (None if name == "ollama" else 7)
+            assert info.value.retry_after_s == 7
             fake.enqueue(NoUsage("no usage here"))
             result = await subject.backend.complete(request_for(subject))
             assert not result.usage.known  # unknown stays unknown: never zero
