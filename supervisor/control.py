@@ -7,12 +7,11 @@ the daemon polls, and reads events back from the ledger. Closing a view never st
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from supervisor.ledger import EventRow, Ledger
+from supervisor.ledger import Ledger
 from supervisor.runtime.events import AgentStateChanged, ApprovalDecided, Event
 
 Mode = Literal["hosted", "attached"]
@@ -123,10 +122,3 @@ class AttachedController:
 
     def run_now(self, agent: str) -> None:
         self.ledger.enqueue_command(agent, "run_now", "tui")
-
-
-async def follow_events(ledger: Ledger, after_id: int, interval_s: float = 0.5) -> tuple[int, list[EventRow]]:
-    """Wait up to ``interval_s`` and return new ledger events (for attach mode)."""
-    await asyncio.sleep(interval_s)
-    rows = ledger.events_after(after_id, limit=500)
-    return (rows[-1].id if rows else after_id), rows

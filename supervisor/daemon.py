@@ -120,6 +120,14 @@ class Scheduler:
     _approvals_started: set[int] = field(default_factory=set)
     _deferred_retried: dict[str, int] = field(default_factory=dict)
     _retry_all_deferred: bool = False
+    _next_runs: dict[str, datetime | None] = field(default_factory=dict)
+
+    def _set_next_run(self, agent: str, wake: datetime | None) -> None:
+        """Write the next wake only when it changes (a write per agent per tick would keep the ledger busy)."""
+        if agent in self._next_runs and self._next_runs[agent] == wake:
+            return
+        self._next_runs[agent] = wake
+        self.ledger.set_next_run(agent, wake)
 
     def _retry_deferred(self, agent: str, now: datetime) -> bool:
         """A deferred agent runs again once: when its cap window resets, or after the config changed (a raised
@@ -198,7 +206,7 @@ class Scheduler:
             if row.get("state") == "paused":
                 if running and task is not None:
                     task.cancel()  # a pause from another process stops the run; the runtime restores the workspace
-                self.ledger.set_next_run(name, None)
+                self._set_next_run(name, None)
                 continue
             if running:
                 continue
@@ -217,7 +225,7 @@ class Scheduler:
                 self._start(name, "retry")
                 continue
             wake = self.due(name, agent, now)
-            self.ledger.set_next_run(name, wake)
+            self._set_next_run(name, wake)
             if wake is not None and wake <= now:
                 self._start(name, "schedule")
         if retry_all:

@@ -306,6 +306,17 @@ def m003_attempts(db: Database) -> None:
     db.execute("CREATE INDEX attempts_agent_step ON attempts(agent, step, id)")
 
 
+@migrations()
+def m004_status_indexes(db: Database) -> None:
+    """Status and the TUI look up each step's latest call per tier and each agent's spend per window: index both,
+    so a million-call ledger answers in milliseconds."""
+    db.execute("CREATE INDEX calls_agent_step_tier ON calls(agent, step, tier, id)")
+    db.execute(
+        "CREATE INDEX reservations_agent_spend ON reservations"
+        "(agent, created_at, state, amount_micros, actual_micros, tokens, actual_tokens)"
+    )
+
+
 def apply(db: Database, **kwargs: Any) -> None:
     """Bring ``db`` up to the newest schema."""
     migrations.apply(db, **kwargs)

@@ -28,6 +28,7 @@ from supervisor.runtime.events import CallRecorded, CallStarted, EventBus, Notic
 from supervisor.runtime.router import BackendPool, Candidate
 from supervisor.usage import Usage
 
+OUTPUT_EXCERPT_CHARS = 2000
 # Errors after which the provider may have processed (and billed) the request.
 MAYBE_BILLED = (ProtocolError, BackendTimeout)
 
@@ -176,6 +177,7 @@ class ModelCaller:
                     error_class=error.error_class if error else None,
                     error=str(error) if error else "",
                     simulated=candidate.simulated,
+                    output_excerpt=(result.text[:OUTPUT_EXCERPT_CHARS] if result else ""),
                 )
             )
             return call_id

@@ -142,6 +142,7 @@ class CallRecorded(Event):
     error_class: str | None = None
     error: str = ""
     simulated: bool = False
+    output_excerpt: str = ""  # the start of the answer, so a view attached to a daemon sees what the model said
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

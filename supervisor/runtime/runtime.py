@@ -1181,16 +1181,7 @@ class Runtime:
                 if row is None:
                     return None
                 if row.state in ("approved", "denied"):
-                    if row.decided_by not in ("terminal",):
-                        self._emit(
-                            ApprovalDecided(
-                                agent=state.agent,
-                                run_id=state.run_id,
-                                approval_id=approval_id,
-                                approved=row.state == "approved",
-                                by=row.decided_by or "?",
-                            )
-                        )
+                    # Whoever decided (the CLI, a TUI, the terminal approver) recorded the decision event.
                     return row.state == "approved"
                 if row.state != "pending":
                     return False

@@ -65,8 +65,14 @@ class AgentStatus:
 
 
 def agent_statuses(
-    config: Config, catalog: Catalog, ledger: Ledger, now: datetime, environ: dict[str, str] | None = None
+    config: Config,
+    catalog: Catalog,
+    ledger: Ledger,
+    now: datetime,
+    environ: dict[str, str] | None = None,
+    names: list[str] | None = None,
 ) -> list[AgentStatus]:
+    """Status of every agent (or only ``names``), computed from the ledger; read-only."""
     pool = BackendPool(config, environ if environ is not None else dict(config.environ))
     router = Router(config, catalog, pool, ledger)
     rows = {r["name"]: r for r in ledger.agents()}
@@ -74,6 +80,8 @@ def agent_statuses(
     today = day.date().isoformat()
     out = []
     for name, agent in config.agents.items():
+        if names is not None and name not in names:
+            continue
         row = rows.get(name) or {}
         limits = cap_limits(config, agent)
         tokens = ledger.query(
