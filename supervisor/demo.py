@@ -211,11 +211,11 @@ text = "OK"
 
 FRONTIER_SCRIPT = f"""\
 # Simulated frontier tier (priced as {FRONTIER_REFERENCE}).
+default = "Done."
+
 [[answer]]
 match = "contain TODO"
 text = "3"
-
-default = "Done."
 """
 
 LOCAL_SCRIPT = """\

@@ -820,10 +820,14 @@ class Ledger:
                 crashed.append(int(row["id"]))
             live_runs = {int(r["id"]) for r in conn.execute("SELECT id FROM runs WHERE outcome = 'running'").fetchall()}
             for row in conn.execute(
-                "SELECT name, current_run_id FROM agents WHERE state IN ('running', 'waiting_approval')"
+                "SELECT name, state, current_run_id FROM agents WHERE state IN ('running', 'waiting_approval')"
             ).fetchall():
                 if row["current_run_id"] in live_runs:
                     continue
+                if row["state"] == "waiting_approval" and conn.execute(
+                    "SELECT 1 FROM approvals WHERE agent = ? AND state IN ('pending', 'approved')", (row["name"],)
+                ).fetchone():
+                    continue  # the run ended but its request still waits: that is the agent's true state
                 conn.execute(
                     "UPDATE agents SET state = 'idle', state_reason = 'recovered after the supervisor stopped', "
                     "current_run_id = NULL, current_step = NULL, current_tier = NULL, current_model = NULL, "

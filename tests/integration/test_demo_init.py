@@ -19,7 +19,9 @@ def demo_env(home: Path) -> dict[str, str]:
 
 
 @pytest.fixture(params=["real", "scripted"])
-def demo_run(request: pytest.FixtureRequest, tmp_path: Path, supervisor_home: Path) -> tuple[str, Path, subprocess.CompletedProcess[str]]:
+def demo_run(
+    request: pytest.FixtureRequest, tmp_path: Path, supervisor_home: Path
+) -> tuple[str, Path, subprocess.CompletedProcess[str]]:
     mode = request.param
     if mode == "real":
         gguf = request.getfixturevalue("embedded_gguf")  # skips when the model cannot be had (offline)
@@ -38,7 +40,9 @@ def demo_run(request: pytest.FixtureRequest, tmp_path: Path, supervisor_home: Pa
 
 
 @pytest.mark.slow
-def test_demo_headless_shows_every_principle_with_real_parts(demo_run: tuple[str, Path, subprocess.CompletedProcess[str]]) -> None:
+def test_demo_headless_shows_every_principle_with_real_parts(
+    demo_run: tuple[str, Path, subprocess.CompletedProcess[str]],
+) -> None:
     mode, root, done = demo_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr
@@ -82,6 +86,24 @@ def test_demo_headless_shows_every_principle_with_real_parts(demo_run: tuple[str
     assert alarms
     assert alarms[0].data["rule"] == "rising_input"
     assert ledger.agent("watcher")["state"] == "paused"  # type: ignore[index]
+    # Approving the request lets the next run of the reviewer go straight to the (simulated) frontier tier.
+    approve = subprocess.run(
+        [sys.executable, "-m", "supervisor", "approve", str(pending[0].id)],
+        capture_output=True,
+        text=True,
+        env=demo_env(root / "home"),
+        timeout=60,
+    )
+    assert approve.returncode == 0, approve.stderr
+    rerun = subprocess.run(
+        [sys.executable, "-m", "supervisor", "run", "reviewer", "--config", str(root / "supervisor.toml")],
+        capture_output=True,
+        text=True,
+        env=demo_env(root / "home"),
+        timeout=120,
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert (root / "workspaces/reviewer/todo_count.txt").read_text().strip() == "3"
     # Nothing is left running or held.
     assert not ledger.held_reservations()
     assert all(a["state"] != "running" for a in ledger.agents())
@@ -92,7 +114,17 @@ def test_demo_refuses_a_non_empty_directory(tmp_path: Path, supervisor_home: Pat
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file").write_text("x")
     done = subprocess.run(
-        [sys.executable, "-m", "supervisor", "demo", "--headless", "--dir", str(tmp_path / "busy"), "--local", "scripted"],
+        [
+            sys.executable,
+            "-m",
+            "supervisor",
+            "demo",
+            "--headless",
+            "--dir",
+            str(tmp_path / "busy"),
+            "--local",
+            "scripted",
+        ],
         capture_output=True,
         text=True,
         env=demo_env(supervisor_home),
@@ -155,17 +187,41 @@ def test_init_with_ollama_lists_pulled_models_that_fit_largest_first() -> None:
 def test_init_writes_a_valid_config_and_never_overwrites_without_force(tmp_path: Path, supervisor_home: Path) -> None:
     config = tmp_path / "supervisor.toml"
     env = {**demo_env(supervisor_home), "OLLAMA_HOST": "127.0.0.1:9"}
-    first = subprocess.run([sys.executable, "-m", "supervisor", "init", "--no-pull", "--config", str(config)], capture_output=True, text=True, env=env, timeout=60)
+    first = subprocess.run(
+        [sys.executable, "-m", "supervisor", "init", "--no-pull", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert first.returncode == 0, first.stderr
     assert "local tier" in first.stdout
     original = config.read_text()
-    check = subprocess.run([sys.executable, "-m", "supervisor", "config", "check", "--config", str(config)], capture_output=True, text=True, env=env, timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-m", "supervisor", "config", "check", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert check.returncode == 0, check.stderr
     config.write_text(original + "\n# my edits\n")
-    again = subprocess.run([sys.executable, "-m", "supervisor", "init", "--no-pull", "--config", str(config)], capture_output=True, text=True, env=env, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "-m", "supervisor", "init", "--no-pull", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert again.returncode == 2
     assert "already exists" in again.stderr
     assert config.read_text().endswith("# my edits\n")
-    forced = subprocess.run([sys.executable, "-m", "supervisor", "init", "--no-pull", "--force", "--config", str(config)], capture_output=True, text=True, env=env, timeout=60)
+    forced = subprocess.run(
+        [sys.executable, "-m", "supervisor", "init", "--no-pull", "--force", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert forced.returncode == 0
     assert "# my edits" not in config.read_text()
