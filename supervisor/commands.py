@@ -892,7 +892,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not headless:
         from supervisor.tui import run_demo_tui
 
-        return run_demo_tui(config, catalog, ledger, demo_env, demo_paths.home)
+        code = run_demo_tui(config, catalog, ledger, demo_env, demo_paths.home)
+        print(demo.render_summary(demo.summary_from_ledger(ledger, catalog)))
+        print("\n" + demo.demo_toml_hint(demo_paths))
+        return code
     runtime = Runtime(config, catalog, ledger, environ=demo_env, home=demo_paths.home)
     runtime.bus.subscribe(Printer(as_json=False))
 

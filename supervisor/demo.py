@@ -396,6 +396,21 @@ def summarize(
     return lines
 
 
+def summary_from_ledger(ledger: Ledger, catalog: Catalog) -> list[AgentLine]:
+    """The summary after the TUI closes: every demo run in the demo's own ledger."""
+    runs: dict[str, list[int]] = {}
+    outcomes: dict[str, tuple[str, str]] = {}
+    for row in sorted(ledger.recent_runs(limit=10_000), key=lambda r: r["id"]):
+        if row["agent"] not in AGENT_ORDER:
+            continue
+        runs.setdefault(row["agent"], []).append(int(row["id"]))
+        tiers = [s["tier_reached"] for s in ledger.steps(int(row["id"])) if s["tier_reached"]]
+        order = ["tier0", "local", "cheap", "frontier"]
+        top = max(tiers, key=lambda t: order.index(t) if t in order else -1) if tiers else "-"
+        outcomes[row["agent"]] = (row["outcome"], top)
+    return summarize(ledger, catalog, runs, outcomes)
+
+
 def render_summary(lines: list[AgentLine]) -> str:
     from supervisor.render import money, table
 
