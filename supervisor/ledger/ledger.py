@@ -9,6 +9,7 @@ fail. Anything that checks and then writes (budget reservations, taking commands
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import sqlite3
@@ -71,9 +72,19 @@ def next_local_month(moment: datetime) -> datetime:
 
 def process_identity(pid: int | None = None) -> tuple[int, float]:
     """(pid, start time): together they tell a live owner from a reused pid."""
+    if pid is None:
+        return _own_identity(os.getpid())  # cached per pid: it is on every reservation's path
+    return _identity(pid)
+
+
+@functools.lru_cache(maxsize=4)
+def _own_identity(pid: int) -> tuple[int, float]:
+    return _identity(pid)
+
+
+def _identity(pid: int) -> tuple[int, float]:
     import psutil
 
-    pid = os.getpid() if pid is None else pid
     try:
         return pid, psutil.Process(pid).create_time()
     except psutil.Error:

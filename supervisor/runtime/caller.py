@@ -84,8 +84,11 @@ class ModelCaller:
     ) -> CallOutcome | CapHit:
         backend = self.pool.get(candidate.provider)
         spec = candidate.spec
-        # Off the event loop: a local backend may load its model (and tokenizer) to count exactly.
-        count = await asyncio.to_thread(backend.count_tokens, request)
+        if backend.kind == "mlx":
+            # Off the event loop: the MLX backend may load its model (and tokenizer) to count exactly.
+            count = await asyncio.to_thread(backend.count_tokens, request)
+        else:
+            count = backend.count_tokens(request)  # a byte-count estimate: cheaper than a thread hop
         window = request.context_window or spec.context_window
         if count.tokens + request.max_output_tokens > window:
             raise ContextOverflow(
