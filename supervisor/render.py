@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from supervisor.cost import format_usd
 
 # C0/C1 control characters except tab and newline: model output must never drive the terminal.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -34,6 +33,8 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Seque
 
 
 def usd(micros: int | None, places: int = 6) -> str:
+    from supervisor.cost import format_usd  # lazily: the cost module pulls in the catalog and pydantic
+
     return format_usd(micros, places=places)
 
 
@@ -44,10 +45,10 @@ def money(micros: int | None) -> str:
     if micros == 0:
         return "$0"
     if abs(micros) < 10_000:
-        return format_usd(micros, places=6)
+        return usd(micros, places=6)
     if abs(micros) < 1_000_000:
-        return format_usd(micros, places=4)
-    return format_usd(micros, places=2)
+        return usd(micros, places=4)
+    return usd(micros, places=2)
 
 
 def tokens(n: int | None) -> str:

@@ -641,9 +641,20 @@ class HttpBackend:
                         consumer.take_body(await response.aread())
                         return
                     async with contextlib.aclosing(aiter_sse(aiter_lines(response.aiter_bytes()))) as events:
-                        async for event in events:
-                            if consumer.take_event(event):
-                                return
+                        # Once the final record is in, read the (tiny) rest of the body instead of walking
+                        # away: an unfinished body closes the connection, and the next call would pay a new
+                        # TCP (and TLS) handshake. A server that keeps talking gets DRAIN_S, no more.
+                        drain = asyncio.timeout(None)
+                        draining = False
+                        with contextlib.suppress(TimeoutError):
+                            async with drain:
+                                async for event in events:
+                                    if draining:
+                                        continue
+                                    if consumer.take_event(event):
+                                        draining = True
+                                        drain.reschedule(asyncio.get_running_loop().time() + DRAIN_S)
+                        return
         except TimeoutError:
             if not consumer.finished:
                 raise deadline_passed(site, timeout_s, consumer.text) from None
@@ -698,6 +709,9 @@ class HttpBackend:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+
+
+DRAIN_S = 0.5
 
 
 def model_ids(body: bytes) -> tuple[str, ...]:

@@ -186,6 +186,17 @@ class Reservation:
 
 
 @dataclass(frozen=True, slots=True)
+class Settlement:
+    """How a reservation ends: the actual cost (``None`` = unknown, keep the worst case), or a release."""
+
+    reservation_id: int
+    actual_micros: int | None
+    actual_tokens: int | None
+    release: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Spend:
     """Spend (settled + held) in micro-dollars and tokens for one scope and window."""
 
@@ -295,12 +306,14 @@ class Ledger:
         """
         from supervisor.ledger.schema import MIGRATION_NAMES
 
-        if self._is_current(MIGRATION_NAMES):
-            return
+        # Even the "is it current?" check runs under the lock: while another process is switching a new file
+        # to WAL, SQLite can answer "locked" without waiting. The lock is held for microseconds when current.
         lock_path = self.path.with_name(self.path.name + ".migrate.lock")
         with open(lock_path, "w") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
+                if self._is_current(MIGRATION_NAMES):
+                    return
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 if migrate and not self._is_current(MIGRATION_NAMES):
                     from sqlite_utils import Database
@@ -573,9 +586,15 @@ class Ledger:
             r.prompt_tokens_est,
         )
 
-    def record_call(self, record: CallRecord) -> int:
-        """Insert one call row (committed when this returns)."""
-        return self._write(self._CALL_INSERT, self._call_params(record))
+    def record_call(self, record: CallRecord, settlement: Settlement | None = None) -> int:
+        """Insert one call row (committed when this returns), and settle its reservation in the same transaction
+        when ``settlement`` is given: the two can never be seen apart, even after a crash."""
+        if settlement is None:
+            return self._write(self._CALL_INSERT, self._call_params(record))
+        with self.immediate() as conn:
+            cur = conn.execute(self._CALL_INSERT, self._call_params(record))
+            self._settle(conn, settlement)
+            return int(cur.lastrowid or 0)
 
     def record_calls(self, records: Iterable[CallRecord]) -> int:
         """Insert many call rows in one transaction (imports, benchmarks)."""
@@ -620,77 +639,58 @@ class Ledger:
         now = now or utcnow()
         pid, started = process_identity()
         day, month = local_day_start(now), local_month_start(now)
+        today = day.date().isoformat()
+        month_first = month.date().isoformat()
+        month_end = next_local_month(now).date().isoformat()
         with self.immediate() as conn:
-            checks: list[tuple[str, Literal["micros", "tokens"], int | None, str, list[Any], datetime | None]] = [
-                ("run_usd", "micros", limits.run_micros, "run_id = ?", [run_id], None),
-                (
-                    "agent day_usd",
-                    "micros",
-                    limits.agent_day_micros,
-                    "agent = ? AND created_at >= ?",
-                    [agent, iso(day)],
+            # Day and month windows read the trigger-kept per-day totals (a few rows, whatever the volume);
+            # the run window sums the run's own reservations.
+            windows: dict[str, tuple[str, list[Any], datetime | None]] = {
+                "run": ("SELECT {cols} FROM reservations r WHERE r.run_id = ?", [run_id], None),
+                "agent day": (
+                    "SELECT {days} FROM spend_days WHERE agent = ? AND day = ?",
+                    [agent, today],
                     next_local_day(now),
                 ),
-                (
-                    "agent month_usd",
-                    "micros",
-                    limits.agent_month_micros,
-                    "agent = ? AND created_at >= ?",
-                    [agent, iso(month)],
+                "agent month": (
+                    "SELECT {days} FROM spend_days WHERE agent = ? AND day >= ? AND day < ?",
+                    [agent, month_first, month_end],
                     next_local_month(now),
                 ),
-                (
-                    "global day_usd",
-                    "micros",
-                    limits.global_day_micros,
-                    "created_at >= ?",
-                    [iso(day)],
-                    next_local_day(now),
-                ),
-                (
-                    "global month_usd",
-                    "micros",
-                    limits.global_month_micros,
-                    "created_at >= ?",
-                    [iso(month)],
+                "global day": ("SELECT {days} FROM spend_days WHERE day = ?", [today], next_local_day(now)),
+                "global month": (
+                    "SELECT {days} FROM spend_days WHERE day >= ? AND day < ?",
+                    [month_first, month_end],
                     next_local_month(now),
                 ),
-                ("run_tokens", "tokens", limits.run_tokens, "run_id = ?", [run_id], None),
-                (
-                    "agent day_tokens",
-                    "tokens",
-                    limits.agent_day_tokens,
-                    "agent = ? AND created_at >= ?",
-                    [agent, iso(day)],
-                    next_local_day(now),
-                ),
-                (
-                    "agent month_tokens",
-                    "tokens",
-                    limits.agent_month_tokens,
-                    "agent = ? AND created_at >= ?",
-                    [agent, iso(month)],
-                    next_local_month(now),
-                ),
+            }
+            checks: list[tuple[str, str, Literal["micros", "tokens"], int | None]] = [
+                ("run_usd", "run", "micros", limits.run_micros),
+                ("agent day_usd", "agent day", "micros", limits.agent_day_micros),
+                ("agent month_usd", "agent month", "micros", limits.agent_month_micros),
+                ("global day_usd", "global day", "micros", limits.global_day_micros),
+                ("global month_usd", "global month", "micros", limits.global_month_micros),
+                ("run_tokens", "run", "tokens", limits.run_tokens),
+                ("agent day_tokens", "agent day", "tokens", limits.agent_day_tokens),
+                ("agent month_tokens", "agent month", "tokens", limits.agent_month_tokens),
             ]
-            for cap, unit, limit, where, params, resets in checks:
+            for cap, window, unit, limit in checks:
                 if limit is None:
                     continue
                 needed = amount_micros if unit == "micros" else tokens
-                if needed <= 0 or (cap.startswith("run") and run_id is None):
+                if needed <= 0 or (window == "run" and run_id is None):
                     continue
+                sql, params, resets = windows[window]
                 if unit == "micros":
-                    row = conn.execute(
-                        f"SELECT coalesce(sum({_SPENT}), 0), coalesce(sum({_HELD}), 0) FROM reservations WHERE {where}",
-                        params,
-                    ).fetchone()
-                    spent_total, held = int(row[0]), int(row[1])
+                    cols = f"coalesce(sum({_SPENT}), 0), coalesce(sum({_HELD}), 0)"
+                    days = "coalesce(sum(micros), 0), coalesce(sum(held_micros), 0)"
                 else:
-                    row = conn.execute(
-                        f"SELECT coalesce(sum({_TOKENS}), 0), coalesce(sum(CASE state WHEN 'held' THEN tokens ELSE 0 END), 0) FROM reservations WHERE {where}",
-                        params,
-                    ).fetchone()
-                    spent_total, held = int(row[0]), int(row[1])
+                    cols = (
+                        f"coalesce(sum({_TOKENS}), 0), coalesce(sum(CASE state WHEN 'held' THEN tokens ELSE 0 END), 0)"
+                    )
+                    days = "coalesce(sum(tokens), 0), coalesce(sum(held_tokens), 0)"
+                row = conn.execute(sql.format(cols=cols, days=days), params).fetchone()
+                spent_total, held = int(row[0]), int(row[1])
                 if spent_total + needed > limit:
                     return CapHit(cap, unit, limit, spent_total - held, held, needed, resets)
             cur = conn.execute(
@@ -706,21 +706,32 @@ class Ledger:
 
     def settle(self, reservation_id: int, actual_micros: int | None, actual_tokens: int | None, note: str = "") -> None:
         """Replace the hold by the actual cost; unknown cost keeps the worst case (never $0)."""
-        if (actual_micros is not None and actual_micros < 0) or (actual_tokens is not None and actual_tokens < 0):
-            raise ValueError("an actual cost cannot be negative")
-        self._write(
-            """UPDATE reservations SET state = CASE WHEN ? IS NULL THEN 'settled_unpriced' ELSE 'settled' END,
-                 actual_micros = coalesce(?, amount_micros), actual_tokens = coalesce(?, tokens),
-                 settled_at = ?, note = ? WHERE id = ? AND state = 'held'""",
-            (actual_micros, actual_micros, actual_tokens, iso(utcnow()), note, reservation_id),
-        )
+        with self.immediate() as conn:
+            self._settle(conn, Settlement(reservation_id, actual_micros, actual_tokens, note=note))
 
     def release(self, reservation_id: int, note: str = "") -> None:
         """The call was never sent: give the hold back."""
-        self._write(
-            "UPDATE reservations SET state = 'released', actual_micros = 0, actual_tokens = 0, settled_at = ?, "
-            "note = ? WHERE id = ? AND state = 'held'",
-            (iso(utcnow()), note, reservation_id),
+        with self.immediate() as conn:
+            self._settle(conn, Settlement(reservation_id, 0, 0, release=True, note=note))
+
+    @staticmethod
+    def _settle(conn: sqlite3.Connection, s: Settlement) -> None:
+        if (s.actual_micros is not None and s.actual_micros < 0) or (
+            s.actual_tokens is not None and s.actual_tokens < 0
+        ):
+            raise ValueError("an actual cost cannot be negative")
+        if s.release:
+            conn.execute(
+                "UPDATE reservations SET state = 'released', actual_micros = 0, actual_tokens = 0, settled_at = ?, "
+                "note = ? WHERE id = ? AND state = 'held'",
+                (iso(utcnow()), s.note, s.reservation_id),
+            )
+            return
+        conn.execute(
+            """UPDATE reservations SET state = CASE WHEN ? IS NULL THEN 'settled_unpriced' ELSE 'settled' END,
+                 actual_micros = coalesce(?, amount_micros), actual_tokens = coalesce(?, tokens),
+                 settled_at = ?, note = ? WHERE id = ? AND state = 'held'""",
+            (s.actual_micros, s.actual_micros, s.actual_tokens, iso(utcnow()), s.note, s.reservation_id),
         )
 
     def spend(self, *, agent: str | None = None, run_id: int | None = None, since: datetime | None = None) -> Spend:
@@ -835,9 +846,12 @@ class Ledger:
             ).fetchall():
                 if row["current_run_id"] in live_runs:
                     continue
-                if row["state"] == "waiting_approval" and conn.execute(
-                    "SELECT 1 FROM approvals WHERE agent = ? AND state IN ('pending', 'approved')", (row["name"],)
-                ).fetchone():
+                if (
+                    row["state"] == "waiting_approval"
+                    and conn.execute(
+                        "SELECT 1 FROM approvals WHERE agent = ? AND state IN ('pending', 'approved')", (row["name"],)
+                    ).fetchone()
+                ):
                     continue  # the run ended but its request still waits: that is the agent's true state
                 conn.execute(
                     "UPDATE agents SET state = 'idle', state_reason = 'recovered after the supervisor stopped', "

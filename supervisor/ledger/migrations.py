@@ -317,6 +317,64 @@ def m004_status_indexes(db: Database) -> None:
     )
 
 
+_SPENT = "CASE {r}.state WHEN 'held' THEN {r}.amount_micros WHEN 'released' THEN 0 ELSE coalesce({r}.actual_micros, {r}.amount_micros) END"
+_HELD = "CASE {r}.state WHEN 'held' THEN {r}.amount_micros ELSE 0 END"
+_TOKENS = (
+    "CASE {r}.state WHEN 'held' THEN {r}.tokens WHEN 'released' THEN 0 ELSE coalesce({r}.actual_tokens, {r}.tokens) END"
+)
+_HELD_TOKENS = "CASE {r}.state WHEN 'held' THEN {r}.tokens ELSE 0 END"
+
+
+def _delta(r: str, sign: str) -> str:
+    return ", ".join(f"{sign}({expr.format(r=r)})" for expr in (_SPENT, _HELD, _TOKENS, _HELD_TOKENS))
+
+
+@migrations()
+def m005_spend_days(db: Database) -> None:
+    """Running spend per agent and local day, kept by triggers on reservations, so a cap check reads a few rows
+    instead of summing every reservation of the month while it holds the write lock."""
+    db.execute(
+        """
+        CREATE TABLE spend_days (
+            agent TEXT NOT NULL,
+            day TEXT NOT NULL,
+            micros INTEGER NOT NULL DEFAULT 0,
+            held_micros INTEGER NOT NULL DEFAULT 0,
+            tokens INTEGER NOT NULL DEFAULT 0,
+            held_tokens INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, agent)
+        )
+        """
+    )
+    db.execute("CREATE INDEX spend_days_agent ON spend_days(agent, day)")
+    upsert = (
+        "INSERT INTO spend_days (agent, day, micros, held_micros, tokens, held_tokens) "
+        "VALUES ({r}.agent, date({r}.created_at, 'localtime'), {values}) "
+        "ON CONFLICT (day, agent) DO UPDATE SET micros = micros + excluded.micros, "
+        "held_micros = held_micros + excluded.held_micros, tokens = tokens + excluded.tokens, "
+        "held_tokens = held_tokens + excluded.held_tokens;"
+    )
+    db.execute(
+        "CREATE TRIGGER reservations_spend_insert AFTER INSERT ON reservations BEGIN "
+        + upsert.format(r="NEW", values=_delta("NEW", "+"))
+        + " END"
+    )
+    db.execute(
+        "CREATE TRIGGER reservations_spend_update AFTER UPDATE OF state, amount_micros, actual_micros, tokens, "
+        "actual_tokens ON reservations BEGIN "
+        + upsert.format(r="OLD", values=_delta("OLD", "-"))
+        + " "
+        + upsert.format(r="NEW", values=_delta("NEW", "+"))
+        + " END"
+    )
+    db.execute(
+        f"""INSERT INTO spend_days (agent, day, micros, held_micros, tokens, held_tokens)
+            SELECT r.agent, date(r.created_at, 'localtime'), sum({_SPENT.format(r="r")}), sum({_HELD.format(r="r")}),
+                   sum({_TOKENS.format(r="r")}), sum({_HELD_TOKENS.format(r="r")})
+            FROM reservations r GROUP BY r.agent, date(r.created_at, 'localtime')"""
+    )
+
+
 def apply(db: Database, **kwargs: Any) -> None:
     """Bring ``db`` up to the newest schema."""
     migrations.apply(db, **kwargs)

@@ -3,4 +3,10 @@
 A test checks this list against the migrations registered in ``migrations.py``; add the new name to both.
 """
 
-MIGRATION_NAMES: tuple[str, ...] = ("m001_initial", "m002_plans", "m003_attempts", "m004_status_indexes")
+MIGRATION_NAMES: tuple[str, ...] = (
+    "m001_initial",
+    "m002_plans",
+    "m003_attempts",
+    "m004_status_indexes",
+    "m005_spend_days",
+)

@@ -23,7 +23,7 @@ from supervisor.backends.retry import complete_with_retry
 from supervisor.cost import Cost, cost_of, worst_case_micros
 from supervisor.errors import BackendError, BackendTimeout, ContextOverflow, ProtocolError
 from supervisor.ledger import CallRecord, CapHit, CapLimits, Ledger
-from supervisor.ledger.ledger import utcnow
+from supervisor.ledger.ledger import Settlement, utcnow
 from supervisor.runtime.events import CallRecorded, CallStarted, EventBus, Notice
 from supervisor.runtime.router import BackendPool, Candidate
 from supervisor.usage import Usage
@@ -134,6 +134,7 @@ class ModelCaller:
             result: Result | None,
             error: BackendError | None,
             elapsed: float,
+            settlement: Settlement | None = None,
         ) -> int:
             call_id = self.ledger.record_call(
                 CallRecord(
@@ -159,7 +160,8 @@ class ModelCaller:
                     error=str(error) if error else "",
                     reservation_id=held.id,
                     prompt_tokens_est=count.tokens,
-                )
+                ),
+                settlement,
             )
             self.bus.publish(
                 CallRecorded(
@@ -213,8 +215,8 @@ class ModelCaller:
                 None,
                 None,
                 time.monotonic() - t0,
+                Settlement(held.id, None, None, note="cancelled in flight"),
             )
-            self.ledger.settle(held.id, None, None, note="cancelled in flight")
             raise
         except BackendError as error:
             elapsed = time.monotonic() - t0
@@ -226,13 +228,9 @@ class ModelCaller:
                 )
             else:
                 cost = not_billed(error.error_class)
-            # The call row first, then the reservation: a crash in between leaves a held reservation that
-            # reconcile settles from this row, never a settled reservation with no call to show for it.
-            call_id = record(started, Usage(), cost, None, error, elapsed)
-            if maybe_billed:
-                self.ledger.settle(held.id, None, None, note=error.error_class)
-            else:
-                self.ledger.release(held.id, note=error.error_class)
+            # The call row and the reservation's end share one transaction: never one without the other.
+            settlement = Settlement(held.id, None, None, release=not maybe_billed, note=error.error_class)
+            call_id = record(started, Usage(), cost, None, error, elapsed, settlement)
             return CallOutcome(call_id, None, error, cost, count.tokens)
         usage = result.usage
         cost = cost_of(usage, spec, started)
@@ -244,6 +242,6 @@ class ModelCaller:
                 cost,
                 price_label=f"simulated at {spec.notes.removeprefix('simulated; priced as ')} {cost.price_label}",
             )
-        call_id = record(started, usage, cost, result, None, time.monotonic() - t0)
-        self.ledger.settle(held.id, cost.total_micros if cost.priced else None, actual_tokens)
+        settlement = Settlement(held.id, cost.total_micros if cost.priced else None, actual_tokens)
+        call_id = record(started, usage, cost, result, None, time.monotonic() - t0, settlement)
         return CallOutcome(call_id, result, None, cost, count.tokens)

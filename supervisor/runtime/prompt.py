@@ -93,7 +93,7 @@ def build_messages(
         excerpt = failure.strip()
         if len(excerpt) > failure_chars:
             excerpt = "…" + excerpt[-failure_chars:]
-        task += f"\n\nYour previous answer was rejected by the verify gate:\n{excerpt}\nFix that."
+        task += f"\n\nA previous attempt at this task was rejected by the verify gate:\n{excerpt}\nAvoid that mistake."
     # One system message holds everything stable (and ends at the cache breakpoint); one user message holds
     # what changes. Two messages suit every chat template, including strict-alternation ones.
     return (Message("system", system, cache_breakpoint=True), Message("user", task))

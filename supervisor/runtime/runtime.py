@@ -319,7 +319,7 @@ class Runtime:
     ) -> RunResult:
         simulated = self._agent_simulated(cfg)
         workspace = self.config.workspace(agent)  # before the run row: a bad path must not leave a run "running"
-        run_id = self.ledger.start_run(agent, trigger, simulated=simulated)
+        run_id = self.ledger.start_run(agent, trigger, simulated=simulated, now=self.clock())
         self._run_ids.add(run_id)
         events: list[Event] = []
         unsubscribe = self.bus.subscribe(lambda e: events.append(e) if e.run_id == run_id and e.persist else None)
@@ -486,7 +486,7 @@ class Runtime:
                         level="error",
                     )
                 )
-        self.ledger.finish_run(run_id, outcome, reason)
+        self.ledger.finish_run(run_id, outcome, reason, now=self.clock())
         paused = self.ledger.agent(agent)
         if not (paused is not None and paused["state"] == "paused"):
             agent_state = AGENT_STATE_AFTER[outcome]
@@ -504,6 +504,13 @@ class Runtime:
             )
         )
         return outcome, reason
+
+    def _clean_failure(self, failure: str | None, workspace: Path) -> str | None:
+        """The gate failure as the next prompt sees it: no keys, and no absolute workspace paths (so the prompt,
+        and its cost, do not depend on where the workspace happens to live)."""
+        if not failure:
+            return None
+        return self.ledger.redactor.scrub(failure).replace(str(workspace) + "/", "").replace(str(workspace), ".")
 
     def _check_hourly(self, state: _RunState) -> breaker.Trip | None:
         if not state.cfg.caps.day_usd:
@@ -540,7 +547,7 @@ class Runtime:
 
     async def _run_step(self, state: _RunState, step: StepConfig, kind: str | None = None) -> StepOutcome:
         kind = kind or ("run" if step.run is not None else "model")
-        step_id = self.ledger.start_step(state.run_id, step.name, kind)
+        step_id = self.ledger.start_step(state.run_id, step.name, kind, now=self.clock())
         self._emit(StepStarted(agent=state.agent, run_id=state.run_id, step=step.name, step_kind=kind))
         self.ledger.update_agent_position(
             state.agent, step=step.name, tier="tier0" if kind == "run" else None, model=None
@@ -789,7 +796,7 @@ class Runtime:
                 step,
                 digest=state.digest,
                 context=context,
-                failure=self.ledger.redactor.scrub(failure) if failure else None,
+                failure=self._clean_failure(failure, state.workspace),
                 failure_chars=self.config.file.limits.failure_excerpt_chars,
             )
             pcfg = self.pool.provider(candidate.provider)
@@ -1103,7 +1110,7 @@ class Runtime:
             step,
             digest=state.digest,
             context=context,
-            failure=self.ledger.redactor.scrub(failure) if failure else None,
+            failure=self._clean_failure(failure, state.workspace),
             failure_chars=self.config.file.limits.failure_excerpt_chars,
         )
         from supervisor.backends.base import estimate_tokens

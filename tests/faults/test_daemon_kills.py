@@ -517,8 +517,8 @@ class Lane:
                         "SELECT count(*) FROM calls WHERE reservation_id = ? AND error_class = 'interrupted'", (res_id,)
                     )
                     assert calls == 1, f"{label}: reconciled reservation {res_id} has no interrupted call row"
-            # (A reservation settled just before the kill but without its call row is the settle/record gap of
-            # test_kill_points[settled-before-call-row]; only the kill-point tests check for it.)
+            # (A settled reservation always has its call row: Ledger.record_call settles in the same transaction;
+            # test_kill_points[after-call-row] kills right after it.)
             if strict_ledger:
                 orphans = ledger.query(
                     "SELECT r.id, r.state, r.actual_micros FROM reservations r WHERE r.sent = 1 AND r.state != 'released' "
@@ -658,10 +658,7 @@ KILL_POINTS = [
     pytest.param(KillPoint("counter", "runtime.atomic_write", 1, "partial"), id="mid-answer-write"),
     pytest.param(KillPoint("climber", "Ledger.reserve", 2, "after"), id="reserved-not-sent"),
     pytest.param(KillPoint("climber", "Ledger.mark_sent", 2, "after"), id="sent-in-flight"),
-    pytest.param(
-        KillPoint("climber", "Ledger.settle", 2, "after"),
-        id="settled-before-call-row",
-    ),
+    # The call row and the reservation's settlement are one transaction: a kill right after it finds both.
     pytest.param(KillPoint("climber", "Ledger.record_call", 2, "after"), id="after-call-row"),
     pytest.param(KillPoint("doomed", "Snapshot.restore:attempt", 1, "before"), id="before-attempt-restore"),
     pytest.param(KillPoint("doomed", "Snapshot.discard:attempt", 2, "partial"), id="mid-attempt-discard"),
