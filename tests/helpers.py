@@ -13,7 +13,7 @@ from typing import Any
 from supervisor.backends.base import Request
 from supervisor.backends.scripted import ScriptedAnswer, ScriptedBackend
 from supervisor.catalog import Catalog, default_catalog_dirs, load_catalog
-from supervisor.config import Config, ProviderConfig, load_config
+from supervisor.config import Config, load_config
 from supervisor.ledger import Ledger
 from supervisor.runtime.runtime import Runtime
 
@@ -91,11 +91,26 @@ class Harness:
     def runtime(self, ledger: Ledger | None = None, **kwargs: Any) -> tuple[Runtime, dict[str, ScriptedBackend]]:
         config = self.config()
         backends = self.tiers.backends(config, self.environ)
-        runtime = Runtime(config, self.catalog, ledger or self.ledger(), environ=self.environ, backends=backends, home=self.home, **kwargs)
+        runtime = Runtime(
+            config,
+            self.catalog,
+            ledger or self.ledger(),
+            environ=self.environ,
+            backends=backends,
+            home=self.home,
+            **kwargs,
+        )
         return runtime, backends
 
 
-def make_harness(tmp_path: Path, agents_toml: str, *, files: Mapping[str, str] | None = None, extra_toml: str = "", tiers: Tiers | None = None) -> Harness:
+def make_harness(
+    tmp_path: Path,
+    agents_toml: str,
+    *,
+    files: Mapping[str, str] | None = None,
+    extra_toml: str = "",
+    tiers: Tiers | None = None,
+) -> Harness:
     """A config (scripted tiers + ``agents_toml``) with its workspace at ``tmp/ws``."""
     workspace = tmp_path / "ws"
     workspace.mkdir(exist_ok=True)

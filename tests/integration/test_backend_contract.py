@@ -53,18 +53,50 @@ def free_port() -> int:
 
 
 def http_subject(name: str) -> tuple[FakeServer, Callable[[str], Subject]]:
-    env = {"DEEPSEEK_API_KEY": "sk-test-deepseek", "ANTHROPIC_API_KEY": "sk-ant-test", "OPENAI_API_KEY": "sk-test-openai"}
+    env = {
+        "DEEPSEEK_API_KEY": "sk-test-deepseek",
+        "ANTHROPIC_API_KEY": "sk-ant-test",
+        "OPENAI_API_KEY": "sk-test-openai",
+    }
     if name == "ollama":
         fake: FakeServer = OllamaFake(models=("qwen3:4b",))
-        return fake, lambda url: Subject(name, make_backend("ollama", ProviderConfig(kind="ollama", host=url, local=True), env), "qwen3:4b", fake, "ollama:qwen3:4b")
+        return fake, lambda url: Subject(
+            name,
+            make_backend("ollama", ProviderConfig(kind="ollama", host=url, local=True), env),
+            "qwen3:4b",
+            fake,
+            "ollama:qwen3:4b",
+        )
     if name == "openai":
         fake = OpenAIFake(dialect="openai", models=("gpt-6.1-terra",))
-        return fake, lambda url: Subject(name, make_backend("openai", ProviderConfig(kind="openai_compat", base_url=url + "/v1", api_key_env="OPENAI_API_KEY"), env), "gpt-6.1-terra", fake, "openai:gpt-6.1-terra")
+        return fake, lambda url: Subject(
+            name,
+            make_backend(
+                "openai", ProviderConfig(kind="openai_compat", base_url=url + "/v1", api_key_env="OPENAI_API_KEY"), env
+            ),
+            "gpt-6.1-terra",
+            fake,
+            "openai:gpt-6.1-terra",
+        )
     if name == "deepseek":
         fake = OpenAIFake(dialect="deepseek", models=("deepseek-flash",))
-        return fake, lambda url: Subject(name, make_backend("deepseek", ProviderConfig(kind="openai_compat", base_url=url, api_key_env="DEEPSEEK_API_KEY"), env), "deepseek-flash", fake, "deepseek:deepseek-flash")
+        return fake, lambda url: Subject(
+            name,
+            make_backend(
+                "deepseek", ProviderConfig(kind="openai_compat", base_url=url, api_key_env="DEEPSEEK_API_KEY"), env
+            ),
+            "deepseek-flash",
+            fake,
+            "deepseek:deepseek-flash",
+        )
     fake = AnthropicFake(models=("claude-sonnet-5-5",))
-    return fake, lambda url: Subject(name, make_backend("anthropic", ProviderConfig(kind="anthropic", base_url=url, api_key_env="ANTHROPIC_API_KEY"), env), "claude-sonnet-5-5", fake, "anthropic:claude-sonnet-5-5")
+    return fake, lambda url: Subject(
+        name,
+        make_backend("anthropic", ProviderConfig(kind="anthropic", base_url=url, api_key_env="ANTHROPIC_API_KEY"), env),
+        "claude-sonnet-5-5",
+        fake,
+        "anthropic:claude-sonnet-5-5",
+    )
 
 
 HTTP_BACKENDS = ["ollama", "openai", "deepseek", "anthropic"]
@@ -203,9 +235,27 @@ def ask_config(tmp_path: Path, name: str, url: str) -> Path:
 
 
 def ask(config: Path, model: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "DEEPSEEK_API_KEY": "sk-test-deepseek", "ANTHROPIC_API_KEY": "sk-ant-test", "OPENAI_API_KEY": "sk-test-openai", **(env or {})}
+    full_env = {
+        **os.environ,
+        "DEEPSEEK_API_KEY": "sk-test-deepseek",
+        "ANTHROPIC_API_KEY": "sk-ant-test",
+        "OPENAI_API_KEY": "sk-test-openai",
+        **(env or {}),
+    }
     return subprocess.run(
-        [sys.executable, "-m", "supervisor", "ask", model, "Say hello.", "--config", str(config), "--max-tokens", "32", *extra],
+        [
+            sys.executable,
+            "-m",
+            "supervisor",
+            "ask",
+            model,
+            "Say hello.",
+            "--config",
+            str(config),
+            "--max-tokens",
+            "32",
+            *extra,
+        ],
         capture_output=True,
         text=True,
         env=full_env,
@@ -230,11 +280,24 @@ def test_ask_json_reports_usage_and_cost_and_lands_in_the_ledger(served: tuple[s
     data: dict[str, Any] = json.loads(done.stdout)
     assert data["model"] == subject.catalog_key
     assert data["text"] == "Hello!"
-    assert set(data["usage"]) == {"input_uncached", "cache_read", "cache_write_5m", "cache_write_1h", "output", "reasoning"}
+    assert set(data["usage"]) == {
+        "input_uncached",
+        "cache_read",
+        "cache_write_5m",
+        "cache_write_1h",
+        "output",
+        "reasoning",
+    }
     assert data["usage"]["output"] == 800
     assert data["usage"]["input_uncached"] == 3_000
     assert data["cost"]["priced"] is True
-    assert set(data["cost"]["components_micros"]) == {"input_uncached", "cache_read", "cache_write_5m", "cache_write_1h", "output"}
+    assert set(data["cost"]["components_micros"]) == {
+        "input_uncached",
+        "cache_read",
+        "cache_write_5m",
+        "cache_write_1h",
+        "output",
+    }
     total = data["cost"]["total_micros"]
     assert total == sum(data["cost"]["components_micros"].values())
     if name == "ollama":
@@ -266,8 +329,10 @@ def test_ask_json_reports_usage_and_cost_and_lands_in_the_ledger(served: tuple[s
         (CutStream("half an ans", after_chunks=1), "protocol"),
     ],
 )
-def test_ask_errors_are_one_line_and_typed(served: tuple[str, FakeServer, Subject, Path], behavior: Any, error_class: str) -> None:
-    name, fake, subject, config = served
+def test_ask_errors_are_one_line_and_typed(
+    served: tuple[str, FakeServer, Subject, Path], behavior: Any, error_class: str
+) -> None:
+    _name, fake, subject, config = served
     fake.enqueue(behavior)
     done = ask(config, subject.catalog_key)
     assert done.returncode == 1

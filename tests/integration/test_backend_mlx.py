@@ -17,6 +17,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from supervisor.backends.base import Message, Request
+from supervisor.backends.mlx import MLXBackend
+from supervisor.config import ProviderConfig
+from supervisor.errors import BackendTimeout, BackendUnavailable, ContextOverflow, ModelNotFound
+from supervisor.models_pull import EMBEDDED_MODELS, embedded_model_path
 from tests.fakes.tiny_model import (
     HEADS,
     HIDDEN,
@@ -27,12 +33,6 @@ from tests.fakes.tiny_model import (
     tiny_reference_weights,
     write_gguf,
 )
-
-from supervisor.backends.base import Message, Request
-from supervisor.backends.mlx import MLXBackend
-from supervisor.config import ProviderConfig
-from supervisor.errors import BackendTimeout, BackendUnavailable, ContextOverflow, ModelNotFound
-from supervisor.models_pull import EMBEDDED_MODELS, embedded_model_path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "Hello there, what is the capital of France?"

@@ -40,7 +40,9 @@ def _worker(worker: int, directory: str, barrier: Any, trials: int) -> None:
             agent = rng.choice(AGENTS)
             run_id = AGENTS.index(agent) + 1  # one run per agent, shared by every process
             amount = rng.randint(200, 6_000)
-            result = ledger.reserve(agent=agent, run_id=run_id, provider="p", model="m", amount_micros=amount, tokens=0, limits=limits)
+            result = ledger.reserve(
+                agent=agent, run_id=run_id, provider="p", model="m", amount_micros=amount, tokens=0, limits=limits
+            )
             if isinstance(result, CapHit):
                 continue
             held.append((result.id, amount))
@@ -56,7 +58,9 @@ def _worker(worker: int, directory: str, barrier: Any, trials: int) -> None:
         ledger.close()  # whatever is still held stays held: the check must count it
 
 
-SPENT = "CASE state WHEN 'held' THEN amount_micros WHEN 'released' THEN 0 ELSE coalesce(actual_micros, amount_micros) END"
+SPENT = (
+    "CASE state WHEN 'held' THEN amount_micros WHEN 'released' THEN 0 ELSE coalesce(actual_micros, amount_micros) END"
+)
 
 
 def test_spend_plus_held_never_exceeds_any_cap_across_processes(tmp_path: Path) -> None:
@@ -76,7 +80,9 @@ def test_spend_plus_held_never_exceeds_any_cap_across_processes(tmp_path: Path) 
         for agent in AGENTS:
             spent = ledger.scalar(f"SELECT coalesce(sum({SPENT}), 0) FROM reservations WHERE agent = ?", (agent,))
             assert spent <= min(AGENT_DAY_CAP, AGENT_MONTH_CAP), f"trial {trial}: {agent} {spent}"
-            run_spent = ledger.scalar(f"SELECT coalesce(sum({SPENT}), 0) FROM reservations WHERE run_id = ?", (AGENTS.index(agent) + 1,))
+            run_spent = ledger.scalar(
+                f"SELECT coalesce(sum({SPENT}), 0) FROM reservations WHERE run_id = ?", (AGENTS.index(agent) + 1,)
+            )
             assert run_spent <= RUN_CAP, f"trial {trial}: run of {agent} {run_spent}"
         count = ledger.scalar("SELECT count(*) FROM reservations")
         refused_somewhere = refused_somewhere or count < WORKERS * OPS_PER_TRIAL
@@ -131,7 +137,10 @@ def test_agents_in_several_processes_never_overspend_a_shared_cap(tmp_path: Path
     # Every agent's cheap tier is its own simulated provider; the global cap is shared by all of them.
     tiers = ", ".join(f'"sim{i}:m"' for i in range(6))
     config = tmp_path / "supervisor.toml"
-    config.write_text(textwrap.dedent(f"[caps]\nday_usd = 0.006\n\n[tiers]\ncheap = [{tiers}]\n") + "".join(textwrap.dedent(a) for a in agents))
+    config.write_text(
+        textwrap.dedent(f"[caps]\nday_usd = 0.006\n\n[tiers]\ncheap = [{tiers}]\n")
+        + "".join(textwrap.dedent(a) for a in agents)
+    )
     # Route each agent to its own provider by giving each a one-model cheap tier through step ladders is not
     # possible per agent, so all agents share the tier's first model; that is fine: the cap is what is tested.
     env = {**os.environ, "SUPERVISOR_HOME": str(tmp_path / "home")}

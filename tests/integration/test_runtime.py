@@ -191,7 +191,7 @@ def test_frontier_waits_for_approval_and_records_the_estimate(tmp_path: Path) ->
 
 def test_approval_from_another_process_lets_a_later_run_continue(tmp_path: Path) -> None:
     harness = frontier_harness(tmp_path, "ask")
-    first, runtime, _ = run(harness, "hard", approval_timeout_s=0)
+    first, _runtime, _ = run(harness, "hard", approval_timeout_s=0)
     approval_id = first.approval_id
     assert approval_id is not None
     # Another process (another connection) approves.
@@ -279,8 +279,12 @@ verify = [{{ regex = "ok" }}]
         ("run_tokens = 100", "", "run_tokens"),
     ],
 )
-def test_a_call_that_could_cross_a_cap_is_not_sent(tmp_path: Path, agent_caps: str, global_caps: str, cap_name: str) -> None:
-    harness = make_harness(tmp_path, CAPPED.format(caps=agent_caps), extra_toml=global_caps, tiers=Tiers(cheap=lambda r: "ok"))
+def test_a_call_that_could_cross_a_cap_is_not_sent(
+    tmp_path: Path, agent_caps: str, global_caps: str, cap_name: str
+) -> None:
+    harness = make_harness(
+        tmp_path, CAPPED.format(caps=agent_caps), extra_toml=global_caps, tiers=Tiers(cheap=lambda r: "ok")
+    )
     result, runtime, backends = run(harness, "spender")
     assert result.outcome == "deferred"
     assert result.exit_code == 3
@@ -392,8 +396,13 @@ def test_context_files_over_the_limit_are_refused_not_truncated(tmp_path: Path) 
 
 def test_a_prompt_too_big_for_the_local_window_escalates(tmp_path: Path) -> None:
     big = "word " * 8000  # ~13k estimated tokens: over the 8k window of the local model, fine for cheap
-    harness = make_harness(tmp_path, FIXER, files={"notes.md": big}, tiers=Tiers(local=lambda r: "hello world", cheap=lambda r: "hello world"))
-    result, runtime, backends = run(harness)
+    harness = make_harness(
+        tmp_path,
+        FIXER,
+        files={"notes.md": big},
+        tiers=Tiers(local=lambda r: "hello world", cheap=lambda r: "hello world"),
+    )
+    result, _runtime, backends = run(harness)
     assert result.outcome == "success"
     assert result.tier_reached == "cheap"
     assert not backends["sim-local"].calls
@@ -449,7 +458,18 @@ def test_every_step_call_and_gate_is_an_event(tmp_path: Path) -> None:
     harness = make_harness(tmp_path, FIXER, files={"notes.md": "n"}, tiers=tiers)
     result, runtime, _ = run(harness)
     kinds = [e.kind for e in runtime.ledger.events_after(0) if e.run_id == result.run_id]
-    for kind in ("run_started", "step_started", "command_finished", "call_started", "call_recorded", "gate_checked", "escalated", "step_verified", "digest_written", "run_finished"):
+    for kind in (
+        "run_started",
+        "step_started",
+        "command_finished",
+        "call_started",
+        "call_recorded",
+        "gate_checked",
+        "escalated",
+        "step_verified",
+        "digest_written",
+        "run_finished",
+    ):
         assert kind in kinds, kind
     finished = runtime.ledger.events_after(0, kinds=["run_finished"])[-1]
     assert finished.data["outcome"] == "success"
