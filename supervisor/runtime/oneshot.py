@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from supervisor.backends.base import Message, OnText, Request
 from supervisor.catalog import Catalog, split_model_key
 from supervisor.config import Config
-from supervisor.errors import BackendError, BudgetError, CatalogError, ConfigError
+from supervisor.errors import BudgetError, CatalogError, ConfigError
 from supervisor.ledger import CapHit, CapLimits, Ledger
 from supervisor.runtime.budget import _micros
 from supervisor.runtime.caller import CallOutcome, ModelCaller
@@ -100,8 +100,6 @@ async def ask(
             )
         outcome_text = "success" if outcome.ok else "failed"
         return AskResult(model, outcome, run_id, simulated)
-    except BackendError:
-        raise
     finally:
         ledger.finish_run(run_id, outcome_text)
         await pool.aclose()
