@@ -25,7 +25,7 @@ from typing import IO, Any
 from supervisor.config import AgentConfig, Config, Schedule, load_config
 from supervisor.errors import ConfigError, SupervisorError
 from supervisor.ledger import Ledger
-from supervisor.ledger.ledger import iso, parse_iso, utcnow
+from supervisor.ledger.ledger import parse_iso, utcnow
 from supervisor.runtime.events import Notice
 from supervisor.runtime.runtime import RunResult, Runtime, recover
 
@@ -310,4 +310,4 @@ def run_daemon(
     return 0
 
 
-__all__ = ["DaemonLock", "DaemonRunning", "Scheduler", "daemon_status", "iso", "next_wake", "run_daemon"]
+__all__ = ["DaemonLock", "DaemonRunning", "Scheduler", "daemon_status", "next_wake", "run_daemon"]

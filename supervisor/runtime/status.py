@@ -12,7 +12,7 @@ from supervisor.catalog import Catalog, Tier
 from supervisor.config import AgentConfig, Config
 from supervisor.errors import PromptTooLarge
 from supervisor.ledger import Ledger
-from supervisor.ledger.ledger import iso, local_day_start, local_month_start
+from supervisor.ledger.ledger import local_day_start, local_month_start
 from supervisor.runtime.budget import cap_limits, estimate_call
 from supervisor.runtime.memory import AgentMemory
 from supervisor.runtime.prompt import build_messages, read_context
@@ -242,4 +242,4 @@ def _last_output(ledger: Ledger, name: str, step: str, tier: str) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
-__all__ = ["AgentStatus", "WakeEstimate", "agent_statuses", "iso"]
+__all__ = ["AgentStatus", "WakeEstimate", "agent_statuses"]
