@@ -214,19 +214,18 @@ class Runtime:
         task = self._running.get(agent)
         return task is not None and not task.done()
 
-    def live_run_elsewhere(self, agent: str) -> int | None:
-        """The id of a run of ``agent`` that another live process is running, if any."""
+    def _live_runs(self, agent: str) -> list[int]:
+        """Runs of ``agent`` marked running whose owning process (this one or another) is alive."""
         from supervisor.ledger.ledger import owner_alive
 
         rows = self.ledger.query(
             "SELECT id, owner_pid, owner_started FROM runs WHERE agent = ? AND outcome = 'running'", (agent,)
         )
-        for row in rows:
-            if int(row["id"]) in self._run_ids:
-                continue  # ours: `is_running` covers it
-            if owner_alive(row["owner_pid"] or 0, row["owner_started"] or 0.0):
-                return int(row["id"])
-        return None
+        return [int(r["id"]) for r in rows if owner_alive(r["owner_pid"] or 0, r["owner_started"] or 0.0)]
+
+    def live_run_elsewhere(self, agent: str) -> int | None:
+        """The id of a run of ``agent`` that someone other than this runtime is running, if any."""
+        return next((run_id for run_id in self._live_runs(agent) if run_id not in self._run_ids), None)
 
     def approve(self, approval_id: int, by: str = "human") -> None:
         self.ledger.decide_approval(approval_id, True, by)
@@ -290,15 +289,9 @@ class Runtime:
         if row is not None and row["state"] == "paused":
             reason = f"paused by {row['paused_by'] or 'a human'}: {row['state_reason']}; `supervisor resume {agent}`"
             return RunResult(0, agent, "paused", reason)
-        live = self.ledger.query(
-            "SELECT id, owner_pid, owner_started FROM runs WHERE agent = ? AND outcome = 'running'", (agent,)
-        )
-        from supervisor.ledger.ledger import owner_alive
-
-        if any(owner_alive(r["owner_pid"] or 0, r["owner_started"] or 0.0) for r in live):
-            raise AlreadyRunning(
-                f"agent {agent!r} is already running (run {live[0]['id']})", "wait for it, or pause it"
-            )
+        live = self._live_runs(agent)
+        if live:
+            raise AlreadyRunning(f"agent {agent!r} is already running (run {live[0]})", "wait for it, or pause it")
         current = asyncio.current_task()
         if current is not None and agent not in self._running:
             self._running[agent] = current
