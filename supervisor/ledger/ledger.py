@@ -14,6 +14,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -27,6 +28,7 @@ from supervisor.secrets import Redactor
 from supervisor.usage import Usage
 
 BUSY_TIMEOUT_MS = 30_000
+OPEN_DEADLINE_S = 120.0
 
 AgentState = Literal["idle", "running", "waiting_approval", "deferred", "paused", "failed", "exhausted", "denied"]
 ReportBy = Literal["agent", "model", "day", "run", "tier"]
@@ -274,6 +276,23 @@ _HELD = "CASE state WHEN 'held' THEN amount_micros ELSE 0 END"
 _TOKENS = "CASE state WHEN 'held' THEN tokens WHEN 'released' THEN 0 ELSE coalesce(actual_tokens, tokens) END"
 
 
+def _transient(exc: sqlite3.OperationalError) -> bool:
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def _is_current(conn: sqlite3.Connection, names: tuple[str, ...]) -> bool:
+    """WAL already on and every migration applied (checked with plain SQL: no sqlite-utils import)."""
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    if mode != "wal":
+        return False
+    exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'").fetchone()
+    if not exists:
+        return False
+    applied = {r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")}
+    return set(names) <= applied
+
+
 class Ledger:
     """A connection to the ledger file; safe to share between threads of one process (one lock)."""
 
@@ -282,23 +301,47 @@ class Ledger:
         # Safe by default: without an explicit redactor, every key-bearing variable of this process is scrubbed.
         self.redactor = redactor if redactor is not None else Redactor.from_environ(os.environ)
         self._lock = threading.RLock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(
-                str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
-            )
-            self.conn.row_factory = sqlite3.Row
-            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self.conn.execute("PRAGMA synchronous = NORMAL")
-            self.conn.execute("PRAGMA foreign_keys = OFF")
-            self._prepare(migrate)
-        except sqlite3.DatabaseError as exc:
-            raise LedgerError(
-                f"cannot open the ledger {self.path}: {exc}",
-                "check the file is a supervisor ledger and the disk is writable; `supervisor ledger path` shows it",
-            ) from None
+        # SQLite's busy handler covers nearly every wait, but a few lock transitions while another process
+        # opens, converts or closes the same file answer "locked" at once (or after one busy timeout on a
+        # starved machine). Opening is idempotent, so a transient lock is retried with backoff until a
+        # deadline; anything else, or a lock that outlasts the deadline, is reported.
+        deadline = time.monotonic() + OPEN_DEADLINE_S
+        delay = 0.01
+        while True:
+            try:
+                self.conn = self._open(migrate)
+                return
+            except sqlite3.OperationalError as exc:
+                if not _transient(exc) or time.monotonic() + delay > deadline:
+                    raise self._open_error(exc) from None
+            except sqlite3.DatabaseError as exc:
+                raise self._open_error(exc) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
 
-    def _prepare(self, migrate: bool) -> None:
+    def _open_error(self, exc: sqlite3.DatabaseError) -> LedgerError:
+        return LedgerError(
+            f"cannot open the ledger {self.path}: {exc}",
+            "check the file is a supervisor ledger and the disk is writable; `supervisor ledger path` shows it",
+        )
+
+    def _open(self, migrate: bool) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = OFF")
+            self._prepare(conn, migrate)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection, migrate: bool) -> None:
         """WAL mode and migrations, once per file: cheap when the file is already current.
 
         Switching a new file to WAL takes an exclusive lock that SQLite's busy handler does not wait for, so
@@ -312,30 +355,17 @@ class Ledger:
         with open(lock_path, "w") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
-                if self._is_current(MIGRATION_NAMES):
+                if _is_current(conn, MIGRATION_NAMES):
                     return
-                self.conn.execute("PRAGMA journal_mode = WAL")
-                if migrate and not self._is_current(MIGRATION_NAMES):
+                conn.execute("PRAGMA journal_mode = WAL")
+                if migrate and not _is_current(conn, MIGRATION_NAMES):
                     from sqlite_utils import Database
 
                     from supervisor.ledger import migrations
 
-                    migrations.apply(Database(self.conn))
+                    migrations.apply(Database(conn))
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
-
-    def _is_current(self, names: tuple[str, ...]) -> bool:
-        """WAL already on and every migration applied (checked with plain SQL: no sqlite-utils import)."""
-        mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
-        if mode != "wal":
-            return False
-        exists = self.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_sqlite_migrations'"
-        ).fetchone()
-        if not exists:
-            return False
-        applied = {r[0] for r in self.conn.execute("SELECT name FROM _sqlite_migrations")}
-        return set(names) <= applied
 
     def close(self) -> None:
         with self._lock:

@@ -33,7 +33,7 @@ def _worker(worker: int, directory: str, barrier: Any, trials: int) -> None:
         global_day_micros=GLOBAL_DAY_CAP,
     )
     for trial in range(trials):
-        barrier.wait()
+        barrier.wait(timeout=120)  # a worker that died breaks the barrier for the rest instead of hanging them
         ledger = Ledger(Path(directory) / f"trial-{trial}.db")
         held: list[tuple[int, int]] = []
         for _ in range(OPS_PER_TRIAL):
@@ -70,8 +70,14 @@ def test_spend_plus_held_never_exceeds_any_cap_across_processes(tmp_path: Path) 
     for proc in procs:
         proc.start()
     for proc in procs:
-        proc.join(timeout=240)
-        assert proc.exitcode == 0
+        proc.join(timeout=300)
+    stuck = [proc.name for proc in procs if proc.is_alive()]
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    assert not stuck, f"workers still running after 300 s: {stuck}"
+    assert [proc.exitcode for proc in procs] == [0] * WORKERS, "a worker failed: its traceback is in stderr above"
     refused_somewhere = False
     for trial in range(TRIALS):
         ledger = Ledger(tmp_path / f"trial-{trial}.db")

@@ -187,6 +187,32 @@ def test_a_file_that_is_not_a_ledger_is_a_ledger_error(tmp_path: Path) -> None:
     assert caught.value.hint
 
 
+def test_opening_waits_out_a_lock_sqlite_reports_at_once(tmp_path: Path) -> None:
+    """Another process holds a write lock on a not-yet-WAL file: switching to WAL answers "locked" at once,
+    without SQLite's busy handler. Opening retries until the lock goes instead of failing."""
+    path = tmp_path / "held.db"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            f"c = sqlite3.connect({str(path)!r}, isolation_level=None)\n"
+            "c.execute('BEGIN IMMEDIATE')\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(0.5)\n"
+            "c.execute('COMMIT')\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    with Ledger(path) as opened:
+        assert opened.scalar("PRAGMA journal_mode") == "wal"
+        assert opened.applied_migrations() == ALL_MIGRATIONS
+    assert holder.wait(timeout=30) == 0
+
+
 # ------------------------------------------------------------------------------------------------------------
 # Call rows
 
