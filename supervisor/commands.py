@@ -591,19 +591,14 @@ def cmd_approvals(args: argparse.Namespace) -> int:
 
 
 def _decide(args: argparse.Namespace, approve: bool) -> int:
+    from supervisor.control import AttachedController
     from supervisor.errors import LedgerError
 
     ctx = _ctx(args)
     try:
-        row = ctx.ledger.decide_approval(args.id, approve, "cli")
+        row = AttachedController(ctx.ledger, by="cli").decide(args.id, approve)
     except LedgerError as exc:
         raise UsageError(exc.message, exc.hint) from None
-    ctx.ledger.append_event(
-        "approval_decided",
-        {"approval_id": row.id, "approved": approve, "by": "cli"},
-        agent=row.agent,
-        run_id=row.run_id,
-    )
     verb = "approved" if approve else "denied"
     print(f"approval #{row.id} {verb}: {row.agent} step {row.step!r} -> {row.model}")
     if approve:
@@ -620,27 +615,23 @@ def cmd_deny(args: argparse.Namespace) -> int:
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
+    from supervisor.control import AttachedController
+
     ctx = _ctx(args)
-    config = _require_config(ctx)
-    config.agent(args.name)
-    ctx.ledger.pause_agent(args.name, "human", "paused from the command line")
-    ctx.ledger.append_event(
-        "agent_state", {"state": "paused", "reason": "paused from the command line"}, agent=args.name
-    )
+    _require_config(ctx).agent(args.name)
+    AttachedController(ctx.ledger, by="cli").pause(args.name)
     print(f"{args.name} paused; `supervisor resume {args.name}` lets it run again")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
+    from supervisor.control import AttachedController
+
     ctx = _ctx(args)
-    config = _require_config(ctx)
-    config.agent(args.name)
-    if not ctx.ledger.resume_agent(args.name):
+    _require_config(ctx).agent(args.name)
+    if not AttachedController(ctx.ledger, by="cli").resume(args.name):
         print(f"{args.name} was not paused")
         return 0
-    ctx.ledger.append_event(
-        "agent_state", {"state": "idle", "reason": "resumed from the command line"}, agent=args.name
-    )
     print(f"{args.name} resumed")
     return 0
 

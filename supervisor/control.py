@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from supervisor.ledger import Ledger
+from supervisor.ledger import ApprovalRow, Ledger
 from supervisor.runtime.events import AgentStateChanged, ApprovalDecided, Event
 
 Mode = Literal["hosted", "attached"]
@@ -78,47 +78,50 @@ class HostedController:
 
 @dataclass
 class AttachedController:
-    """A daemon runs the agents: decisions are written to the ledger, which the daemon reads every second."""
+    """Decisions written to the ledger, which a daemon reads every second (the TUI attached to a daemon, and the
+    CLI's approve/deny/pause/resume, with or without a daemon)."""
 
     ledger: Ledger
-    daemon_pid: int
+    daemon_pid: int | None = None
     mode: Mode = "attached"
+    by: Literal["tui", "cli"] = "tui"  # who decided: kept in the approval row and the events
 
     @property
     def description(self) -> str:
         return f"attached to the daemon (pid {self.daemon_pid}): closing this window leaves the agents running"
 
+    @property
+    def _where(self) -> str:
+        return "the TUI" if self.by == "tui" else "the command line"
+
     def approve(self, approval_id: int) -> None:
-        row = self.ledger.decide_approval(approval_id, True, "tui")
-        self.ledger.append_event(
-            "approval_decided",
-            {"approval_id": approval_id, "approved": True, "by": "tui"},
-            agent=row.agent,
-            run_id=row.run_id,
-        )
+        self.decide(approval_id, True)
 
     def deny(self, approval_id: int) -> None:
-        row = self.ledger.decide_approval(approval_id, False, "tui")
+        self.decide(approval_id, False)
+
+    def decide(self, approval_id: int, approved: bool) -> ApprovalRow:
+        row = self.ledger.decide_approval(approval_id, approved, self.by)
         self.ledger.append_event(
-            "approval_decided",
-            {"approval_id": approval_id, "approved": False, "by": "tui"},
+            ApprovalDecided.kind,
+            {"approval_id": approval_id, "approved": approved, "by": self.by},
             agent=row.agent,
             run_id=row.run_id,
         )
+        return row
 
     def pause(self, agent: str) -> None:
-        self.ledger.pause_agent(agent, "human", "paused from the TUI")
-        self.ledger.append_event(
-            AgentStateChanged.kind, {"state": "paused", "reason": "paused from the TUI"}, agent=agent
-        )
+        reason = f"paused from {self._where}"
+        self.ledger.pause_agent(agent, "human", reason)
+        self.ledger.append_event(AgentStateChanged.kind, {"state": "paused", "reason": reason}, agent=agent)
 
     def resume(self, agent: str) -> bool:
         resumed = self.ledger.resume_agent(agent)
         if resumed:
             self.ledger.append_event(
-                AgentStateChanged.kind, {"state": "idle", "reason": "resumed from the TUI"}, agent=agent
+                AgentStateChanged.kind, {"state": "idle", "reason": f"resumed from {self._where}"}, agent=agent
             )
         return resumed
 
     def run_now(self, agent: str) -> None:
-        self.ledger.enqueue_command(agent, "run_now", "tui")
+        self.ledger.enqueue_command(agent, "run_now", self.by)

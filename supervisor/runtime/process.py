@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 TERM_GRACE_S = 2.0
 
@@ -47,37 +46,12 @@ class ProcessRegistry:
     """Which child processes each agent has running now (the TUI samples their CPU and RSS)."""
 
     by_agent: dict[str, set[int]] = field(default_factory=dict)
-    _procs: dict[int, Any] = field(default_factory=dict)  # psutil needs the same object twice to measure CPU
 
     def add(self, agent: str, pid: int) -> None:
         self.by_agent.setdefault(agent, set()).add(pid)
 
     def remove(self, agent: str, pid: int) -> None:
         self.by_agent.get(agent, set()).discard(pid)
-        self._procs.pop(pid, None)
-
-    def sample(self, agent: str) -> list[dict[str, float | int | str]]:
-        """CPU percent and RSS of the agent's children and their descendants."""
-        import psutil
-
-        rows: list[dict[str, float | int | str]] = []
-        for pid in list(self.by_agent.get(agent, set()).copy()):
-            try:
-                root = self._procs.setdefault(pid, psutil.Process(pid))
-                children = [self._procs.setdefault(c.pid, c) for c in root.children(recursive=True)]
-                for proc in [root, *children]:
-                    with proc.oneshot():
-                        rows.append(
-                            {
-                                "pid": proc.pid,
-                                "name": proc.name(),
-                                "cpu_percent": proc.cpu_percent(interval=None),
-                                "rss_bytes": proc.memory_info().rss,
-                            }
-                        )
-            except psutil.Error:
-                continue
-        return rows
 
 
 def _kill_group(pid: int, sig: int) -> None:
