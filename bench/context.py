@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import random
 import statistics
-import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -47,6 +45,12 @@ from supervisor.ledger import Ledger
 from supervisor.runtime.prompt import ContextFile, build_messages
 from supervisor.runtime.runtime import Runtime
 from supervisor.usage import Usage
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._common import git_commit, machine, write_results  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH_DIR / "results" / "context.json"
@@ -221,20 +225,6 @@ def price(at: datetime, wakes: list[Wake]) -> dict[str, int]:
     }
 
 
-def git_commit() -> str | None:
-    """The commit the benchmark ran at (``-dirty`` when the working tree has changes), if in a git checkout."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--wakes", type=int, default=200)
@@ -269,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": __version__,
         "commit": git_commit(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "system": f"{platform.system()} {platform.machine()}"},
+        "machine": machine(),
         "wakes": args.wakes,
         "seed": args.seed,
         "estimator": "supervisor.backends.base.estimate_tokens: ceil(UTF-8 bytes / 3) + 4 per message + 3",
@@ -320,9 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         f"total >= {TARGET_TOTAL_RATIO:.0f}x smaller: {'met' if ratio_ok else 'MISSED'} ({total_ratio:.1f}x)",
     ]
     print("\n".join(lines))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results written to {args.json}")
+    write_results(args.json, results)
     return 0
 
 

@@ -17,9 +17,7 @@ whole cost of the Ledger's own work (timestamps, decimal prices, redaction, lock
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import sqlite3
 import statistics
@@ -38,6 +36,12 @@ from supervisor.catalog import Catalog, load_catalog
 from supervisor.cost import Cost, cost_of
 from supervisor.ledger import CallRecord, Ledger
 from supervisor.usage import Usage
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._common import machine, write_results  # noqa: E402
 
 BATCH = 1_000
 BIG_LEDGER_ROWS = 1_000_000
@@ -321,12 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "ledger",
         "version": __version__,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version,
-            "system": f"{platform.system()} {platform.machine()}",
-            "cpus": os.cpu_count(),
-        },
+        "machine": {**machine(), "sqlite": sqlite3.sqlite_version, "cpus": os.cpu_count()},
         "targets": {"batch_ratio_min": 0.5, "cli_report_max_s": 1.0},
         "batch_inserts": batch,
         "single_row_commits": single,
@@ -356,9 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(c) CLI < 1 s: {'met' if cli < 1.0 else 'MISSED'}",
     ]
     print("\n".join(lines))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results written to {args.json}")
+    write_results(args.json, results)
     return 0
 
 

@@ -28,9 +28,7 @@ import argparse
 import asyncio
 import cProfile
 import io
-import json
 import os
-import platform
 import pstats
 import statistics
 import subprocess
@@ -54,6 +52,12 @@ from supervisor.ledger.ledger import iso, local_month_start, utcnow
 from supervisor.runtime.budget import cap_limits
 from supervisor.runtime.prompt import ContextFile, build_messages
 from supervisor.runtime.runtime import Runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._common import git_commit, machine, write_results  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -336,20 +340,6 @@ async def measure(
     return results
 
 
-def git_commit() -> str | None:
-    """The commit the benchmark ran at (``-dirty`` when the working tree has changes), if in a git checkout."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--iterations", type=int, default=2000, help="measured calls of each kind (default 2000)")
@@ -384,12 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": __version__,
         "commit": git_commit(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "system": f"{platform.system()} {platform.machine()}",
-            "cpus": os.cpu_count(),
-            "httpx": httpx.__version__,
-        },
+        "machine": {**machine(), "cpus": os.cpu_count(), "httpx": httpx.__version__},
         "iterations": args.iterations,
         "warmup": args.warmup,
         "preloaded_calls_this_month": args.preload,
@@ -437,9 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.profile:
         print("\n" + measured["profile"])
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results written to {args.json}")
+    write_results(args.json, results)
     return 0
 
 

@@ -34,13 +34,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import math
 import os
-import platform
 import random
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,6 +59,12 @@ from supervisor.errors import BackendUnavailable
 from supervisor.ledger import Ledger
 from supervisor.runtime.runtime import Runtime
 from supervisor.usage import Usage
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._common import git_commit, machine, write_results  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 TASKS_DIR = BENCH_DIR / "tasks"
@@ -749,14 +752,6 @@ def render(results: dict[str, Any], model: CorrectnessModel) -> str:
 # Main
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "python": platform.python_version(),
-        "system": f"{platform.system()} {platform.machine()}",
-        "cpus": os.cpu_count(),
-    }
-
-
 def resolve_gguf(explicit: Path | None) -> Path:
     from supervisor.models_pull import embedded_model_path, pull_embedded
 
@@ -804,20 +799,6 @@ def select_tasks(tasks: list[Task], count: int | None, names: list[str] | None) 
             raise SystemExit(f"unknown task(s): {', '.join(missing)}")
         tasks = [known[n] for n in names]
     return tasks[:count] if count else tasks
-
-
-def git_commit() -> str | None:
-    """The commit the benchmark ran at (``-dirty`` when the working tree has changes), if in a git checkout."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -906,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": __version__,
         "commit": git_commit(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": {**machine(), "cpus": os.cpu_count()},
         "priced_at": at.isoformat(),
         "local": {"mode": local, "description": description, "gguf": str(gguf) if gguf else None},
         "models": {
@@ -944,9 +925,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     print(render(results, models[0]))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results written to {args.json}")
+    write_results(args.json, results)
     return 0
 
 

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import json
 import os
-import platform
 import pty
 import re
 import select
@@ -42,6 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from supervisor import __version__
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench._common import git_commit, machine, write_results  # noqa: E402
 
 BENCH_DIR = Path(__file__).resolve().parent
 DEFAULT_JSON = BENCH_DIR / "results" / "startup.json"
@@ -291,20 +295,6 @@ def tui_figures(runs: int, env: Mapping[str, str], work: Path) -> dict[str, Any]
 # ------------------------------------------------------------------------------------------------------------
 
 
-def git_commit() -> str | None:
-    """The commit the benchmark ran at (``-dirty`` when the working tree has changes), if in a git checkout."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain"], capture_output=True, text=True, cwd=BENCH_DIR, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=30, help="measured runs of each command (default 30)")
@@ -339,11 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         "version": __version__,
         "commit": git_commit(),
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "system": f"{platform.system()} {platform.machine()}",
-            "cpus": os.cpu_count(),
-        },
+        "machine": {**machine(), "cpus": os.cpu_count()},
         "help": {
             "command": help_cmd,
             "supervisor_help": h,
@@ -379,9 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         f"target: --help within {TARGET_HELP_MS:.0f} ms of bare Python: {'met' if met else 'MISSED'} (+{added:.1f} ms)",
     ]
     print("\n".join(lines))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results written to {args.json}")
+    write_results(args.json, results)
     return 0
 
 

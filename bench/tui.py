@@ -20,7 +20,6 @@ import argparse
 import fcntl
 import json
 import os
-import platform
 import pty
 import random
 import select
@@ -43,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._common import machine, write_results  # noqa: E402
 from supervisor import __version__  # noqa: E402
 from supervisor.ledger import Ledger, iso  # noqa: E402
 
@@ -427,11 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "tui",
         "version": __version__,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "python": platform.python_version(),
-            "system": f"{platform.system()} {platform.machine()}",
-            "cpus": os.cpu_count(),
-        },
+        "machine": {**machine(), "cpus": os.cpu_count()},
         "agents": args.agents,
         "ledger_rows": args.rows,
         "terminal": f"{COLS}x{ROWS} pty",
@@ -512,9 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps({k: results[k] for k in ("keypress_to_repaint", "idle_cpu")}, indent=2))
     print(f"python -c pass: {results['python_startup_s'] * 1000:.0f} ms")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    write_results(args.json, results, announce="wrote")
     return 0
 
 
