@@ -235,6 +235,10 @@ class EventRow:
     kind: str
     data: dict[str, Any]
 
+    @classmethod
+    def from_sql(cls, row: sqlite3.Row) -> EventRow:
+        return cls(row["id"], row["at"], row["agent"], row["run_id"], row["kind"], json.loads(row["data"]))
+
 
 @dataclass(frozen=True, slots=True)
 class ApprovalRow:
@@ -1013,7 +1017,7 @@ class Ledger:
             clauses.append(f"kind IN ({', '.join('?' * len(kinds))})")
             params.extend(kinds)
         rows = self.query(f"SELECT * FROM events WHERE {' AND '.join(clauses)} ORDER BY id LIMIT ?", [*params, limit])
-        return [EventRow(r["id"], r["at"], r["agent"], r["run_id"], r["kind"], json.loads(r["data"])) for r in rows]
+        return [EventRow.from_sql(r) for r in rows]
 
     def last_event_id(self) -> int:
         return int(self.scalar("SELECT coalesce(max(id), 0) FROM events") or 0)

@@ -6,7 +6,6 @@ in the milliseconds on a million-call ledger.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -91,9 +90,7 @@ def latest_events(
         params.append(before_id)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     rows = ledger.query(f"SELECT * FROM events {where} ORDER BY id DESC LIMIT ?", [*params, limit])
-    return [
-        EventRow(r["id"], r["at"], r["agent"], r["run_id"], r["kind"], json.loads(r["data"])) for r in reversed(rows)
-    ]
+    return [EventRow.from_sql(r) for r in reversed(rows)]
 
 
 def recent_approvals(ledger: Ledger, limit: int = 100) -> list[ApprovalRow]:
