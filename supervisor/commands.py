@@ -14,7 +14,7 @@ from typing import Any
 
 from supervisor import paths
 from supervisor.errors import ConfigError, SupervisorError, UsageError
-from supervisor.render import money, print_json, sanitize, table, tokens, usd
+from supervisor.render import STATE_SYMBOL, money, print_json, sanitize, table, tokens, usd
 
 
 @dataclass
@@ -513,16 +513,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not statuses:
         print(f"no agents in {ctx.config_path}")
         return 0
-    symbols = {
-        "idle": "·",
-        "running": "▶",
-        "waiting_approval": "?",
-        "deferred": "⏸",
-        "paused": "‖",
-        "failed": "✗",
-        "exhausted": "✗",
-        "denied": "✗",
-    }
     rows = []
     for s in statuses:
         day_cap = f"/{money(s.cap_day_micros)}" if s.cap_day_micros is not None else ""
@@ -530,7 +520,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         rows.append(
             [
                 s.name,
-                f"{symbols.get(s.state, ' ')} {s.state}",
+                f"{STATE_SYMBOL.get(s.state, ' ')} {s.state}",
                 money(s.spend_day_micros) + day_cap,
                 money(s.spend_month_micros) + month_cap,
                 s.schedule or "on demand",

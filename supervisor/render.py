@@ -13,6 +13,19 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _ESCAPE_SEQUENCE = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[@-Z\\-_])")
 
 
+# An agent's state as a symbol, shown next to its word (CLI and TUI alike): never colour alone.
+STATE_SYMBOL = {
+    "idle": "·",
+    "running": "▶",
+    "waiting_approval": "?",
+    "deferred": "◷",
+    "paused": "‖",
+    "failed": "✗",
+    "exhausted": "✗",
+    "denied": "✗",
+}
+
+
 def sanitize(text: str) -> str:
     """Strip terminal escape sequences and control characters from untrusted text (model output, gate output)."""
     return _CONTROL.sub("", _ESCAPE_SEQUENCE.sub("", text))

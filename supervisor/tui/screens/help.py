@@ -11,7 +11,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from supervisor.tui.widgets.cells import STATE_LONG, STATE_SYMBOL, palette, state_colour
+from supervisor.render import STATE_SYMBOL
+from supervisor.tui.widgets.cells import STATE_LONG, palette, state_colour
 
 KEYS: tuple[tuple[str, str], ...] = (
     ("enter", "open the agent: live log, runs, spend, digest, processes"),

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 from rich.text import Text
 
-from supervisor.render import money, sanitize
+from supervisor.render import STATE_SYMBOL, money, sanitize
 
 
 @dataclass(frozen=True)
@@ -50,17 +50,7 @@ def palette(dark: bool) -> Palette:
     return DARK if dark else LIGHT
 
 
-# State: symbol + word + colour, never colour alone.
-STATE_SYMBOL = {
-    "idle": "·",
-    "running": "▶",
-    "waiting_approval": "?",
-    "deferred": "◷",
-    "paused": "‖",
-    "failed": "✗",
-    "exhausted": "✗",
-    "denied": "✗",
-}
+# State: symbol (STATE_SYMBOL, shared with the CLI) + word + colour, never colour alone.
 STATE_WORD = {
     "idle": "idle",
     "running": "running",
