@@ -17,7 +17,7 @@ import json
 import math
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -160,18 +160,6 @@ async def aiter_lines(chunks: AsyncIterable[bytes]) -> AsyncGenerator[str, None]
             yield line
     for line in splitter.feed(decoder.decode(b"", final=True)) + splitter.flush():
         yield line
-
-
-def iter_sse(lines: Iterable[str]) -> Iterator[SSEEvent]:
-    """Events from an iterable of lines."""
-    decoder = SSEDecoder()
-    for line in lines:
-        event = decoder.feed(line)
-        if event is not None:
-            yield event
-    last = decoder.flush()
-    if last is not None:
-        yield last
 
 
 async def aiter_sse(lines: AsyncIterable[str]) -> AsyncGenerator[SSEEvent, None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,7 +21,6 @@ from supervisor.backends._http import (
     classify,
     error_from_response,
     error_from_transport,
-    iter_sse,
     parse_retry_after,
     provider_error_from_body,
 )
@@ -43,6 +43,19 @@ from supervisor.usage import Usage
 SECRET = "sk-CANARY-123"
 SITE = CallSite("deepseek", "deepseek-flash", "https://api.deepseek.com/chat/completions", "DEEPSEEK_API_KEY", SECRET)
 NOW = datetime(2026, 11, 18, 12, 0, 0, tzinfo=UTC)
+
+
+def iter_sse(lines: list[str]) -> list[SSEEvent]:
+    """The backends' ``aiter_sse`` over a list of lines."""
+
+    async def source() -> AsyncIterator[str]:
+        for line in lines:
+            yield line
+
+    async def collect() -> list[SSEEvent]:
+        return [event async for event in aiter_sse(source())]
+
+    return asyncio.run(collect())
 
 
 # ----------------------------------------------------------------------------------------------------------
