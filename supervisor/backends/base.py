@@ -14,18 +14,46 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from supervisor.usage import Usage
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 OnText = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool the model may call: a name, what it does, and a JSON Schema object for its arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One tool call the model made. ``arguments`` is the raw JSON text of the arguments object, exactly as
+    the model produced it (Ollama and Anthropic send an object: it is serialized; OpenAI sends a string).
+    Whoever executes the call parses it strictly; a malformed one is the model's error, not ours."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
     """One chat message. ``cache_breakpoint`` marks the end of the stable prefix (system + digest + context
-    files): providers with explicit prompt caching (Anthropic) put their cache marker there."""
+    files): providers with explicit prompt caching (Anthropic) put their cache marker there.
+
+    An assistant message may carry ``tool_calls`` (its ``content`` is then the text around them, often empty).
+    A ``tool`` message is the result of one call: ``tool_call_id`` names it, ``name`` is the tool's name
+    (Ollama wants it), ``content`` is the result text, and ``is_error`` marks a refused or failed call."""
 
     role: Role
     content: str
     cache_breakpoint: bool = False
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
+    is_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +75,15 @@ class Request:
     context_window: int | None = None
     cache_ttl: Literal["5m", "1h"] = "5m"
     seed: int | None = None
+    tools: tuple[ToolSpec, ...] = ()  # native tool calling; empty: a plain completion
 
 
 @dataclass(frozen=True, slots=True)
 class Result:
     """The normalized outcome of a call.
 
-    ``finish_reason`` is ``"stop"``, ``"length"``, or the provider's own word when it is something else.
+    ``finish_reason`` is ``"stop"``, ``"length"``, ``"tool_calls"`` (the model called tools: see ``tool_calls``),
+    or the provider's own word when it is something else.
     ``usage`` fields are ``None`` where the provider did not report them (e.g. a stream that ended without its
     usage record): such a call is unpriced, never $0.
     """
@@ -67,6 +97,7 @@ class Result:
     compute_s: float | None = None  # local backends: seconds of local compute (load + prompt + generation)
     model_reported: str | None = None
     raw_usage: dict[str, Any] = field(default_factory=dict)  # the provider's usage record, for the ledger
+    tool_calls: tuple[ToolCall, ...] = ()  # native tool calls, in the order the model made them
 
 
 @dataclass(frozen=True, slots=True)
