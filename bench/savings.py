@@ -264,6 +264,7 @@ class RecordingBackend:
         self.provider = inner.provider
         self.kind = inner.kind
         self.local = inner.local
+        self.supports_tools = inner.supports_tools
         self.by_agent = by_agent
         self.calls: dict[str, LocalCall] = {}
 
@@ -293,6 +294,7 @@ class ReplayBackend:
 
     kind = "replay"
     local = True
+    supports_tools = False
 
     def __init__(self, provider: str, calls: Mapping[str, LocalCall], by_agent: Mapping[str, Task]) -> None:
         self.provider = provider

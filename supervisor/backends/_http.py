@@ -30,7 +30,7 @@ from supervisor.backends.base import (
     LocalModel,
     Request,
     TokenCount,
-    estimate_tokens,
+    estimate_request_tokens,
     tokens_per_second,
 )
 from supervisor.config import ProviderConfig
@@ -564,6 +564,7 @@ class HttpBackend:
     """
 
     kind: str = "http"
+    supports_tools: bool = False  # the protocol subclasses say True
 
     def __init__(self, provider: str, config: ProviderConfig, environ: Mapping[str, str]) -> None:
         self.provider = provider
@@ -691,7 +692,7 @@ class HttpBackend:
 
     def count_tokens(self, request: Request) -> TokenCount:
         """An estimate: the provider's tokenizer is not available locally."""
-        return TokenCount(estimate_tokens(request.messages), exact=False)
+        return TokenCount(estimate_request_tokens(request), exact=False)
 
     async def aclose(self) -> None:
         if self._client is not None:

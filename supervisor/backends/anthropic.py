@@ -8,6 +8,14 @@ Three facts shape this module:
 - Prompt caching is explicit: the message marked ``cache_breakpoint`` ends the stable prefix (system, memory
   digest, context files), and its block carries ``cache_control`` so later calls read it at the cache price.
 
+Tool calling: ``tools`` go as ``{name, description, input_schema}``. A past call is a ``tool_use`` block (id,
+name, ``input`` object) after the assistant's text; results are ``tool_result`` blocks (``tool_use_id``,
+``content``, ``is_error``) in a user message: the results of one turn share ONE user message, and a user
+message that follows them joins it as text after the results, the shape the API documents. A streamed call is
+a ``content_block_start`` of type ``tool_use``, then ``input_json_delta`` pieces of ``partial_json`` joined as
+they come (never parsed here: a malformed result is the model's, for the executor to refuse), then
+``content_block_stop``. ``stop_reason: "tool_use"`` is reported as ``"tool_calls"``.
+
 Two request fields are deliberately not sent: ``temperature`` (newer Claude models reject non-default sampling
 parameters, protocols.md 4.1) and ``json_schema`` (the verify gate checks the answer's shape instead).
 """
@@ -15,6 +23,7 @@ parameters, protocols.md 4.1) and ``json_schema`` (the verify gate checks the an
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -30,33 +39,50 @@ from supervisor.backends._http import (
     provider_error,
     stream_cut,
 )
-from supervisor.backends.base import Health, OnText, Request, Result
+from supervisor.backends.base import Health, Message, OnText, Request, Result, ToolCall, arguments_object
 from supervisor.usage import Usage
 
 MESSAGES_PATH: Final = "/v1/messages"
 MODELS_PATH: Final = "/v1/models"
-FINISH_REASONS: Final = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+FINISH_REASONS: Final = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+}
 
 
-def messages_body(request: Request) -> dict[str, Any]:
+def messages_body(request: Request, provider: str = "anthropic") -> dict[str, Any]:
     """The JSON body of a streamed Messages call for ``request``.
 
     System messages become the top-level ``system`` blocks (the API has no system role). Only the last
-    message marked ``cache_breakpoint`` gets ``cache_control``: one marker at the end of the stable prefix
-    caches everything before it, well inside the API's limit of four.
+    message marked ``cache_breakpoint`` gets ``cache_control``, on its last block: one marker at the end of the
+    stable prefix caches everything before it (tools included), well inside the API's limit of four.
     """
     marked = [i for i, m in enumerate(request.messages) if m.cache_breakpoint]
     breakpoint_index = marked[-1] if marked else None
     system: list[dict[str, Any]] = []
     messages: list[dict[str, Any]] = []
+    results_open = False  # the last user message holds this turn's tool results (and maybe text after them)
     for index, message in enumerate(request.messages):
-        block: dict[str, Any] = {"type": "text", "text": message.content}
-        if index == breakpoint_index:
-            block["cache_control"] = {"type": "ephemeral", "ttl": request.cache_ttl}
+        blocks = _blocks(message, request, provider)
+        if index == breakpoint_index and blocks:
+            blocks[-1]["cache_control"] = {"type": "ephemeral", "ttl": request.cache_ttl}
         if message.role == "system":
-            system.append(block)
+            system.extend(blocks)
+            continue
+        if message.role == "tool":
+            last = messages[-1]["content"] if results_open else []
+            if results_open and all(block["type"] == "tool_result" for block in last):
+                last.extend(blocks)
+            else:  # results after text would break the documented order: they start a new user message
+                messages.append({"role": "user", "content": blocks})
+            results_open = True
+        elif message.role == "user" and results_open:
+            messages[-1]["content"].extend(blocks)
         else:
-            messages.append({"role": message.role, "content": [block]})
+            messages.append({"role": message.role, "content": blocks})
+            results_open = False
     body: dict[str, Any] = {
         "model": request.model,
         "max_tokens": request.max_output_tokens,
@@ -67,7 +93,36 @@ def messages_body(request: Request) -> dict[str, Any]:
         body["system"] = system
     if request.stop:
         body["stop_sequences"] = list(request.stop)
+    if request.tools:
+        body["tools"] = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters} for t in request.tools
+        ]
     return body
+
+
+def _blocks(message: Message, request: Request, provider: str) -> list[dict[str, Any]]:
+    """A message's content blocks: text; an assistant's ``tool_use`` calls after its text; a ``tool_result``."""
+    if message.role == "tool":
+        result: dict[str, Any] = {"type": "tool_result"}
+        if message.tool_call_id is not None:  # required by the API: without it the server says which message
+            result["tool_use_id"] = message.tool_call_id
+        result["content"] = message.content
+        if message.is_error:
+            result["is_error"] = True
+        return [result]
+    blocks: list[dict[str, Any]] = []
+    if message.content or not message.tool_calls:  # the API refuses an empty text block next to tool_use
+        blocks.append({"type": "text", "text": message.content})
+    for call in message.tool_calls:
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": call.id,
+                "name": call.name,
+                "input": arguments_object(call, provider, request.model, "Anthropic's tool_use.input"),
+            }
+        )
+    return blocks
 
 
 def normalize_usage(raw: Mapping[str, Any]) -> Usage:
@@ -107,6 +162,7 @@ class _MessageStream:
         self.final_usage: dict[str, Any] | None = None  # the latest message_delta usage: cumulative
         self.model_reported: str | None = None
         self.done = False
+        self.tool_uses: dict[int, _ToolUse] = {}  # by content block index
 
     @property
     def text(self) -> str:
@@ -134,11 +190,11 @@ class _MessageStream:
         elif kind == "content_block_start":
             block = payload.get("content_block")
             if isinstance(block, dict):
-                self._block(block)
+                self._block(block, payload.get("index"))
         elif kind == "content_block_delta":
             delta = payload.get("delta")
             if isinstance(delta, dict):
-                self._delta(delta)
+                self._delta(delta, payload.get("index"))
         elif kind == "message_delta":
             delta = payload.get("delta")
             if isinstance(delta, dict) and isinstance(delta.get("stop_reason"), str):
@@ -161,9 +217,9 @@ class _MessageStream:
         content = payload.get("content")
         if not isinstance(content, list):
             raise malformed(self.site, "the message has no content list")
-        for block in content:
+        for index, block in enumerate(content):
             if isinstance(block, dict):
-                self._block(block)
+                self._block(block, index)
         self._meta(payload)
         if isinstance(payload.get("stop_reason"), str):
             self.stop_reason = payload["stop_reason"]
@@ -177,18 +233,30 @@ class _MessageStream:
         if isinstance(model, str) and model:
             self.model_reported = model
 
-    def _block(self, block: dict[str, Any]) -> None:
+    def _block(self, block: dict[str, Any], index: Any) -> None:
         if block.get("type") == "text" and isinstance(block.get("text"), str) and block["text"]:
             self._text(block["text"])
         elif block.get("type") in ("thinking", "redacted_thinking"):
             self.clock.token()
+        elif block.get("type") == "tool_use":
+            self.clock.token()
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise malformed(self.site, f"a tool_use block has no index: {block!r:.80}", self.text)
+            self.tool_uses[index] = _ToolUse(block)
 
-    def _delta(self, delta: dict[str, Any]) -> None:
+    def _delta(self, delta: dict[str, Any], index: Any) -> None:
         kind = delta.get("type")
         if kind == "text_delta" and isinstance(delta.get("text"), str) and delta["text"]:
             self._text(delta["text"])
         elif kind == "thinking_delta":
             self.clock.token()  # thinking is generated output (and billed), but never part of the answer
+        elif kind == "input_json_delta":
+            tool_use = self.tool_uses.get(index) if isinstance(index, int) else None
+            if tool_use is None:
+                raise malformed(self.site, f"input_json_delta for block {index!r}, which is no tool_use", self.text)
+            partial = delta.get("partial_json")
+            if isinstance(partial, str):
+                tool_use.parts.append(partial)
 
     def _text(self, text: str) -> None:
         self.clock.token()
@@ -215,13 +283,30 @@ class _MessageStream:
             tokens_per_s=self.clock.tokens_per_s(usage.output),
             model_reported=self.model_reported,
             raw_usage=raw,
+            tool_calls=tuple(self.tool_uses[index].call() for index in sorted(self.tool_uses)),
         )
+
+
+class _ToolUse:
+    """One ``tool_use`` block: id and name from its start, its input from the ``partial_json`` pieces."""
+
+    def __init__(self, block: dict[str, Any]) -> None:
+        self.id = block["id"] if isinstance(block.get("id"), str) else ""
+        self.name = block["name"] if isinstance(block.get("name"), str) else ""
+        self.input = block.get("input")  # {} when streamed; the whole input in a non-streamed message
+        self.parts: list[str] = []
+
+    def call(self) -> ToolCall:
+        # A call without arguments streams no pieces (or only empty ones): its input is the block's own.
+        arguments = "".join(self.parts) or json.dumps(self.input if self.input is not None else {}, ensure_ascii=False)
+        return ToolCall(id=self.id, name=self.name, arguments=arguments)
 
 
 class AnthropicBackend(HttpBackend):
     """Claude through ``POST {base_url}/v1/messages`` (also DeepSeek's Anthropic-format endpoint)."""
 
     kind = "anthropic"
+    supports_tools = True
 
     def _headers(self, key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": self.config.anthropic_version, "content-type": "application/json"}
@@ -234,7 +319,7 @@ class AnthropicBackend(HttpBackend):
         headers = self._headers(self.api_key(request.model))
         site = self.site(request.model, f"{self.base_url}{MESSAGES_PATH}")
         stream = _MessageStream(site, on_text)
-        await self.stream(site, messages_body(request), headers, request.timeout_s, stream)
+        await self.stream(site, messages_body(request, self.provider), headers, request.timeout_s, stream)
         return stream.result()
 
     async def health(self) -> Health:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from supervisor.backends.base import Health, LocalModel, OnText, Request, Result, TokenCount
+from supervisor.backends.base import Health, LocalModel, OnText, Request, Result, TokenCount, refuse_tools
 from supervisor.config import ProviderConfig
 from supervisor.errors import (
     BackendError,
@@ -176,6 +176,7 @@ class MLXBackend:
 
     kind = "mlx"
     local = True
+    supports_tools = False  # no native tool calling in-process: tool steps use the JSON-in-text protocol
 
     def __init__(self, provider: str, config: ProviderConfig, environ: Mapping[str, str]) -> None:
         self.provider = provider
@@ -192,6 +193,7 @@ class MLXBackend:
 
     async def complete(self, request: Request, on_text: OnText | None = None) -> Result:
         """Generate on the worker thread, streaming deltas to ``on_text``; usage is exact (see module doc)."""
+        refuse_tools(request, self.provider)
         if request.max_output_tokens < 1:
             raise BadRequest(
                 f"max_output_tokens must be at least 1 (got {request.max_output_tokens})",

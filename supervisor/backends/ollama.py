@@ -8,6 +8,14 @@ Two Ollama habits shape this module (protocols.md section 1):
 - Usage arrives only in the final ``done: true`` chunk, and its fields are ``omitempty``. A missing count
   stays ``None`` (unknown), never 0; a stream that ends without that chunk is a ``ProtocolError``.
 
+Tool calling (protocols.md 1.3, "Tools / tool_calls"): ``tools`` go in the OpenAI-style function schema; the
+server parses the model's output itself and streams whole calls in ``message.tool_calls`` (arguments as a JSON
+*object*, serialized here to JSON text). Current servers give each call an ``id`` (``call_…``); an older one
+gives none, and the call is then named ``call_<n>`` by its position in the answer. Past calls go back as
+``tool_calls`` on the assistant message (arguments as objects again) and results as ``tool`` messages with
+``tool_name`` and ``tool_call_id``. Ollama reports ``done_reason: "stop"`` after a tool call; ``Result`` says
+``"tool_calls"``.
+
 The client's own timeout defaults to none at all, so every call here carries one.
 """
 
@@ -16,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import httpx
 import pydantic
-from ollama import AsyncClient, ChatResponse, ResponseError
+from ollama import AsyncClient, ChatResponse, Message, ResponseError
 
 from supervisor.backends.base import (
     Health,
@@ -30,7 +38,9 @@ from supervisor.backends.base import (
     Request,
     Result,
     TokenCount,
-    estimate_tokens,
+    ToolCall,
+    arguments_object,
+    estimate_request_tokens,
     tokens_per_second,
 )
 from supervisor.config import ProviderConfig
@@ -86,10 +96,31 @@ _START_HINT: Final = (
 )
 
 
+class _ToolFunction(pydantic.BaseModel):
+    """A streamed call's function. ``arguments`` is an object in the protocol; anything else a server sends
+    is kept and passed on as JSON text for the executor to refuse (the client's own type would reject it)."""
+
+    name: str
+    arguments: Any = None
+    index: int | None = None
+
+
+class _ToolCall(pydantic.BaseModel):
+    """A streamed tool call, keeping the ``id`` current servers send (the client's type drops it)."""
+
+    id: str | None = None
+    function: _ToolFunction
+
+
+class _ChatMessage(Message):
+    tool_calls: Sequence[_ToolCall] | None = None  # type: ignore[assignment]  # ours keep id and index
+
+
 class _ChatChunk(ChatResponse):
     """A ``ChatResponse`` that keeps fields the client does not know (e.g. ``prompt_eval_cached_count``)."""
 
     model_config = pydantic.ConfigDict(extra="allow")
+    message: _ChatMessage
 
 
 class _Malformed(Exception):
@@ -100,6 +131,7 @@ class OllamaBackend:
     """One Ollama server, reached through the official async client (created on first use)."""
 
     kind = "ollama"
+    supports_tools = True
 
     def __init__(self, provider: str, config: ProviderConfig, environ: Mapping[str, str]) -> None:
         self.provider = provider
@@ -146,12 +178,14 @@ class OllamaBackend:
 
     def count_tokens(self, request: Request) -> TokenCount:
         """Ollama has no tokenize endpoint, so this is the conservative estimate."""
-        return TokenCount(estimate_tokens(request.messages), exact=False)
+        return TokenCount(estimate_request_tokens(request), exact=False)
 
     async def complete(self, request: Request, on_text: OnText | None = None) -> Result:
         """Stream one ``/api/chat`` call with an explicit ``num_ctx``; refuse a prompt that would not fit."""
         model = request.model
         text_parts: list[str] = []
+        tool_calls: list[ToolCall] = []
+        messages = self._messages(request)
         try:
             async with asyncio.timeout(request.timeout_s):
                 window, source = await self._resolve_window(request)
@@ -164,14 +198,14 @@ class OllamaBackend:
                     _ChatChunk,
                     "POST",
                     "/api/chat",
-                    json=self._chat_body(request, window),
+                    json=self._chat_body(request, window, messages),
                     stream=True,
                     timeout=httpx.Timeout(
                         request.timeout_s, connect=min(self.config.connect_timeout_s, request.timeout_s)
                     ),
                 )
                 try:
-                    final, ttft_s = await self._read_stream(stream, started, text_parts, on_text)
+                    final, ttft_s = await self._read_stream(stream, started, text_parts, tool_calls, on_text)
                 finally:
                     await _close(stream)
                 total_s = time.perf_counter() - started
@@ -206,9 +240,12 @@ class OllamaBackend:
             )
         raw_usage = _metrics(final)
         eval_duration = final.eval_duration
+        finish_reason = final.done_reason
+        if tool_calls and finish_reason in (None, "stop"):
+            finish_reason = "tool_calls"  # Ollama says "stop" after a call; the caller must run the tools
         return Result(
             text="".join(text_parts),
-            finish_reason=final.done_reason,
+            finish_reason=finish_reason,
             usage=usage_from_metrics(raw_usage),
             ttft_s=ttft_s,
             total_s=total_s,
@@ -216,13 +253,19 @@ class OllamaBackend:
             compute_s=final.total_duration / NS_PER_S if final.total_duration is not None else None,
             model_reported=final.model,
             raw_usage=raw_usage,
+            tool_calls=tuple(tool_calls),
         )
 
     @staticmethod
     async def _read_stream(
-        stream: AsyncIterator[_ChatChunk], started: float, text_parts: list[str], on_text: OnText | None
+        stream: AsyncIterator[_ChatChunk],
+        started: float,
+        text_parts: list[str],
+        tool_calls: list[ToolCall],
+        on_text: OnText | None,
     ) -> tuple[_ChatChunk | None, float | None]:
-        """Collect text deltas (not ``thinking``) into ``text_parts``; return the final chunk and the TTFT."""
+        """Collect text deltas (not ``thinking``) into ``text_parts`` and whole calls into ``tool_calls``;
+        return the final chunk and the TTFT."""
         ttft_s: float | None = None
         final: _ChatChunk | None = None
         iterator = aiter(stream)
@@ -237,16 +280,48 @@ class OllamaBackend:
             if final is not None:
                 continue  # nothing follows the final chunk in the protocol; ignore it if something does
             delta = chunk.message.content or ""
-            if ttft_s is None and (delta or chunk.message.thinking):
+            calls = chunk.message.tool_calls or ()
+            if ttft_s is None and (delta or chunk.message.thinking or calls):
                 ttft_s = time.perf_counter() - started
             if delta:
                 text_parts.append(delta)
                 if on_text is not None:
                     on_text(delta)
+            for call in calls:
+                tool_calls.append(_tool_call(call, len(tool_calls)))
             if chunk.done:
                 final = chunk
 
-    def _chat_body(self, request: Request, window: int) -> dict[str, Any]:
+    def _messages(self, request: Request) -> list[dict[str, Any]]:
+        """The ``messages`` array: past tool calls carry their arguments as objects, results their tool's name."""
+        names = {call.id: call.name for m in request.messages for call in m.tool_calls}
+        out: list[dict[str, Any]] = []
+        for m in request.messages:
+            entry: dict[str, Any] = {"role": m.role, "content": m.content}
+            if m.tool_calls:
+                entry["tool_calls"] = [
+                    {
+                        "id": call.id,
+                        "function": {
+                            "index": index,
+                            "name": call.name,
+                            "arguments": arguments_object(call, self.provider, request.model, "Ollama"),
+                        },
+                    }
+                    for index, call in enumerate(m.tool_calls)
+                ]
+            if m.role == "tool":
+                # Ollama matches a result to its call by tool name; the name is found from the call when the
+                # message does not carry it, as Ollama's own OpenAI layer does.
+                tool_name = m.name or names.get(m.tool_call_id or "")
+                if tool_name:
+                    entry["tool_name"] = tool_name
+                if m.tool_call_id:
+                    entry["tool_call_id"] = m.tool_call_id
+            out.append(entry)
+        return out
+
+    def _chat_body(self, request: Request, window: int, messages: list[dict[str, Any]]) -> dict[str, Any]:
         options: dict[str, Any] = {
             "num_ctx": window,
             "num_predict": request.max_output_tokens,
@@ -258,10 +333,18 @@ class OllamaBackend:
             options["seed"] = request.seed
         body: dict[str, Any] = {
             "model": request.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": messages,
             "stream": True,
             "options": options,
         }
+        if request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in request.tools
+            ]
         if self.config.keep_alive is not None:
             body["keep_alive"] = self.config.keep_alive
         if request.json_schema is not None:
@@ -280,7 +363,7 @@ class OllamaBackend:
         return DEFAULT_CONTEXT_WINDOW, "the default"
 
     def _check_fits(self, request: Request, window: int, source: str) -> None:
-        prompt_tokens = estimate_tokens(request.messages)
+        prompt_tokens = estimate_request_tokens(request)
         if prompt_tokens + request.max_output_tokens > window:
             raise ContextOverflow(
                 f"{self.provider}:{request.model}: prompt ~{prompt_tokens} tokens + max output "
@@ -460,6 +543,13 @@ def usage_from_metrics(metrics: Mapping[str, Any]) -> Usage:
         output=output if isinstance(output, int) else None,
         reasoning=None,
     )
+
+
+def _tool_call(call: _ToolCall, position: int) -> ToolCall:
+    """Our ``ToolCall``: the server's id (or ``call_<position>``) and the arguments object as JSON text."""
+    arguments = call.function.arguments
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+    return ToolCall(id=call.id or f"call_{position}", name=call.function.name, arguments=text)
 
 
 def _metrics(final: _ChatChunk) -> dict[str, Any]:

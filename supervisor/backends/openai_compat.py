@@ -9,10 +9,19 @@ One protocol, several dialects of usage (protocols.md sections 3 and 7), all nor
 
 Every call streams with ``stream_options.include_usage``, because usage arrives only in the stream's last
 chunk; a stream that ends cleanly without it gives an unknown ``Usage()`` (unpriced), never zeros.
+
+Tool calling: ``tools`` go as ``{"type": "function", "function": {name, description, parameters}}``; past calls
+as the assistant message's ``tool_calls`` (``content`` null when it had no text) and results as ``tool``
+messages with ``tool_call_id``. A streamed call arrives in ``delta.tool_calls`` fragments keyed by ``index``:
+the first carries ``id`` and ``function.name``, the rest pieces of ``function.arguments``, which are joined
+as they come and never parsed here (a malformed result is the model's, for the executor to refuse). A server
+that leaves out ``index`` gets one new call per fragment that carries an ``id``. ``finish_reason`` is
+``"tool_calls"``; a server that says ``"stop"`` after calling tools is reported as ``"tool_calls"`` too.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -30,7 +39,7 @@ from supervisor.backends._http import (
     provider_error,
     stream_cut,
 )
-from supervisor.backends.base import Health, OnText, Request, Result
+from supervisor.backends.base import Health, Message, OnText, Request, Result, ToolCall
 from supervisor.config import ProviderConfig
 from supervisor.usage import Usage
 
@@ -56,7 +65,7 @@ def chat_body(request: Request, *, max_tokens_key: str = "max_tokens") -> dict[s
     """The JSON body of a streamed chat completion for ``request``."""
     body: dict[str, Any] = {
         "model": request.model,
-        "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+        "messages": [chat_message(m) for m in request.messages],
         max_tokens_key: request.max_output_tokens,
         "temperature": request.temperature,
         "stream": True,
@@ -66,6 +75,11 @@ def chat_body(request: Request, *, max_tokens_key: str = "max_tokens") -> dict[s
         body["stop"] = list(request.stop)
     if request.seed is not None:
         body["seed"] = request.seed
+    if request.tools:
+        body["tools"] = [
+            {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.parameters}}
+            for t in request.tools
+        ]
     if request.json_schema is not None:
         # Not "strict": strict mode rejects schemas without additionalProperties=false everywhere, and the
         # verify gate checks the answer against the schema anyway.
@@ -74,6 +88,25 @@ def chat_body(request: Request, *, max_tokens_key: str = "max_tokens") -> dict[s
             "json_schema": {"name": JSON_SCHEMA_NAME, "schema": request.json_schema},
         }
     return body
+
+
+def chat_message(message: Message) -> dict[str, Any]:
+    """One message in Chat Completions' shape (assistant tool calls, ``tool`` results by ``tool_call_id``)."""
+    if message.role == "tool":
+        entry: dict[str, Any] = {"role": "tool", "content": message.content}
+        if message.tool_call_id is not None:  # required by the API: without it the server says which message
+            entry["tool_call_id"] = message.tool_call_id
+        return entry
+    if message.tool_calls:
+        return {
+            "role": message.role,
+            "content": message.content or None,  # the API's own shape for a reply that only called tools
+            "tool_calls": [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in message.tool_calls
+            ],
+        }
+    return {"role": message.role, "content": message.content}
 
 
 def normalize_usage(raw: Mapping[str, Any]) -> Usage:
@@ -116,6 +149,34 @@ def normalize_usage(raw: Mapping[str, Any]) -> Usage:
     return Usage(uncached, cached, written, 0, output, reasoning)
 
 
+class _CallParts:
+    """One tool call being streamed: id and name from its first fragment, arguments joined from all."""
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.name = ""
+        self.arguments: list[str] = []
+
+    def take(self, fragment: dict[str, Any]) -> None:
+        call_id = fragment.get("id")
+        if isinstance(call_id, str) and call_id and not self.id:
+            self.id = call_id
+        function = fragment.get("function")
+        if not isinstance(function, dict):
+            return
+        name = function.get("name")
+        if isinstance(name, str) and name and not self.name:
+            self.name = name  # some servers repeat the name in every fragment: it is not a piece of it
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            self.arguments.append(arguments)
+        elif isinstance(arguments, dict):
+            self.arguments.append(json.dumps(arguments, ensure_ascii=False))  # a server that sends an object
+
+    def call(self, position: int) -> ToolCall:
+        return ToolCall(id=self.id or f"call_{position}", name=self.name, arguments="".join(self.arguments))
+
+
 class _ChatStream:
     """Reads one chat completion: SSE chunks, or one JSON body from a server that ignored ``stream``."""
 
@@ -124,6 +185,7 @@ class _ChatStream:
         self.on_text = on_text
         self.clock = Stopwatch()
         self.parts: list[str] = []
+        self.calls: dict[int, _CallParts] = {}  # by the fragments' index, in order of first appearance
         self.finish_reason: str | None = None
         self.raw_usage: dict[str, Any] | None = None
         self.model_reported: str | None = None
@@ -160,6 +222,11 @@ class _ChatStream:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, str) and content:
             self._text(content)
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        if isinstance(calls, list):
+            for position, call in enumerate(calls):
+                if isinstance(call, dict):
+                    self._fragment({**call, "index": position})
         self._meta(payload)
         self._finish(choices[0])
         self.done = True
@@ -185,6 +252,11 @@ class _ChatStream:
                 content = delta.get("content")
                 if isinstance(content, str) and content:
                     self._text(content)
+                fragments = delta.get("tool_calls")
+                if isinstance(fragments, list):
+                    for fragment in fragments:
+                        if isinstance(fragment, dict):
+                            self._fragment(fragment)
             self._finish(choice)
 
     def _text(self, content: str) -> None:
@@ -192,6 +264,17 @@ class _ChatStream:
         self.parts.append(content)
         if self.on_text is not None:
             self.on_text(content)
+
+    def _fragment(self, fragment: dict[str, Any]) -> None:
+        self.clock.token()
+        index = fragment.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            # No index (some servers): a fragment with a new id starts a call, any other continues the last.
+            call_id = fragment.get("id")
+            known = next((i for i, parts in self.calls.items() if call_id and parts.id == call_id), None)
+            last = max(self.calls, default=-1)
+            index = known if known is not None else (last + 1 if call_id or last < 0 else last)
+        self.calls.setdefault(index, _CallParts()).take(fragment)
 
     def _meta(self, chunk: dict[str, Any]) -> None:
         model = chunk.get("model")
@@ -213,15 +296,20 @@ class _ChatStream:
             raise stream_cut(self.site, self.text)
         self.clock.stop()
         usage = normalize_usage(self.raw_usage) if self.raw_usage is not None else Usage()
+        tool_calls = tuple(parts.call(position) for position, (_, parts) in enumerate(sorted(self.calls.items())))
+        finish_reason = self.finish_reason  # "stop", "length" and "tool_calls" are already our words
+        if tool_calls and finish_reason == "stop":
+            finish_reason = "tool_calls"  # some local servers say "stop" after a call
         return Result(
             text=self.text,
-            finish_reason=self.finish_reason,  # "stop" and "length" are already our words; others kept as is
+            finish_reason=finish_reason,
             usage=usage,
             ttft_s=self.clock.ttft_s,
             total_s=self.clock.total_s,
             tokens_per_s=self.clock.tokens_per_s(usage.output),
             model_reported=self.model_reported,
             raw_usage=dict(self.raw_usage or {}),
+            tool_calls=tool_calls,
         )
 
 
@@ -233,6 +321,7 @@ class OpenAICompatBackend(HttpBackend):
     """
 
     kind = "openai_compat"
+    supports_tools = True
 
     def __init__(self, provider: str, config: ProviderConfig, environ: Mapping[str, str]) -> None:
         super().__init__(provider, config, environ)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor.backends.base import Health, Request, Result, TokenCount, estimate_tokens
+from supervisor.backends.base import Health, Request, Result, TokenCount, estimate_tokens, refuse_tools
 from supervisor.config import ProviderConfig
 from supervisor.errors import BackendError, BadRequest, ConfigError
 from supervisor.usage import Usage
@@ -92,6 +92,7 @@ def load_script(path: Path) -> Responder:
 
 class ScriptedBackend:
     kind = "scripted"
+    supports_tools = False  # scripted answers are text; a tool step uses the JSON-in-text protocol with it
 
     def __init__(
         self,
@@ -116,6 +117,7 @@ class ScriptedBackend:
         self.responder = responder
 
     async def complete(self, request: Request, on_text: Callable[[str], None] | None = None) -> Result:
+        refuse_tools(request, self.provider)
         self.calls.append(request)
         started = time.monotonic()
         answer = self.responder(request)
