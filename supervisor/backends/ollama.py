@@ -294,10 +294,11 @@ class OllamaBackend:
 
     def _messages(self, request: Request) -> list[dict[str, Any]]:
         """The ``messages`` array: past tool calls carry their arguments as objects, results their tool's name."""
-        names = {call.id: call.name for m in request.messages for call in m.tool_calls}
+        names: dict[str, str] = {}  # call id -> tool name, from the latest assistant message that made the call
         out: list[dict[str, Any]] = []
         for m in request.messages:
             entry: dict[str, Any] = {"role": m.role, "content": m.content}
+            names.update((call.id, call.name) for call in m.tool_calls)
             if m.tool_calls:
                 entry["tool_calls"] = [
                     {
@@ -312,7 +313,8 @@ class OllamaBackend:
                 ]
             if m.role == "tool":
                 # Ollama matches a result to its call by tool name; the name is found from the call when the
-                # message does not carry it, as Ollama's own OpenAI layer does.
+                # message does not carry it, as Ollama's own OpenAI layer does. Ids synthesized for an old
+                # server (call_0, ...) repeat across turns, so the latest call with the id is the one.
                 tool_name = m.name or names.get(m.tool_call_id or "")
                 if tool_name:
                     entry["tool_name"] = tool_name

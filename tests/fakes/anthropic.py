@@ -5,6 +5,12 @@ A streamed ``Reply`` is ``message_start`` (input and cache usage, placeholder ``
 ``message_delta`` events whose cumulative ``output_tokens`` grow to the total (a backend that sums them
 over-counts), then ``message_stop``. ``Reply.finish`` "stop"/"length" is sent as ``end_turn``/``max_tokens``;
 any other word is sent as is. Errors use the ``{"type": "error", "error": {"type", "message"}}`` body.
+
+A ``Reply`` with ``tool_calls`` streams its text block (none when the text is empty), then per call a
+``content_block_start`` with ``{"type": "tool_use", "id": "toolu_…", "name": …, "input": {}}``, an
+``input_json_delta`` with ``partial_json: ""`` (the API sends one first), the ``fragments`` pieces of the
+arguments text, and ``content_block_stop``; ``stop_reason`` is ``tool_use``. Non-streamed: ``tool_use`` blocks
+with the whole ``input`` object.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Any
 from tests.fakes.base import (
     Behavior,
     CutStream,
+    CutToolCall,
     FakeServer,
     Hang,
     HttpError,
@@ -25,6 +32,7 @@ from tests.fakes.base import (
     NoUsage,
     RecordedRequest,
     Reply,
+    ToolUse,
 )
 from tests.fakes.openai import RawStream, write_raw_stream
 
@@ -125,32 +133,61 @@ class AnthropicFake(FakeServer):
             )
             self._event(handler, "content_block_stop", {"type": "content_block_stop", "index": 0})
             index = 1
-        self._event(
-            handler,
-            "content_block_start",
-            {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
-        )
-        pieces = (
-            self.split_text(behavior.text, behavior.after_chunks)
-            if isinstance(behavior, CutStream)
-            else self.split_text(reply.text, reply.chunks)
-        )
-        for piece in pieces:
-            delta = {"type": "text_delta", "text": piece}
+        calls: tuple[ToolUse, ...] = reply.tool_calls
+        if isinstance(behavior, CutToolCall):
+            calls = (behavior.call,)
+        if reply.text or not calls:
             self._event(
                 handler,
-                "content_block_delta",
-                {"type": "content_block_delta", "index": index, "delta": delta},
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}},
             )
-        if isinstance(behavior, CutStream):
-            self.cut(handler)
-            return
-        if isinstance(behavior, MidStreamError):
-            self._event(handler, "error", _error(self.mid_stream_error_type, behavior.message))
-            self.end_stream(handler)
-            return
-        self._event(handler, "content_block_stop", {"type": "content_block_stop", "index": index})
-        stop_reason = _STOP_REASONS.get(reply.finish, reply.finish)
+            pieces = (
+                self.split_text(behavior.text, behavior.after_chunks)
+                if isinstance(behavior, CutStream)
+                else self.split_text(reply.text, reply.chunks)
+            )
+            for piece in pieces:
+                delta = {"type": "text_delta", "text": piece}
+                self._event(
+                    handler,
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": index, "delta": delta},
+                )
+            if isinstance(behavior, CutStream):
+                self.cut(handler)
+                return
+            if isinstance(behavior, MidStreamError):
+                self._event(handler, "error", _error(self.mid_stream_error_type, behavior.message))
+                self.end_stream(handler)
+                return
+            self._event(handler, "content_block_stop", {"type": "content_block_stop", "index": index})
+            index += 1
+        for call in calls:
+            block = {
+                "type": "tool_use",
+                "id": call.id or self.next_tool_id("toolu_fake"),
+                "name": call.name,
+                "input": {},
+            }
+            self._event(
+                handler, "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
+            )
+            pieces = ["", *self.split_text(call.arguments_text, call.fragments)]
+            if isinstance(behavior, CutToolCall):
+                pieces = pieces[: behavior.after_fragments + 1]
+            for piece in pieces:
+                delta = {"type": "input_json_delta", "partial_json": piece}
+                self._event(
+                    handler, "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+                )
+            if isinstance(behavior, CutToolCall):
+                self.cut(handler)
+                return
+            self._event(handler, "content_block_stop", {"type": "content_block_stop", "index": index})
+            index += 1
+        finish = "tool_use" if calls and reply.finish == "stop" else reply.finish
+        stop_reason = _STOP_REASONS.get(finish, finish)
         if with_usage:
             # Cumulative counts: halfway, then the total. The final one also repeats the input side, as the
             # current API does.
@@ -202,14 +239,30 @@ class AnthropicFake(FakeServer):
             }
         return usage
 
+    def _content(self, reply: Reply) -> list[dict[str, Any]]:
+        blocks: list[dict[str, Any]] = []
+        if reply.text or not reply.tool_calls:
+            blocks.append({"type": "text", "text": reply.text})
+        for call in reply.tool_calls:
+            arguments: Any = call.arguments
+            if isinstance(arguments, str):  # scripted as raw text: an object if it is one, else sent as is
+                try:
+                    arguments = json.loads(arguments)
+                except ValueError:
+                    pass
+            call_id = call.id or self.next_tool_id("toolu_fake")
+            blocks.append({"type": "tool_use", "id": call_id, "name": call.name, "input": arguments})
+        return blocks
+
     def _message(self, model: str, reply: Reply, *, with_usage: bool, streaming: bool = False) -> dict[str, Any]:
+        finish = "tool_use" if reply.tool_calls and reply.finish == "stop" else reply.finish
         message: dict[str, Any] = {
             "id": "msg_fake",
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [] if streaming else [{"type": "text", "text": reply.text}],
-            "stop_reason": None if streaming else _STOP_REASONS.get(reply.finish, reply.finish),
+            "content": [] if streaming else self._content(reply),
+            "stop_reason": None if streaming else _STOP_REASONS.get(finish, finish),
             "stop_sequence": None,
         }
         if with_usage:

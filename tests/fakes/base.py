@@ -10,6 +10,19 @@ assert on request bodies, and answers from a script of ``Behavior`` objects:
 
 The protocol modules (``ollama.py``, ``openai.py``, ``anthropic.py``) turn each behavior into that protocol's
 exact bytes.
+
+Tool calls are scripted the same way for every fake: a ``Reply`` whose ``tool_calls`` holds ``ToolUse``s,
+most simply built with ``tool_reply``::
+
+    fake.enqueue(tool_reply(ToolUse("read_file", {"path": "a.py"}), input_tokens=120, output_tokens=18))
+    fake.enqueue(tool_reply(ToolUse("edit_file", '{"path": "a.py", "old": '), text="Let me fix it."))  # bad JSON
+    fake.enqueue(CutToolCall(ToolUse("write_file", {"path": "b.py", "content": "x"}), after_fragments=1))
+
+Each fake renders a call in its own wire format (Ollama: whole calls in ``message.tool_calls`` of a
+``done: false`` chunk, then the usual final chunk; OpenAI: ``delta.tool_calls`` fragments, ``finish_reason``
+``tool_calls``, usage in the last chunk; Anthropic: a ``tool_use`` block streamed as ``input_json_delta``
+pieces, ``stop_reason`` ``tool_use``, cumulative ``message_delta.usage``). ``server.model_bodies()`` gives
+the JSON bodies of the model requests received, to assert on the tools and tool messages sent.
 """
 
 from __future__ import annotations
@@ -25,11 +38,37 @@ from typing import Any
 
 
 @dataclass(frozen=True)
+class ToolUse:
+    """One tool call in a scripted reply.
+
+    ``arguments``: a dict is the arguments object (Ollama sends it as an object; the SSE fakes stream its
+    ``json.dumps`` text); a str is the exact arguments text to stream, e.g. JSON cut short. ``id``: ``None``
+    gives the fake's own next id (``call_fake<k>`` for Ollama and OpenAI, ``toolu_fake<k>`` for Anthropic,
+    ``k`` counting every call the server has made, from 0). ``fragments``: how many pieces the SSE fakes
+    split the arguments text into.
+    """
+
+    name: str
+    arguments: dict[str, Any] | str = field(default_factory=dict)
+    id: str | None = None
+    fragments: int = 3
+
+    @property
+    def arguments_text(self) -> str:
+        """What the SSE fakes stream: the exact text, or the object's ``json.dumps``."""
+        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
+
+
+@dataclass(frozen=True)
 class Reply:
     """A successful answer. Token counts use our normalized meaning: ``input_tokens`` is *uncached* input.
 
     Each fake renders them in its provider's own fields (e.g. OpenAI ``prompt_tokens`` = input + cache read +
     cache write; Anthropic ``input_tokens`` excludes cache tokens).
+
+    With ``tool_calls``, the calls follow the text (no text block or delta when ``text`` is empty), and a
+    ``finish`` left at "stop" is sent as the provider's own word for a tool call (OpenAI ``tool_calls``,
+    Anthropic ``tool_use``, Ollama ``stop``).
     """
 
     text: str = "ok"
@@ -42,6 +81,12 @@ class Reply:
     finish: str = "stop"  # normalized: "stop" | "length"
     chunks: int = 3  # how many pieces the text is streamed in
     delay_s: float = 0.0  # pause before the first byte of the answer
+    tool_calls: tuple[ToolUse, ...] = ()
+
+
+def tool_reply(*calls: ToolUse, text: str = "", **fields: Any) -> Reply:
+    """A reply that calls tools (no text unless given); ``fields`` are the other ``Reply`` fields."""
+    return Reply(text=text, tool_calls=calls, **fields)
 
 
 @dataclass(frozen=True)
@@ -60,6 +105,18 @@ class CutStream:
 
     text: str = "partial answer"
     after_chunks: int = 1
+
+
+@dataclass(frozen=True)
+class CutToolCall:
+    """Stream ``text``, then ``call`` until ``after_fragments`` pieces of its arguments, then drop the connection.
+
+    Ollama sends calls whole: its fake sends the whole call, then drops the connection before the final chunk.
+    """
+
+    call: ToolUse
+    after_fragments: int = 1
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,7 +149,7 @@ class Malformed:
     content_type: str = "application/json"
 
 
-Behavior = Reply | HttpError | CutStream | NoUsage | MidStreamError | Hang | Malformed
+Behavior = Reply | HttpError | CutStream | CutToolCall | NoUsage | MidStreamError | Hang | Malformed
 
 
 @dataclass
@@ -123,6 +180,7 @@ class FakeServer:
         self.requests: list[RecordedRequest] = []
         self._queue: deque[Behavior] = deque()
         self._lock = threading.Lock()
+        self._tool_ids = 0
         self.responder: Callable[[RecordedRequest], Behavior] = lambda _req: Reply()
         self._stop = threading.Event()
         fake = self
@@ -200,6 +258,17 @@ class FakeServer:
     def model_requests(self) -> list[RecordedRequest]:
         """Requests that asked a model for an answer (subclasses narrow this to their chat endpoint)."""
         return [r for r in self.requests if r.method == "POST"]
+
+    def model_bodies(self) -> list[Any]:
+        """The JSON bodies of ``model_requests()``, in the order received."""
+        return [r.json for r in self.model_requests()]
+
+    def next_tool_id(self, prefix: str) -> str:
+        """A fresh id for a scripted call without one: ``<prefix><k>``, ``k`` counting from 0 per server."""
+        with self._lock:
+            k = self._tool_ids
+            self._tool_ids += 1
+        return f"{prefix}{k}"
 
     def hang(self, seconds: float) -> None:
         """Block the handler thread until the server stops or ``seconds`` pass."""

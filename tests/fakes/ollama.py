@@ -10,6 +10,12 @@ Durations are deterministic so tests can assert on derived numbers: a prompt tok
 
 A chat request marks its model loaded (``/api/ps``) until ``keep_alive`` expires, with the ``num_ctx`` it
 asked for as ``context_length``, as the real server does; ``keep_alive: 0`` unloads it.
+
+A ``Reply`` with ``tool_calls`` streams its text, then one ``done: false`` chunk per call with
+``message.tool_calls = [{"id": "call_…", "function": {"index": n, "name": …, "arguments": {…}}}]`` (arguments
+an object, as the server parses them; a ``ToolUse`` with str arguments sends that string instead, as a broken
+server might), then the final chunk with ``done_reason: "stop"``, as the current server does
+(server/routes.go). ``tool_call_ids=False`` leaves ids out, as servers before they were added did.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 from tests.fakes.base import (
     Behavior,
     CutStream,
+    CutToolCall,
     FakeServer,
     Hang,
     HttpError,
@@ -35,6 +42,7 @@ from tests.fakes.base import (
     NoUsage,
     RecordedRequest,
     Reply,
+    ToolUse,
 )
 
 NDJSON = "application/x-ndjson"
@@ -114,8 +122,10 @@ class OllamaFake(FakeServer):
         *,
         report_cached_count: bool = False,
         version: str = "0.12.3",
+        tool_call_ids: bool = True,
     ) -> None:
         super().__init__()
+        self.tool_call_ids = tool_call_ids  # False: calls without ids, as older servers sent them
         self.models: dict[str, FakeModel] = {}
         for m in models:
             model = m if isinstance(m, FakeModel) else FakeModel(name=m)
@@ -195,6 +205,12 @@ class OllamaFake(FakeServer):
             for piece in pieces[: behavior.after_chunks]:
                 self._line(handler, self._chunk(name, piece))
             self.cut(handler)
+        elif isinstance(behavior, CutToolCall):
+            self.start_stream(handler, NDJSON)
+            if behavior.text:
+                self._line(handler, self._chunk(name, behavior.text))
+            self._line(handler, self._chunk(name, "", tool_calls=[self._tool_call(behavior.call, 0)]))
+            self.cut(handler)
         elif isinstance(behavior, NoUsage):
             self.start_stream(handler, NDJSON)
             for piece in self.split_text(behavior.text, 2):
@@ -227,25 +243,42 @@ class OllamaFake(FakeServer):
         if reply.delay_s:
             self.hang(reply.delay_s)
         thinking = f"thinking for {reply.reasoning} tokens" if reply.reasoning else ""
+        calls = [self._tool_call(call, index) for index, call in enumerate(reply.tool_calls)]
         if not stream:
             final = self._final(model, reply)
             final["message"] = {"role": "assistant", "content": reply.text}
             if thinking:
                 final["message"]["thinking"] = thinking
+            if calls:
+                final["message"]["tool_calls"] = calls
             self.send_json(handler, 200, final)
             return
         self.start_stream(handler, NDJSON)
         if thinking:
             self._line(handler, self._chunk(model, "", thinking=thinking))
-        for piece in self.split_text(reply.text, reply.chunks):
-            self._line(handler, self._chunk(model, piece))
+        if reply.text or not calls:
+            for piece in self.split_text(reply.text, reply.chunks):
+                self._line(handler, self._chunk(model, piece))
+        for call in calls:
+            self._line(handler, self._chunk(model, "", tool_calls=[call]))
         self._line(handler, self._final(model, reply))
         self._finish(handler)
 
-    def _chunk(self, model: str, content: str, thinking: str = "") -> dict[str, Any]:
+    def _tool_call(self, call: ToolUse, index: int) -> dict[str, Any]:
+        rendered: dict[str, Any] = {}
+        if self.tool_call_ids:
+            rendered["id"] = call.id or self.next_tool_id("call_fake")
+        rendered["function"] = {"index": index, "name": call.name, "arguments": call.arguments}
+        return rendered
+
+    def _chunk(
+        self, model: str, content: str, thinking: str = "", tool_calls: list[dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if thinking:
             message["thinking"] = thinking
+        if tool_calls:
+            message["tool_calls"] = tool_calls
         return {"model": model, "created_at": _now(), "message": message, "done": False}
 
     def _final(self, model: str, reply: Reply) -> dict[str, Any]:
@@ -258,7 +291,7 @@ class OllamaFake(FakeServer):
             "created_at": _now(),
             "message": {"role": "assistant", "content": ""},
             "done": True,
-            "done_reason": reply.finish,
+            "done_reason": "stop" if reply.finish == "tool_calls" else reply.finish,  # Ollama has no other word
             "total_duration": LOAD_NS + prompt_ns + eval_ns,
             "load_duration": LOAD_NS,
             "prompt_eval_count": prompt_tokens,

@@ -13,6 +13,13 @@ Dialects (how a ``Reply``'s normalized counts are written):
 - ``"deepseek"``: adds ``prompt_cache_hit_tokens`` / ``prompt_cache_miss_tokens``, streams
   ``reasoning_content`` deltas before the answer, and sends ``: keep-alive`` comments.
 - ``"gemini"``: ``completion_tokens`` leaves out the thinking that ``total_tokens`` includes.
+
+A ``Reply`` with ``tool_calls`` streams as OpenAI does: when there is no text, the first chunk is
+``{"role": "assistant", "content": null, "tool_calls": [<header of call 0>]}``; each call's header fragment
+``{"index": n, "id": …, "type": "function", "function": {"name": …, "arguments": ""}}`` is followed by
+``fragments`` pieces ``{"index": n, "function": {"arguments": "<piece>"}}``; then ``finish_reason:
+"tool_calls"``, the usage chunk and ``[DONE]``. Non-streamed: ``message.tool_calls`` with whole argument
+strings and ``content: null`` when there is no text.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any, Literal
 from tests.fakes.base import (
     Behavior,
     CutStream,
+    CutToolCall,
     FakeServer,
     Hang,
     HttpError,
@@ -35,6 +43,7 @@ from tests.fakes.base import (
     NoUsage,
     RecordedRequest,
     Reply,
+    ToolUse,
 )
 
 Dialect = Literal["openai", "deepseek", "gemini"]
@@ -175,10 +184,30 @@ class OpenAIFake(FakeServer):
         self.start_stream(handler, "text/event-stream")
         if self.dialect == "deepseek":
             self.write_chunk(handler, b": keep-alive\n\n")
-        self._event(handler, self._chunk({"role": "assistant", "content": ""}))
+        calls: tuple[ToolUse, ...] = ()
+        text = getattr(behavior, "text", "")
+        if isinstance(behavior, Reply):
+            calls = behavior.tool_calls
+        elif isinstance(behavior, CutToolCall):
+            calls = (behavior.call,)
+        ids = [call.id or self.next_tool_id("call_fake") for call in calls]
+        if calls and not text:
+            # What OpenAI sends for a reply that only calls tools: the role and the first call's header at once.
+            first = {"role": "assistant", "content": None, "tool_calls": [_header(calls[0], 0, ids[0])]}
+            self._event(handler, self._chunk(first))
+        else:
+            self._event(handler, self._chunk({"role": "assistant", "content": ""}))
         if isinstance(behavior, Reply) and self.dialect == "deepseek":
             for piece in self.split_text(THINKING_TEXT, 2):
                 self._event(handler, self._chunk({"content": None, "reasoning_content": piece}))
+        if isinstance(behavior, CutToolCall):
+            if text:
+                self._event(handler, self._chunk({"content": text}))
+                self._event(handler, self._chunk({"tool_calls": [_header(behavior.call, 0, ids[0])]}))
+            for piece in _fragments(behavior.call)[: behavior.after_fragments]:
+                self._event(handler, self._chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
+            self.cut(handler)
+            return
         if isinstance(behavior, CutStream):
             for piece in self.split_text(behavior.text, behavior.after_chunks):
                 self._event(handler, self._chunk({"content": piece}))
@@ -196,9 +225,17 @@ class OpenAIFake(FakeServer):
             self.end_stream(handler)
             return
         reply = behavior if isinstance(behavior, Reply) else Reply(text=behavior.text)
-        for piece in self.split_text(reply.text, reply.chunks):
-            self._event(handler, self._chunk({"content": piece}))
-        self._event(handler, self._chunk({}, finish_reason=reply.finish))
+        if reply.text or not calls:
+            for piece in self.split_text(reply.text, reply.chunks):
+                self._event(handler, self._chunk({"content": piece}))
+        for index, call in enumerate(calls):
+            if index or text:  # the first header went out with the role when there was no text
+                self._event(handler, self._chunk({"tool_calls": [_header(call, index, ids[index])]}))
+            for piece in _fragments(call):
+                fragment = {"index": index, "function": {"arguments": piece}}
+                self._event(handler, self._chunk({"tool_calls": [fragment]}))
+        finish = "tool_calls" if calls and reply.finish == "stop" else reply.finish
+        self._event(handler, self._chunk({}, finish_reason=finish))
         if include_usage and isinstance(behavior, Reply):
             usage_chunk = self._chunk(None, finish_reason=None)
             usage_chunk["choices"] = []
@@ -224,12 +261,24 @@ class OpenAIFake(FakeServer):
         message: dict[str, Any] = {"role": "assistant", "content": reply.text}
         if self.dialect == "deepseek":
             message["reasoning_content"] = THINKING_TEXT
+        finish = reply.finish
+        if reply.tool_calls:
+            message["content"] = reply.text or None
+            message["tool_calls"] = [
+                {
+                    "id": call.id or self.next_tool_id("call_fake"),
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments_text},
+                }
+                for call in reply.tool_calls
+            ]
+            finish = "tool_calls" if finish == "stop" else finish
         payload: dict[str, Any] = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": self.model_name,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": reply.finish}],
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
         }
         if with_usage:
             payload["usage"] = self.usage(reply)
@@ -271,6 +320,15 @@ class OpenAIFake(FakeServer):
             },
             "completion_tokens_details": {"reasoning_tokens": reply.reasoning, "audio_tokens": 0},
         }
+
+
+def _header(call: ToolUse, index: int, call_id: str) -> dict[str, Any]:
+    """A streamed call's first fragment: index, id, type and name, with empty arguments."""
+    return {"index": index, "id": call_id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+
+
+def _fragments(call: ToolUse) -> list[str]:
+    return FakeServer.split_text(call.arguments_text, call.fragments)
 
 
 def _error(message: str, status: int, code: str | None) -> dict[str, Any]:
