@@ -21,14 +21,14 @@ from typing import Any
 import pytest
 
 from supervisor import paths
-from supervisor.backends.base import Backend, Health, Message, Request
+from supervisor.backends.base import Backend, Health, Message, Request, ToolCall, ToolSpec
 from supervisor.backends.registry import make_backend
 from supervisor.catalog import load_catalog
 from supervisor.config import ProviderConfig
 from supervisor.cost import cost_of
-from supervisor.errors import BackendUnavailable, ProtocolError, RateLimited
+from supervisor.errors import BackendUnavailable, BadRequest, ProtocolError, RateLimited
 from tests.fakes.anthropic import AnthropicFake
-from tests.fakes.base import CutStream, FakeServer, HttpError, NoUsage, Reply
+from tests.fakes.base import CutStream, CutToolCall, FakeServer, HttpError, NoUsage, Reply, ToolUse, tool_reply
 from tests.fakes.ollama import OllamaFake
 from tests.fakes.openai import OpenAIFake
 
@@ -190,6 +190,77 @@ async def test_health_never_raises(subject: Subject) -> None:
     health = await subject.backend.health()
     assert isinstance(health, Health)
     assert health.provider
+
+
+READ_FILE = ToolSpec(
+    "read_file",
+    "Read a file in the workspace.",
+    {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+)
+FINISH = ToolSpec("finish", "Say you are done.", {"type": "object", "properties": {"summary": {"type": "string"}}})
+
+
+def tool_request(subject: Subject, *history: Message) -> Request:
+    return Request(
+        model=subject.model,
+        messages=(
+            Message("system", "You fix failing tests.", cache_breakpoint=True),
+            Message("user", "Make `pytest -q` pass."),
+            *history,
+        ),
+        max_output_tokens=64,
+        timeout_s=10,
+        context_window=4096,
+        tools=(READ_FILE, FINISH),
+    )
+
+
+async def test_native_tool_calls_round_trip_or_are_refused(subject: Subject) -> None:
+    """Tools in, calls out (ids, names, arguments JSON exact), results back, then a text answer; a backend
+    without native tools refuses the request instead of dropping the tools."""
+    if not subject.backend.supports_tools:
+        assert subject.name == "mlx"
+        with pytest.raises(BadRequest, match="no native tool calling"):
+            await subject.backend.complete(tool_request(subject))
+        return
+    assert subject.fake is not None
+    subject.fake.enqueue(
+        tool_reply(
+            ToolUse("read_file", {"path": "src/app.py"}, id="call_A"),
+            ToolUse("read_file", {"path": "tests/test_app.py"}, id="call_B", fragments=4),
+            input_tokens=120,
+            output_tokens=31,
+        )
+    )
+    first = await subject.backend.complete(tool_request(subject))
+    assert first.tool_calls == (
+        ToolCall("call_A", "read_file", '{"path": "src/app.py"}'),
+        ToolCall("call_B", "read_file", '{"path": "tests/test_app.py"}'),
+    )
+    assert first.finish_reason == "tool_calls"
+    assert first.text == ""
+    assert (first.usage.input_uncached, first.usage.cache_read, first.usage.output) == (120, 0, 31)
+    sent_tools = subject.fake.model_bodies()[-1]["tools"]
+    assert [t.get("name") or t["function"]["name"] for t in sent_tools] == ["read_file", "finish"]
+
+    subject.fake.enqueue(Reply("The test expects 2; app.py returns 1.", input_tokens=260, output_tokens=12))
+    history = (
+        Message("assistant", "", tool_calls=first.tool_calls),
+        Message("tool", "def f():\n    return 1\n", tool_call_id="call_A", name="read_file"),
+        Message("tool", "assert f() == 2\n", tool_call_id="call_B", name="read_file"),
+    )
+    second = await subject.backend.complete(tool_request(subject, *history))
+    assert second.text == "The test expects 2; app.py returns 1."
+    assert second.finish_reason == "stop"
+    assert second.tool_calls == ()
+    assert (second.usage.input_uncached, second.usage.output) == (260, 12)
+    sent = json.dumps(subject.fake.model_bodies()[-1])
+    for fragment in ("call_A", "call_B", "def f():", "assert f() == 2"):
+        assert fragment in sent  # the exact shapes are pinned per protocol in test_backend_tools.py
+
+    subject.fake.enqueue(CutToolCall(ToolUse("read_file", {"path": "src/app.py"}), after_fragments=1))
+    with pytest.raises(ProtocolError):
+        await subject.backend.complete(tool_request(subject))
 
 
 @pytest.mark.parametrize("name", HTTP_BACKENDS)
