@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("tui", "open the terminal UI (attaches to a running daemon when there is one)", "tui")
 
-    p = add("doctor", "check this machine: CPU, memory, GPU, Ollama, MLX, API keys, ledger", "doctor")
+    p = add("doctor", "check this machine: CPU, memory, GPU, Ollama, MLX, API keys, price database, ledger", "doctor")
     p.add_argument("--json", action="store_true", help="print JSON (stable keys)")
 
     p = add("catalog", "list the models the catalog knows, with prices per million tokens", "catalog")

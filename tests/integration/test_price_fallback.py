@@ -409,7 +409,9 @@ def test_catalog_check_reports_peak_hours_that_differ(supervisor_home: Path) -> 
 
 def test_catalog_price_exit_codes_agree_between_text_and_json(supervisor_home: Path) -> None:
     env = _env(supervisor_home)
-    for args in (["catalog", "price", "openai:gpt-nothing-2099"], ["catalog", "price", "nosuch:model"]):
+    # A catalog model before its first price (no price in force) once exited 0 with --json and 1 without.
+    before_first = ["catalog", "price", "openai:gpt-6.2-astra", "--input", "5", "--at", "2026-01-01T00:00Z"]
+    for args in (before_first, ["catalog", "price", "openai:gpt-nothing-2099"], ["catalog", "price", "nosuch:model"]):
         assert _cli(*args, env=env).returncode == 1
         assert _cli(*args, "--json", env=env).returncode == 1
     assert _cli("catalog", "price", "openai:gpt-5.4-mini", "--input", "5", "--json", env=env).returncode == 0
