@@ -299,6 +299,12 @@ def cmd_catalog_price(args: argparse.Namespace) -> int:
     )
     cost = cost_of(usage, spec, at)
     reason = pricing.reason if spec is None else cost.reason
+    hint = (
+        "add it to a user catalog ($SUPERVISOR_HOME/models/*.toml; see `supervisor catalog`), or mark its provider "
+        "`local = true` if it is free"
+        if spec is None
+        else ""
+    )
     components = cost.components()
     if args.json:
         print_json(
@@ -317,11 +323,14 @@ def cmd_catalog_price(args: argparse.Namespace) -> int:
                 "total_micros": cost.total_micros,
                 "total_usd": None if cost.total_micros is None else usd(cost.total_micros),
                 "reason": reason,
+                "hint": hint,
             }
         )
         return 0 if cost.priced else 1
     if spec is None or not cost.priced:
         print(f"{args.model}: unpriced ({reason})")
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
         return 1
     assert cost.rates is not None
     rate_of = {
