@@ -33,6 +33,7 @@ from typing import Any
 
 from supervisor import __version__, paths
 from supervisor.catalog import Catalog, load_catalog
+from supervisor.config import ProviderConfig
 from supervisor.cost import Cost, cost_of
 from supervisor.ledger import CallRecord, Ledger
 from supervisor.usage import Usage
@@ -84,7 +85,8 @@ def make_templates(catalog: Catalog, rnd: random.Random, count: int = 4_000) -> 
     for _ in range(count):
         key = rnd.choices(keys, weights)[0]
         provider, model_id = key.split(":", 1)
-        spec = catalog.resolve(provider, model_id, local=provider in ("ollama", "mlx"))
+        local = ProviderConfig(kind="ollama", local=True) if provider in ("ollama", "mlx") else None
+        spec = catalog.spec_for(provider, model_id, local).spec
         assert spec is not None, key
         at = MONTH_START + timedelta(days=rnd.randrange(30), hours=rnd.randrange(24))
         if rnd.random() < 0.05:  # the provider did not report usage: unpriced, never $0

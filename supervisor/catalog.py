@@ -14,15 +14,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from supervisor.errors import CatalogError
 
+if TYPE_CHECKING:
+    from supervisor.config import ProviderConfig
+    from supervisor.price_fallback import PriceFallback
+
 Tier = Literal["local", "cheap", "frontier"]
 TIERS: tuple[Tier, ...] = ("local", "cheap", "frontier")
 LOCAL_PROVIDER_KINDS = frozenset({"ollama", "mlx"})
+# Where a model's prices come from: a catalog file shipped with the package or written by the user, the fallback
+# price database, $0 for a local provider's unlisted model, or a real model's prices under a simulated name.
+Origin = Literal["bundled", "user", "genai-prices", "local", "simulated", "unpriced"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -105,6 +112,12 @@ class PriceTable:
     long_context: tuple[LongContextBand, ...] = ()
     peak: PeakWindow | None = None
     source: str = ""
+    dated: bool = True  # False: the source gives no start date (in force since before it tracked changes)
+
+    @property
+    def date_label(self) -> str:
+        """The price date as ledger rows and reports show it: ``2026-07-30``, or ``undated``."""
+        return f"{self.effective_from:%Y-%m-%d}" if self.dated else "undated"
 
     def rates_for(self, at: datetime, prompt_tokens: int) -> tuple[Rates, str]:
         """The rates in force for a request of ``prompt_tokens`` started at ``at``, and a label saying why."""
@@ -145,6 +158,10 @@ class ModelSpec:
     catalog_file: str = ""
     notes: str = ""
     synthesized: bool = False  # True for a local model with no catalog entry ($0 by construction)
+    origin: Origin = "bundled"
+    price_source: str = ""  # what ledger rows record: "bundled openai.toml", "user /path/x.toml", "genai-prices 0.2.5"
+    checked: date | None = None  # the catalog file's [meta] checked date
+    fallback_disagrees: FallbackDisagreement | None = None
 
     @property
     def key(self) -> str:
@@ -174,6 +191,19 @@ class ModelSpec:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class FallbackDisagreement:
+    """Where a catalog entry knowingly disagrees with the fallback database, and why ours stands.
+
+    ``theirs`` maps each component (``input``, ``peak.output``, ``above_272000.cache_read`` ...) to the database's
+    value we reject; the check accepts exactly those values, so a changed database value is looked at again.
+    """
+
+    reason: str
+    checked: date
+    theirs: dict[str, Decimal]
+
+
 def local_spec(provider: str, model_id: str, context_window: int | None = None) -> ModelSpec:
     """A $0 spec for a model served by a local provider that the catalog does not list."""
     return ModelSpec(
@@ -185,7 +215,36 @@ def local_spec(provider: str, model_id: str, context_window: int | None = None) 
         prices=(PriceTable(effective_from=datetime(1970, 1, 1, tzinfo=UTC), rates=ZERO_RATES),),
         source="local provider: $0 marginal cost",
         synthesized=True,
+        origin="local",
+        price_source="local provider ($0)",
     )
+
+
+def simulated_spec(spec: ModelSpec, provider: str, model_id: str, tier: Tier) -> ModelSpec:
+    """A simulated model: the real model's prices and window, under the simulated provider's name and tier."""
+    from dataclasses import replace
+
+    return replace(
+        spec, provider=provider, id=model_id, tier=tier, notes=f"simulated; priced as {spec.key}", origin="simulated"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Pricing:
+    """How one model is priced: its spec and where its prices come from, or why it is unpriced.
+
+    ``spec`` is ``None`` exactly when the model is unpriced: then ``reason`` says why, the router never sends it
+    paid traffic and reports never show it as $0.
+    """
+
+    key: str
+    spec: ModelSpec | None
+    origin: Origin
+    reason: str = ""
+
+    @property
+    def priced(self) -> bool:
+        return self.spec is not None
 
 
 def split_model_key(key: str) -> tuple[str, str]:
@@ -205,8 +264,10 @@ class Catalog:
 
     models: dict[str, ModelSpec] = field(default_factory=dict)
     files: tuple[Path, ...] = ()
+    fallback: PriceFallback | None = None  # the price database for models no catalog file lists
 
     def get(self, key: str) -> ModelSpec | None:
+        """The catalog file entry for ``provider:id`` (no fallback, no local or simulated pricing)."""
         return self.models.get(key)
 
     def __iter__(self) -> Iterator[ModelSpec]:
@@ -218,19 +279,48 @@ class Catalog:
     def by_tier(self, tier: Tier) -> list[ModelSpec]:
         return [m for m in self if m.tier == tier]
 
-    def resolve(
-        self, provider: str, model_id: str, *, local: bool, context_window: int | None = None
-    ) -> ModelSpec | None:
-        """The spec for a call; a local provider's unlisted model is $0, anyone else's unlisted model is ``None``.
+    def spec_for(
+        self,
+        provider: str,
+        model_id: str,
+        provider_config: ProviderConfig | None = None,
+        *,
+        tier: Tier | None = None,
+    ) -> Pricing:
+        """How ``provider:model_id`` is priced: the one place that decides it (router, ask, status, TUI, CLI).
 
-        ``None`` means *unpriced*: the router never sends paid traffic to it and reports never show it as $0.
+        In order: a scripted provider is priced as its ``simulated_as`` model; then the user catalog, then the
+        bundled catalog (one map, the user's entries loaded last); then a local provider's unlisted model is $0;
+        then the fallback price database. Anything else is unpriced, with the reason. ``tier`` is the rung the
+        caller uses the model on (it labels a simulated or fallback-priced spec; catalog entries keep their own).
         """
-        spec = self.models.get(f"{provider}:{model_id}")
+        key = f"{provider}:{model_id}"
+        pcfg = provider_config
+        if pcfg is not None and pcfg.kind == "scripted":
+            real = self.models.get(pcfg.simulated_as or "")
+            if real is None:
+                return Pricing(
+                    key,
+                    None,
+                    "unpriced",
+                    f"{key}: a simulated provider needs simulated_as, the provider:id of a catalog model whose prices "
+                    "it simulates",
+                )
+            return Pricing(key, simulated_spec(real, provider, model_id, tier or real.tier), "simulated")
+        spec = self.models.get(key)
         if spec is not None:
-            return spec
-        if local:
-            return local_spec(provider, model_id, context_window)
-        return None
+            return Pricing(key, spec, spec.origin)
+        if pcfg is not None and pcfg.local:
+            return Pricing(key, local_spec(provider, model_id, pcfg.context_window), "local")
+        if self.fallback is None:
+            return Pricing(key, None, "unpriced", f"{key} is not in the catalog")
+        return self.fallback.pricing(
+            provider,
+            model_id,
+            base_url=pcfg.base_url if pcfg is not None else None,
+            tier=tier or "frontier",
+            context_window=pcfg.context_window if pcfg is not None else None,
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -374,6 +464,15 @@ class _TableFile(_RatesFile):
         )
 
 
+class _DisagreeFile(_Strict):
+    reason: str = Field(min_length=1)
+    checked: date
+    theirs: dict[str, Price] = Field(min_length=1)
+
+    def to_domain(self) -> FallbackDisagreement:
+        return FallbackDisagreement(self.reason, self.checked, dict(self.theirs))
+
+
 class _ModelFile(_TableFile):
     id: str = Field(min_length=1)
     provider: str = Field(min_length=1)
@@ -383,6 +482,7 @@ class _ModelFile(_TableFile):
     cache_ttl_seconds: int | None = Field(default=None, ge=0)
     notes: str = ""
     price_changes: list[_TableFile] = Field(default_factory=list)
+    fallback_disagrees: _DisagreeFile | None = None
 
 
 class _MetaFile(_Strict):
@@ -408,7 +508,7 @@ def _first_error(exc: ValidationError) -> tuple[str, str]:
     return where, msg.removeprefix("Value error, ")
 
 
-def load_catalog_file(path: Path) -> list[ModelSpec]:
+def load_catalog_file(path: Path, *, origin: Origin = "user") -> list[ModelSpec]:
     """Read and validate one catalog file; every error names the file, the model id and the field."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -466,24 +566,41 @@ def load_catalog_file(path: Path) -> list[ModelSpec]:
                 source=m.source or parsed.meta.sources[0],
                 catalog_file=str(path),
                 notes=m.notes,
+                origin=origin,
+                price_source=f"bundled {path.name}" if origin == "bundled" else f"user {path}",
+                checked=parsed.meta.checked,
+                fallback_disagrees=m.fallback_disagrees.to_domain() if m.fallback_disagrees else None,
             )
         )
     return specs
 
 
-def load_catalog(directories: Sequence[Path] | Iterable[Path]) -> Catalog:
-    """Load every ``*.toml`` in each directory, in order; a later model with the same key replaces an earlier one."""
+def load_catalog(directories: Sequence[Path] | Iterable[Path], *, fallback: bool = True) -> Catalog:
+    """Load every ``*.toml`` in each directory, in order; a later model with the same key replaces an earlier one.
+
+    The package's own ``models/`` directory is ``bundled``; any other is the user's. With ``fallback`` the catalog
+    prices other paid models from genai-prices (loaded only when such a model is looked up).
+    """
+    from supervisor import paths
+
+    bundled = paths.bundled_models_dir().resolve()
     models: dict[str, ModelSpec] = {}
     files: list[Path] = []
     for directory in directories:
         directory = Path(directory).expanduser()
         if not directory.is_dir():
             continue
+        origin: Origin = "bundled" if directory.resolve() == bundled else "user"
         for path in sorted(directory.glob("*.toml")):
-            for spec in load_catalog_file(path):
+            for spec in load_catalog_file(path, origin=origin):
                 models[spec.key] = spec
             files.append(path)
-    return Catalog(models=models, files=tuple(files))
+    price_db = None
+    if fallback:
+        from supervisor.price_fallback import default_fallback
+
+        price_db = default_fallback()
+    return Catalog(models=models, files=tuple(files), fallback=price_db)
 
 
 def default_catalog_dirs(extra: Sequence[Path] = (), environ: dict[str, str] | None = None) -> list[Path]:

@@ -72,11 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("tui", "open the terminal UI (attaches to a running daemon when there is one)", "tui")
 
-    p = add("doctor", "check this machine: CPU, memory, GPU, Ollama, MLX, API keys, ledger", "doctor")
+    p = add("doctor", "check this machine: CPU, memory, GPU, Ollama, MLX, API keys, price database, ledger", "doctor")
     p.add_argument("--json", action="store_true", help="print JSON (stable keys)")
 
     p = add("catalog", "list the models the catalog knows, with prices per million tokens", "catalog")
     p.add_argument("--tier", choices=["local", "cheap", "frontier"], help="only this tier")
+    p.add_argument(
+        "--source",
+        choices=["bundled", "user", "genai-prices"],
+        help="only models priced by this source (genai-prices: the fallback, for paid models in your tiers)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     catalog_sub = p.add_subparsers(dest="catalog_command", metavar="SUBCOMMAND", parser_class=_Parser)
     price = catalog_sub.add_parser(
@@ -104,8 +109,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="1-hour cache-write tokens (Anthropic)",
     )
     price.add_argument("--output", type=_nonneg_int, default=0, metavar="N", help="output tokens (reasoning included)")
-    price.add_argument("--at", metavar="WHEN", help="price in force at this time (ISO 8601; default now)")
-    price.add_argument("--json", action="store_true", help="print JSON")
+    price.add_argument(
+        "--at",
+        metavar="WHEN",
+        help="price in force at this time: ISO 8601 with an offset (2026-12-01T10:00+08:00, ...Z), or without one "
+        "for this machine's time zone (default: now)",
+    )
+    price.add_argument("--json", action="store_true", help="print JSON (exit 1 when unpriced, like the text form)")
+    check = catalog_sub.add_parser(
+        "check",
+        help="compare every catalog model with the genai-prices database; exit 1 on an unrecorded disagreement",
+        description="compare every catalog model with the genai-prices database; exit 1 on an unrecorded disagreement",
+        parents=[common],
+    )
+    check.set_defaults(handler="catalog_check")
+    check.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("ledger", "the SQLite ledger of every call and its cost", "ledger")
     ledger_sub = p.add_subparsers(dest="ledger_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)

@@ -114,6 +114,13 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     lines.append(f"mlx       {m['detail']}; embedded model: {embedded}")
     keys = ", ".join(f"{name} {'set' if present else 'missing'}" for name, present in d["api_keys"].items())
     lines.append(f"api keys  {keys}")
+    pr = d["prices"]
+    lines.append(
+        f"prices    genai-prices {pr['version']}: {pr['models']:,} models from {pr['providers']} providers, the fallback "
+        "for paid models outside the catalog"
+        if pr["available"]
+        else f"prices    fallback unavailable: {pr['detail']}; only the bundled and user catalogs price models"
+    )
     lg = d["ledger"]
     lines.append(
         f"ledger    {lg['path']} ({lg['size_bytes']:,} bytes)"
@@ -133,7 +140,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 def _rates_json(spec: Any, at: datetime) -> dict[str, Any]:
     table_ = spec.price_at(at) or spec.prices[-1]
     return {
-        "effective_from": table_.effective_from.date().isoformat(),
+        "effective_from": table_.effective_from.date().isoformat() if table_.dated else None,
         **table_.rates.as_dict(),
         "peak": None if table_.peak is None else table_.peak.rates.as_dict(),
         "long_context": [
@@ -143,10 +150,32 @@ def _rates_json(spec: Any, at: datetime) -> dict[str, Any]:
     }
 
 
+def _listed_models(ctx: Context) -> list[Any]:
+    """Every catalog-file model, then each paid model a tier names that only the fallback prices."""
+    from supervisor.catalog import TIERS, split_model_key
+
+    models = list(ctx.catalog)
+    known = {m.key for m in models}
+    for tier in TIERS:
+        for key in ctx.config.tiers.models(tier):
+            if key in known:
+                continue
+            provider, model_id = split_model_key(key)
+            pricing = ctx.catalog.spec_for(provider, model_id, ctx.config.providers.get(provider), tier=tier)
+            if pricing.spec is not None and pricing.origin == "genai-prices":
+                models.append(pricing.spec)
+                known.add(key)
+    return models
+
+
 def cmd_catalog(args: argparse.Namespace) -> int:
     ctx = _ctx(args)
     now = datetime.now(UTC)
-    models = [m for m in ctx.catalog if not args.tier or m.tier == args.tier]
+    models = [
+        m
+        for m in _listed_models(ctx)
+        if (not args.tier or m.tier == args.tier) and (not args.source or m.origin == args.source)
+    ]
     if args.json:
         print_json(
             [
@@ -155,12 +184,15 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                     "provider": m.provider,
                     "id": m.id,
                     "tier": m.tier,
+                    "source": m.origin,
+                    "price_source": m.price_source,
                     "context_window": m.context_window,
                     "max_output_tokens": m.max_output_tokens,
                     "cache_ttl_seconds": m.cache_ttl_seconds,
                     "prices_usd_per_mtok": _rates_json(m, now),
-                    "price_changes": [p.effective_from.date().isoformat() for p in m.prices],
-                    "source": m.source,
+                    "price_changes": [p.effective_from.date().isoformat() if p.dated else None for p in m.prices],
+                    "checked": m.checked.isoformat() if m.checked else None,
+                    "url": m.source,
                     "catalog_file": m.catalog_file,
                 }
                 for m in models
@@ -183,6 +215,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
             [
                 m.key,
                 m.tier,
+                m.origin,
                 f"{m.context_window // 1000}k",
                 str(r.input),
                 str(r.cache_read),
@@ -197,6 +230,7 @@ def cmd_catalog(args: argparse.Namespace) -> int:
             [
                 "model",
                 "tier",
+                "source",
                 "context",
                 "input",
                 "cache read",
@@ -206,36 +240,56 @@ def cmd_catalog(args: argparse.Namespace) -> int:
                 "notes",
             ],
             rows,
-            right=[2, 3, 4, 5, 6],
+            right=[3, 4, 5, 6, 7],
         )
     )
-    print("\nprices in USD per million tokens; `supervisor catalog price MODEL ...` prices a call")
+    fallback = ctx.catalog.fallback
+    note = ""
+    if any(m.origin == "genai-prices" for m in models) and fallback is not None:
+        note = f"; source genai-prices = priced by the fallback database ({fallback.label})"
+    print(f"\nprices in USD per million tokens{note}; `supervisor catalog price MODEL ...` prices a call")
     return 0
 
 
+def parse_at(text: str | None, now: datetime | None = None) -> tuple[datetime, str]:
+    """``--at``: an ISO 8601 time (an offset or ``Z`` is honoured); a naive one is this machine's local time.
+
+    Returns the aware time and a phrase saying which zone was used.
+    """
+    if text is None:
+        return (now or datetime.now(UTC)), "UTC (now)"
+    try:
+        at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"--at {text!r} is not a date or time",
+            "write e.g. 2026-12-01T10:00+08:00, 2026-11-30T02:00Z, or 2026-11-30 (this machine's time zone)",
+        ) from None
+    if at.tzinfo is not None:
+        return at, f"UTC{_offset(at)} (from --at)"
+    local = at.astimezone()
+    return local, f"{local.tzname() or 'local'} UTC{_offset(local)} (this machine's time zone: --at had no offset)"
+
+
+def _offset(at: datetime) -> str:
+    delta = at.utcoffset()
+    minutes = int(delta.total_seconds() // 60) if delta is not None else 0
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
 def cmd_catalog_price(args: argparse.Namespace) -> int:
-    from supervisor.catalog import split_model_key
+    """Exit 0 when the call is priced, 1 when it is unpriced (text and ``--json`` alike)."""
+    from supervisor.catalog import TIERS, split_model_key
     from supervisor.cost import cost_of
-    from supervisor.errors import CatalogError
     from supervisor.usage import Usage
 
     ctx = _ctx(args)
     provider, model_id = split_model_key(args.model)
-    at = datetime.now(UTC)
-    if args.at:
-        try:
-            at = datetime.fromisoformat(args.at.replace("Z", "+00:00"))
-        except ValueError:
-            raise UsageError(f"--at {args.at!r} is not a date or time", "write e.g. 2026-11-30T02:00:00Z") from None
-        if at.tzinfo is None:
-            at = at.astimezone()
-    local = provider in ctx.config.providers and ctx.config.providers[provider].local
-    spec = ctx.catalog.resolve(provider, model_id, local=local)
-    if spec is None:
-        raise CatalogError(
-            f"{args.model} is not in the catalog, so it is unpriced",
-            "add it to a user catalog in $SUPERVISOR_HOME/models (see `supervisor catalog`)",
-        )
+    at, zone = parse_at(args.at)
+    tier = next((t for t in TIERS if args.model in ctx.config.tiers.models(t)), None)
+    pricing = ctx.catalog.spec_for(provider, model_id, ctx.config.providers.get(provider), tier=tier)
+    spec = pricing.spec
     usage = Usage(
         input_uncached=args.input,
         cache_read=args.cache_read,
@@ -244,25 +298,39 @@ def cmd_catalog_price(args: argparse.Namespace) -> int:
         output=args.output,
     )
     cost = cost_of(usage, spec, at)
+    reason = pricing.reason if spec is None else cost.reason
+    hint = (
+        "add it to a user catalog ($SUPERVISOR_HOME/models/*.toml; see `supervisor catalog`), or mark its provider "
+        "`local = true` if it is free"
+        if spec is None
+        else ""
+    )
     components = cost.components()
     if args.json:
         print_json(
             {
-                "model": spec.key,
+                "model": args.model,
                 "at": at.isoformat(),
+                "timezone": zone,
                 "priced": cost.priced,
+                "source": pricing.origin,
+                "price_source": spec.price_source if spec else None,
+                "url": spec.source if spec else None,
                 "price_label": cost.price_label,
                 "usage": usage.as_dict(),
                 "rates_usd_per_mtok": None if cost.rates is None else cost.rates.as_dict(),
                 "components_micros": components,
                 "total_micros": cost.total_micros,
                 "total_usd": None if cost.total_micros is None else usd(cost.total_micros),
-                "reason": cost.reason,
+                "reason": reason,
+                "hint": hint,
             }
         )
-        return 0
-    if not cost.priced:
-        print(f"{spec.key}: unpriced ({cost.reason})")
+        return 0 if cost.priced else 1
+    if spec is None or not cost.priced:
+        print(f"{args.model}: unpriced ({reason})")
+        if hint:
+            print(f"hint: {hint}", file=sys.stderr)
         return 1
     assert cost.rates is not None
     rate_of = {
@@ -284,9 +352,53 @@ def cmd_catalog_price(args: argparse.Namespace) -> int:
         for name in components
     ]
     rows.append(["total", "", "", f"{cost.total_micros:,}", usd(cost.total_micros)])
-    print(f"{spec.key} at {at:%Y-%m-%d %H:%M %Z} ({cost.price_label})")
+    print(f"{args.model} at {at:%Y-%m-%d %H:%M} {zone}; price {cost.price_label}")
+    where = spec.source if spec.source.startswith(spec.price_source) else f"{spec.price_source}: {spec.source}"
+    print(f"priced by {where}")
     print(table(["component", "tokens", "USD/MTok", "micro-USD", "USD"], rows, right=[1, 2, 3, 4]))
     return 0
+
+
+def cmd_catalog_check(args: argparse.Namespace) -> int:
+    """Exit 1 when any catalog entry disagrees with the fallback database and does not record why."""
+    from supervisor.catalog_check import check_catalog
+    from supervisor.errors import CatalogError
+
+    ctx = _ctx(args)
+    fallback = ctx.catalog.fallback
+    if fallback is None or not fallback.load():
+        raise CatalogError(
+            f"cannot check the catalog: {fallback.error if fallback else 'no fallback price database'}",
+            "install genai-prices (a dependency of frugal-supervisor): pip install genai-prices",
+        )
+    base_urls = {name: p.base_url for name, p in ctx.config.providers.items()}
+    report = check_catalog(ctx.catalog, fallback, datetime.now(UTC), base_urls=base_urls)
+    if args.json:
+        print_json(report.as_dict())
+        return 1 if report.failed else 0
+    counts: dict[str, int] = {}
+    for m in report.models:
+        counts[m.verdict] = counts.get(m.verdict, 0) + 1
+        if m.verdict == "agrees":
+            continue
+        print(f"{m.model} ({m.origin}): {m.verdict}" + (f": {m.detail}" if m.detail else ""))
+        if m.disagreements:
+            print(f"  ours:   {m.ours_source} (effective {m.ours_date}, catalog checked {m.ours_checked or '?'})")
+            print(f"  theirs: {m.theirs_source} (effective {m.theirs_date})")
+            rows = [
+                [d.component, str(d.ours), str(d.theirs), "accepted" if d.accepted else "DISAGREES"]
+                for d in m.disagreements
+            ]
+            print("  " + table(["component", "ours", "theirs", ""], rows, right=[1, 2]).replace("\n", "\n  "))
+        if m.accepted_reason:
+            print(f"  recorded as deliberate ({m.accepted_checked}): {m.accepted_reason}")
+        for stale in m.stale_acceptances:
+            print(f"  note: fallback_disagrees names {stale}; remove it if the database is now right")
+    summary = ", ".join(f"{n} {verdict}" for verdict, n in sorted(counts.items()))
+    print(
+        f"{len(report.models)} catalog models checked against {report.fallback} at {report.at:%Y-%m-%d %H:%M} UTC: {summary}"
+    )
+    return 1 if report.failed else 0
 
 
 # ------------------------------------------------------------------------------------------------------------

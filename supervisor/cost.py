@@ -92,7 +92,7 @@ def cost_of(usage: Usage, spec: ModelSpec | None, at: datetime) -> Cost:
             amounts.append(0)
         else:
             amounts.append(_micros(tokens, rate))
-    label = f"{table.effective_from:%Y-%m-%d} {label}"
+    label = f"{table.date_label} {label}"
     return Cost(
         priced=True,
         input_uncached_micros=amounts[0],

@@ -1,7 +1,7 @@
 """``supervisor doctor``: what this machine has, probed quickly (every probe has a short timeout).
 
 The JSON keys are stable (documented in the README): ``version``, ``os``, ``cpu``, ``memory``, ``gpu``,
-``ollama``, ``mlx``, ``api_keys``, ``ledger``, ``config``.
+``ollama``, ``mlx``, ``api_keys``, ``prices``, ``ledger``, ``config``.
 """
 
 from __future__ import annotations
@@ -146,6 +146,13 @@ def probe_ledger(environ: Mapping[str, str]) -> dict[str, Any]:
     return {"path": str(path), "exists": path.exists(), "size_bytes": size}
 
 
+def probe_prices() -> dict[str, Any]:
+    """The fallback price database (genai-prices): loaded, its version and size, or why it is unavailable."""
+    from supervisor.price_fallback import default_fallback
+
+    return default_fallback().status()
+
+
 def run_doctor(
     environ: Mapping[str, str], config_path: Path | None = None, extra_keys: tuple[str, ...] = ()
 ) -> DoctorReport:
@@ -159,6 +166,7 @@ def run_doctor(
         "ollama": asyncio.run(probe_ollama(environ)),
         "mlx": probe_mlx(environ),
         "api_keys": probe_api_keys(environ, extra_keys),
+        "prices": probe_prices(),
         "ledger": probe_ledger(environ),
         "config": {"path": str(config), "exists": config.exists()},
     }

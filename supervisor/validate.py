@@ -22,9 +22,10 @@ def check_config(config: Config, catalog: Catalog) -> tuple[list[str], list[str]
             pcfg = config.providers.get(provider)
             if pcfg is None:
                 continue  # reported by the loader
-            spec = catalog.resolve(provider, model_id, local=pcfg.local)
+            pricing = catalog.spec_for(provider, model_id, pcfg, tier=tier)
+            spec = pricing.spec
             if pcfg.kind == "scripted":
-                if not pcfg.simulated_as or catalog.get(pcfg.simulated_as) is None:
+                if spec is None:
                     problems.append(
                         f"{source}: providers.{provider}.simulated_as: a scripted provider needs the provider:id of a "
                         "catalog model whose prices it simulates"
@@ -32,8 +33,8 @@ def check_config(config: Config, catalog: Catalog) -> tuple[list[str], list[str]
                 continue
             if spec is None:
                 warnings.append(
-                    f"{source}: tiers.{tier}: {key} is not in the catalog, so it is unpriced and never used for paid "
-                    f"traffic; add it to $SUPERVISOR_HOME/models or mark [providers.{provider}] local = true"
+                    f"{source}: tiers.{tier}: {key} is unpriced and never used for paid traffic ({pricing.reason}); "
+                    f"add it to $SUPERVISOR_HOME/models or mark [providers.{provider}] local = true"
                 )
             elif tier != "local" and spec.is_local:
                 warnings.append(f"{source}: tiers.{tier}: {key} is a local model listed in the {tier} tier")

@@ -375,6 +375,13 @@ def m005_spend_days(db: Database) -> None:
     )
 
 
+@migrations()
+def m006_call_price_source(db: Database) -> None:
+    """Each call row names where its prices came from (a bundled or user catalog file, or the genai-prices fallback
+    and its version), next to the price date already in price_label."""
+    db.execute("ALTER TABLE calls ADD COLUMN price_source TEXT NOT NULL DEFAULT ''")
+
+
 def apply(db: Database, **kwargs: Any) -> None:
     """Bring ``db`` up to the newest schema."""
     migrations.apply(db, **kwargs)

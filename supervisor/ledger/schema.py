@@ -9,4 +9,5 @@ MIGRATION_NAMES: tuple[str, ...] = (
     "m003_attempts",
     "m004_status_indexes",
     "m005_spend_days",
+    "m006_call_price_source",
 )

@@ -160,6 +160,7 @@ class ModelCaller:
                     error=str(error) if error else "",
                     reservation_id=held.id,
                     prompt_tokens_est=count.tokens,
+                    price_source=spec.price_source,
                 ),
                 settlement,
             )

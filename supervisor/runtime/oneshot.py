@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from supervisor.backends.base import Message, OnText, Request
-from supervisor.catalog import Catalog, split_model_key
+from supervisor.catalog import TIERS, Catalog, split_model_key
 from supervisor.config import Config
 from supervisor.errors import BudgetError, CatalogError, ConfigError
 from supervisor.ledger import CapHit, CapLimits, Ledger
@@ -48,13 +48,12 @@ async def ask(
             f"provider {provider!r} is not configured",
             f"known providers: {', '.join(sorted(config.providers))}; add [providers.{provider}] to the config",
         )
-    if pcfg.kind == "scripted":
-        spec = catalog.get(pcfg.simulated_as or "")
-    else:
-        spec = catalog.resolve(provider, model_id, local=pcfg.local, context_window=pcfg.context_window)
+    tier = next((t for t in TIERS if model in config.tiers.models(t)), None)
+    pricing = catalog.spec_for(provider, model_id, pcfg, tier=tier)
+    spec = pricing.spec
     if spec is None:
         raise CatalogError(
-            f"{model} is not in the catalog, so it is unpriced: paid traffic is never sent to it",
+            f"{model} is unpriced, so paid traffic is never sent to it: {pricing.reason}",
             "add it to a user catalog ($SUPERVISOR_HOME/models/*.toml), or mark the provider `local = true` if it is free",
         )
     pool = BackendPool(config, config.environ)

@@ -105,20 +105,11 @@ class Router:
                 skipped.append(f"{key}: {why}")
                 continue
             simulated = pcfg.kind == "scripted"
-            if simulated:
-                spec = self.catalog.get(pcfg.simulated_as or "")
-                if spec is None:
-                    skipped.append(f"{key}: simulated provider without a catalog model to price it (simulated_as)")
-                    continue
-                spec = _relabel(spec, provider, model_id, tier)
-            else:
-                resolved = self.catalog.resolve(
-                    provider, model_id, local=pcfg.local, context_window=pcfg.context_window
-                )
-                if resolved is None:
-                    skipped.append(f"{key}: not in the catalog, so unpriced; paid traffic is never sent to it")
-                    continue
-                spec = resolved
+            pricing = self.catalog.spec_for(provider, model_id, pcfg, tier=tier)
+            if pricing.spec is None:
+                skipped.append(f"{key}: unpriced, so paid traffic is never sent to it ({pricing.reason})")
+                continue
+            spec = pricing.spec
             usable.append(Candidate(tier, key, provider, model_id, spec, pcfg.local or spec.is_free, simulated))
         return usable, skipped
 
@@ -152,10 +143,3 @@ class Router:
             f"the gate failed at {tier} on each of the last {k} runs ({', '.join(map(str, failed))}); "
             f"re-probed every {n} runs",
         )
-
-
-def _relabel(spec: ModelSpec, provider: str, model_id: str, tier: Tier) -> ModelSpec:
-    """A simulated model: the real model's prices and window, under the simulated provider's name and tier."""
-    from dataclasses import replace
-
-    return replace(spec, provider=provider, id=model_id, tier=tier, notes=f"simulated; priced as {spec.key}")

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from supervisor.backends.base import Message, estimate_tokens
-from supervisor.catalog import Catalog, Tier
+from supervisor.catalog import Catalog, Tier, split_model_key
 from supervisor.config import AgentConfig, Config
 from supervisor.errors import PromptTooLarge
 from supervisor.ledger import Ledger
@@ -176,10 +176,12 @@ def wake_estimate(
         tier = paid_tiers[0]
         candidates, _ = router.candidates(tier)
         if not candidates:
-            # Unavailable now (no key, offline): estimate with the first configured model the catalog prices.
+            # Unavailable now (no key, offline): estimate with the first configured model that is priced.
             for key in config.tiers.models(tier):
-                spec = catalog.get(key)
-                if spec is not None:
+                provider, model_id = split_model_key(key)
+                priced = catalog.spec_for(provider, model_id, config.providers.get(provider), tier=tier).spec
+                if priced is not None:
+                    spec = priced
                     break
             else:
                 continue

@@ -399,6 +399,8 @@ class LadderEntry:
     context_window: int | None
     cache_ttl_s: int | None
     simulated: bool
+    source: str = ""  # where its prices come from: bundled, user, genai-prices, local, simulated or unpriced
+    unpriced_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -437,17 +439,15 @@ def ladder(config: Config, catalog: Catalog, environ: Mapping[str, str]) -> list
     out: list[LadderEntry] = []
     for tier in TIERS:
         for key in config.tiers.models(tier):
-            provider, _ = split_model_key(key)
+            provider, model_id = split_model_key(key)
             pcfg = config.providers.get(provider)
             kind = pcfg.kind if pcfg else "?"
             simulated = pcfg is not None and pcfg.kind == "scripted"
-            priced_as = (pcfg.simulated_as if simulated and pcfg else key) or None
-            spec = catalog.get(priced_as) if priced_as else None
-            if spec is None and pcfg is not None and pcfg.local:
-                priced_as = None
+            pricing = catalog.spec_for(provider, model_id, pcfg, tier=tier)
+            spec = pricing.spec
+            priced_as = (pcfg.simulated_as if simulated and pcfg else key) if spec and not spec.synthesized else None
             status = pool.availability(provider) or ("simulated" if simulated else "ready")
             rates = spec.current_rates if spec else None
-            local_free = pcfg is not None and pcfg.local and spec is None
             out.append(
                 LadderEntry(
                     tier=tier,
@@ -456,12 +456,14 @@ def ladder(config: Config, catalog: Catalog, environ: Mapping[str, str]) -> list
                     kind=kind,
                     status=status,
                     priced_as=priced_as,
-                    input_per_mtok="0" if local_free else (str(rates.input) if rates else None),
-                    output_per_mtok="0" if local_free else (str(rates.output) if rates else None),
-                    cache_read_per_mtok="0" if local_free else (str(rates.cache_read) if rates else None),
-                    context_window=spec.context_window if spec else None,
+                    input_per_mtok=str(rates.input) if rates else None,
+                    output_per_mtok=str(rates.output) if rates else None,
+                    cache_read_per_mtok=str(rates.cache_read) if rates else None,
+                    context_window=spec.context_window if spec and not spec.synthesized else None,
                     cache_ttl_s=spec.cache_ttl_seconds if spec else None,
                     simulated=simulated,
+                    source=pricing.origin,
+                    unpriced_reason=pricing.reason,
                 )
             )
     return out

@@ -170,7 +170,10 @@ async def test_the_result_prices_through_the_catalog(subject: Subject) -> None:
         subject.fake.enqueue(Reply("ok", input_tokens=1_000, output_tokens=100, cache_read=0))
     result = await subject.backend.complete(request_for(subject))
     catalog = load_catalog([paths.bundled_models_dir()])
-    spec = catalog.get(subject.catalog_key) or catalog.resolve("mlx", subject.model, local=True)
+    spec = (
+        catalog.get(subject.catalog_key)
+        or catalog.spec_for("mlx", subject.model, ProviderConfig(kind="mlx", local=True)).spec
+    )
     cost = cost_of(result.usage, spec, NOW)
     assert cost.priced
     if subject.name in {"ollama", "mlx"}:

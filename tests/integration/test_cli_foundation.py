@@ -191,12 +191,26 @@ def test_catalog_price_at_peak_and_off_peak(at: str, label: str, total: int) -> 
     assert priced["price_label"].endswith(f" {label}")
 
 
-@pytest.mark.parametrize("model", ["anthropic:claude-nonexistent-9", "nocolon"])
-def test_an_unknown_model_is_a_one_line_error_with_a_hint(model: str) -> None:
-    done = supervisor("catalog", "price", model, "--input", "10", "--json")
+def test_a_malformed_model_key_is_a_one_line_error_with_a_hint() -> None:
+    done = supervisor("catalog", "price", "nocolon", "--input", "10", "--json")
     assert_clean_failure(done)
     assert "hint: " in done.stderr
     assert done.stdout == ""
+
+
+def test_an_unknown_model_is_unpriced_with_a_hint_in_both_forms() -> None:
+    """Text and --json agree: exit 1, the reason, and how to fix it (issue 12: --json used to exit 0)."""
+    text = supervisor("catalog", "price", "anthropic:claude-nonexistent-9", "--input", "10")
+    assert text.returncode == 1
+    assert text.stdout.startswith("anthropic:claude-nonexistent-9: unpriced (")
+    assert "does not list 'claude-nonexistent-9'" in text.stdout
+    assert text.stderr.startswith("hint: add it to a user catalog")
+    done = supervisor("catalog", "price", "anthropic:claude-nonexistent-9", "--input", "10", "--json")
+    assert done.returncode == 1
+    out = json.loads(done.stdout)
+    assert out["priced"] is False
+    assert out["total_micros"] is None
+    assert out["hint"].startswith("add it to a user catalog")
 
 
 @pytest.mark.parametrize(

@@ -344,3 +344,72 @@ def test_date_ranges_parse(text: str) -> None:
 
     span = parse_range(text)
     assert span.until is None or span.until.isoformat() <= "2026-11-20"
+
+
+async def test_models_screen_shows_where_each_ladder_models_prices_come_from(
+    tmp_path: Path, supervisor_home: Path
+) -> None:
+    from supervisor.catalog import default_catalog_dirs, load_catalog
+    from supervisor.tui.widgets.table import LiveTable
+    from tests.tui.seed import fake_models_probe
+
+    (supervisor_home / "models").mkdir()
+    (supervisor_home / "models" / "mine.toml").write_text(
+        textwrap.dedent(
+            """
+            [meta]
+            provider = "mine"
+            checked = 2026-12-01
+            sources = ["https://example.invalid/mine"]
+
+            [[model]]
+            id = "house-model"
+            provider = "mine"
+            tier = "cheap"
+            context_window = 32000
+            max_output_tokens = 4000
+            input = "0.50"
+            cache_read = "0.05"
+            cache_write = "0.50"
+            output = "1.50"
+            effective_from = 2026-01-01
+            """
+        )
+    )
+    config_path = tmp_path / "supervisor.toml"
+    config_path.write_text(
+        textwrap.dedent(
+            """
+            [providers.mine]
+            kind = "openai_compat"
+            base_url = "http://127.0.0.1:9/v1"
+
+            [tiers]
+            local = ["ollama:some-unlisted:1b"]
+            cheap = ["mine:house-model", "openai:gpt-4o", "openai:gpt-nothing-2099"]
+            frontier = ["anthropic:claude-opus-5-5"]
+            """
+        )
+    )
+    environ = {"SUPERVISOR_HOME": str(supervisor_home)}
+    config = load_config(config_path, environ)
+    catalog = load_catalog(default_catalog_dirs(config.catalog_dirs(), environ))
+    ledger = Ledger(supervisor_home / "ledger.db")
+    app = SupervisorApp(config, catalog, ledger, None, environ={}, models_probe=fake_models_probe)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("m")
+        table = app.screen.query_one("#ladder", LiveTable)
+        await until(pilot, lambda: table.row_count == 5, what="the ladder")
+        column = [c.key.value for c in table.columns.values()].index("source")
+        shown = {
+            str(key.value).split(":", 1)[1]: str(table.get_row(key)[column]) for key in table.rows
+        }  # row keys are tier:provider:id (the model cell is cut to its column width)
+    ledger.close()
+    assert shown == {
+        "ollama:some-unlisted:1b": "local",
+        "mine:house-model": "user",
+        "openai:gpt-4o": "genai-prices",
+        "openai:gpt-nothing-2099": "none",
+        "anthropic:claude-opus-5-5": "bundled",
+    }

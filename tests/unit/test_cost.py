@@ -79,13 +79,30 @@ def test_deepseek_flash_peak_and_off_peak(catalog: Catalog, at: datetime, total:
     assert cost.price_label.endswith(label)
 
 
-def test_deepseek_v4_pro_is_billed_at_flash_price_after_rerouting(catalog: Catalog) -> None:
-    usage = Usage(input_uncached=1_000_000, cache_read=0, cache_write_5m=0, cache_write_1h=0, output=0)
+def test_deepseek_v4_pro_keeps_its_own_price_after_2026_09_14(catalog: Catalog) -> None:
+    """DeepSeek's pricing page still lists deepseek-v4-pro (V4-Pro-0813) at its own price after the announced
+    re-routing date; the catalog once billed it at the Flash price (4.4x less input, 3.3x less output)."""
+    usage = Usage(input_uncached=1_000_000, cache_read=1_000_000, cache_write_5m=0, cache_write_1h=0, output=1_000_000)
     pro = spec(catalog, "deepseek:deepseek-v4-pro")
-    before = cost_of(usage, pro, datetime(2026, 9, 13, 20, 0, tzinfo=UTC))  # Sunday: off-peak V4-Pro price
-    after = cost_of(usage, pro, datetime(2026, 9, 20, 20, 0, tzinfo=UTC))  # Sunday: off-peak Flash price
-    assert before.total_micros == 660_000
-    assert after.total_micros == 150_000
+    before = cost_of(usage, pro, datetime(2026, 9, 13, 20, 0, tzinfo=UTC))  # Sunday: off-peak
+    after = cost_of(usage, pro, datetime(2026, 11, 29, 20, 0, tzinfo=UTC))  # Sunday: off-peak
+    peak = cost_of(usage, pro, datetime(2026, 11, 30, 2, 0, tzinfo=UTC))  # Monday 10:00 Beijing
+    assert before.total_micros == after.total_micros == 660_000 + 22_000 + 1_980_000
+    assert peak.total_micros == 1_320_000 + 44_000 + 3_960_000
+
+
+def test_gpt_5_6_sol_promotional_price_from_2026_08_21(catalog: Catalog) -> None:
+    """OpenAI's model page: 4 / 0.40 / 20 from 2026-08-21 (5 / 0.50 / 30 before), long prompts 2x and 1.5x."""
+    sol = spec(catalog, "openai:gpt-5.6-sol")
+    usage = Usage(input_uncached=100_000, cache_read=100_000, cache_write_5m=10_000, cache_write_1h=0, output=10_000)
+    assert (
+        cost_of(usage, sol, datetime(2026, 8, 20, 12, tzinfo=UTC)).total_micros == 500_000 + 50_000 + 62_500 + 300_000
+    )
+    assert cost_of(usage, sol, NOV_2026).total_micros == 400_000 + 40_000 + 50_000 + 200_000
+    long = Usage(input_uncached=200_000, cache_read=100_000, cache_write_5m=0, cache_write_1h=0, output=10_000)
+    cost = cost_of(long, sol, NOV_2026)
+    assert cost.total_micros == 1_600_000 + 80_000 + 300_000
+    assert "long-context" in cost.price_label
 
 
 def test_gemini_intro_price_ends_with_the_year(catalog: Catalog) -> None:

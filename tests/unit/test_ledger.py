@@ -19,6 +19,7 @@ from sqlite_utils import Database
 
 from supervisor import paths
 from supervisor.catalog import Catalog, load_catalog
+from supervisor.config import ProviderConfig
 from supervisor.cost import Cost, cost_of, unpriced
 from supervisor.errors import LedgerError
 from supervisor.ledger import CallRecord, CapHit, CapLimits, Ledger, Reservation
@@ -130,6 +131,13 @@ def test_reopening_applies_nothing_twice(ledger_path: Path, catalog: Catalog) ->
         assert second.scalar("SELECT count(*) FROM calls") == 1
 
 
+def _m001_call(ledger: Ledger, record: CallRecord) -> int:
+    """The call row a supervisor of the m001 era wrote: every column but price_source (added by m006)."""
+    columns = Ledger._CALL_COLUMNS.removesuffix(", price_source")
+    params = ledger._call_params(record)[:-1]
+    return ledger._write(f"INSERT INTO calls ({columns}) VALUES ({', '.join('?' * len(params))})", params)
+
+
 def test_upgrading_an_m001_ledger_applies_m002_and_keeps_every_row(ledger_path: Path, catalog: Catalog) -> None:
     conn = sqlite3.connect(str(ledger_path), isolation_level=None)
     migrations.apply(Database(conn), stop_before="m002_plans")
@@ -139,7 +147,7 @@ def test_upgrading_an_m001_ledger_applies_m002_and_keeps_every_row(ledger_path: 
         assert old.applied_migrations() == ["m001_initial"]
         assert old.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'plans'") == 0
         run_id = old.start_run("fixer", "schedule", now=T0)
-        call_ids = [old.record_call(priced_call(catalog, run_id=run_id)), old.record_call(unpriced_call())]
+        call_ids = [_m001_call(old, priced_call(catalog, run_id=run_id)), _m001_call(old, unpriced_call())]
         event_id = old.append_event("run_started", {"run": run_id}, agent="fixer", run_id=run_id)
         approval_id = old.request_approval(
             agent="fixer",
@@ -161,7 +169,11 @@ def test_upgrading_an_m001_ledger_applies_m002_and_keeps_every_row(ledger_path: 
         assert upgraded.applied_migrations() == ALL_MIGRATIONS
         assert upgraded.integrity_check() == "ok"
         for table, rows in before.items():
-            assert [tuple(r) for r in upgraded.query(f"SELECT * FROM {table} ORDER BY rowid")] == rows, table
+            after = [tuple(r) for r in upgraded.query(f"SELECT * FROM {table} ORDER BY rowid")]
+            if table == "calls":  # m006 adds price_source, empty for rows written before it
+                assert [r[-1] for r in after] == ["", ""]
+                after = [r[:-1] for r in after]
+            assert after == rows, table
         assert [r["id"] for r in upgraded.calls()] == sorted(call_ids, reverse=True)
         assert upgraded.events_after(0)[0].id == event_id
         approval = upgraded.approval(approval_id)
@@ -303,7 +315,7 @@ def test_unpriced_calls_are_stored_with_null_cost_and_reported_as_unpriced_never
     )
 
     row = call_row(ledger, unpriced_id)
-    cost_columns = [c for c in row if c.startswith(("cost_", "price_")) and c != "price_label"]
+    cost_columns = [c for c in row if c.startswith(("cost_", "price_")) and c not in ("price_label", "price_source")]
     assert len(cost_columns) == 11
     assert all(row[c] is None for c in cost_columns)
     assert row["priced"] == 0
@@ -354,7 +366,9 @@ def random_calls(catalog: Catalog, seed: int, count: int) -> list[CallRecord]:
     for _ in range(count):
         key = rnd.choice(MODELS)
         provider, model_id = key.split(":", 1)
-        spec = catalog.resolve(provider, model_id, local=provider == "ollama")
+        spec = catalog.spec_for(
+            provider, model_id, ProviderConfig(kind="ollama", local=True) if provider == "ollama" else None
+        ).spec
         assert spec is not None, key
         started = datetime(2026, 10, 20, 6, tzinfo=UTC) + timedelta(days=rnd.randrange(30), minutes=rnd.randrange(720))
         shape = rnd.random()

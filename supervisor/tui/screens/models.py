@@ -45,6 +45,7 @@ class ModelsScreen(SupervisorScreen):
                 ("in", "$/M in", 7),
                 ("cache", "$/M cached", 10),
                 ("out", "$/M out", 7),
+                ("source", "prices from", 12),
                 ("ctx", "context", 8),
                 ("ttl", "cache TTL", 9),
             ):
@@ -109,13 +110,14 @@ class ModelsScreen(SupervisorScreen):
                         _price(e.input_per_mtok, p),
                         _price(e.cache_read_per_mtok, p),
                         _price(e.output_per_mtok, p),
+                        _source(e.source, p),
                         f"{e.context_window // 1000}k" if e.context_window else "?",
                         f"{e.cache_ttl_s // 60}m" if e.cache_ttl_s else "—",
                     ],
                 )
             )
         if not rows:
-            rows.append(("none", [Text("—"), Text("no tiers configured", style=p.muted), "", "", "", "", "", ""]))
+            rows.append(("none", [Text("—"), Text("no tiers configured", style=p.muted), "", "", "", "", "", "", ""]))
         self.query_one("#ladder", LiveTable).show_rows(rows)
         self.query_one("#backends", Static).update(backends_text(data, p, self.sup.clock()))
         keys = Text(" ")
@@ -130,6 +132,14 @@ class ModelsScreen(SupervisorScreen):
         hardware.append(f" RAM {bytes_text(hw.memory_available_bytes)} free of {bytes_text(hw.memory_total_bytes)}\n")
         hardware.append(" GPU " + (", ".join(hw.gpus) if hw.gpus else f"none ({hw.gpu_detail})"))
         self.query_one("#hardware", Static).update(hardware)
+
+
+def _source(origin: str, p: Palette) -> Text:
+    """Where a ladder model's prices come from: bundled, user, genai-prices (the fallback), local, simulated."""
+    if origin == "unpriced":
+        return Text("none", style=p.attention)
+    styles = {"bundled": p.muted, "local": p.muted, "simulated": p.simulated}
+    return Text(origin, style=styles.get(origin, ""))
 
 
 def _price(value: str | None, p: Palette) -> Text:
