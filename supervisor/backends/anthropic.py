@@ -149,6 +149,20 @@ def normalize_usage(raw: Mapping[str, Any]) -> Usage:
     return Usage(uncached, cache_read, write_5m, write_1h, output, reasoning)
 
 
+def stream_usage(start: Mapping[str, Any] | None, final: Mapping[str, Any] | None) -> tuple[Usage, dict[str, Any]]:
+    """A streamed message's usage and raw record: ``message_start``'s usage overlaid with the last
+    ``message_delta``'s (cumulative; some servers report cache fields only there).
+
+    Without a ``message_delta`` usage the output is unknown: ``message_start``'s ``output_tokens`` is a
+    placeholder from before generation.
+    """
+    raw = {**(start or {}), **(final or {})}
+    usage = normalize_usage(raw) if raw else Usage()
+    if final is None:
+        usage = dataclasses.replace(usage, output=None, reasoning=None)
+    return usage, raw
+
+
 class _MessageStream:
     """Reads one Messages response: SSE events, or one JSON message from a server that ignored ``stream``."""
 
@@ -269,11 +283,7 @@ class _MessageStream:
         if not self.done and self.stop_reason is None:
             raise stream_cut(self.site, self.text)
         self.clock.stop()
-        raw = {**(self.start_usage or {}), **(self.final_usage or {})}
-        usage = normalize_usage(raw) if raw else Usage()
-        if self.final_usage is None:
-            # message_start's output_tokens is a placeholder from before generation; the real one never came.
-            usage = dataclasses.replace(usage, output=None, reasoning=None)
+        usage, raw = stream_usage(self.start_usage, self.final_usage)
         return Result(
             text=self.text,
             finish_reason=FINISH_REASONS.get(self.stop_reason, self.stop_reason) if self.stop_reason else None,

@@ -554,9 +554,13 @@ def _tool_call(call: _ToolCall, position: int) -> ToolCall:
     return ToolCall(id=call.id or f"call_{position}", name=call.function.name, arguments=text)
 
 
-def _metrics(final: _ChatChunk) -> dict[str, Any]:
-    fields = {**final.model_dump(), **(final.model_extra or {})}
+def final_metrics(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The metric fields of a final (``done: true``) chunk, as sent: absent or null ones are left out."""
     return {name: fields[name] for name in METRIC_FIELDS if fields.get(name) is not None}
+
+
+def _metrics(final: _ChatChunk) -> dict[str, Any]:
+    return final_metrics({**final.model_dump(), **(final.model_extra or {})})
 
 
 def _details(details: Any) -> str:
