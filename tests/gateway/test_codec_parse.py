@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
-from supervisor.backends.base import Message, ToolCall, ToolSpec
+from supervisor.backends.base import Message, Result, ToolCall, ToolSpec
 from supervisor.gateway.codecs import CodecError, InboundRequest, check_translatable, codec_for
 from supervisor.gateway.codecs.anthropic import AnthropicCodec
 from supervisor.gateway.codecs.ollama import OllamaCodec
 from supervisor.gateway.codecs.openai_chat import OpenAIChatCodec
 from supervisor.gateway.codecs.openai_responses import OpenAIResponsesCodec
+from supervisor.usage import Usage
 
 WEATHER_SCHEMA = {
     "type": "object",
@@ -722,3 +723,77 @@ def test_arguments_are_kept_as_text_and_objects_serialized_compactly() -> None:
     assert OpenAIChatCodec().parse(spaced).messages[2].tool_calls[0].arguments == '{ "city" : "Paris" }'
     anthropic = AnthropicCodec().parse(SAME_CONVERSATION["anthropic"][1])
     assert anthropic.messages[2].tool_calls[0].arguments == '{"city":"Paris"}'
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Round trips across protocols: a turn parsed from one protocol, answered in another, read back unchanged
+
+
+def follow_up(protocol: str, answer: bytes) -> dict[str, Any]:
+    """The next request a client of ``protocol`` sends after ``answer``: the user turn, the assistant turn
+    built from the answer the way the SDKs do it, and the tool's result."""
+    reply = json.loads(answer)
+    if protocol == "openai_chat":
+        message = reply["choices"][0]["message"]
+        return {
+            "model": "auto",
+            "messages": [
+                {"role": "user", "content": "weather in Paris?"},
+                message,
+                {"role": "tool", "tool_call_id": message["tool_calls"][0]["id"], "content": "18 C"},
+            ],
+        }
+    if protocol == "openai_responses":
+        call = next(item for item in reply["output"] if item["type"] == "function_call")
+        return {
+            "model": "auto",
+            "input": [
+                {"role": "user", "content": "weather in Paris?"},
+                *reply["output"],
+                {"type": "function_call_output", "call_id": call["call_id"], "output": "18 C"},
+            ],
+        }
+    if protocol == "anthropic":
+        call = next(block for block in reply["content"] if block["type"] == "tool_use")
+        return {
+            "model": "auto",
+            "messages": [
+                {"role": "user", "content": "weather in Paris?"},
+                {"role": "assistant", "content": reply["content"]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "18 C"}]},
+            ],
+        }
+    return {
+        "model": "auto",
+        "messages": [
+            {"role": "user", "content": "weather in Paris?"},
+            reply["message"],
+            {"role": "tool", "tool_name": reply["message"]["tool_calls"][0]["function"]["name"], "content": "18 C"},
+        ],
+    }
+
+
+@pytest.mark.parametrize("client", sorted(SAME_CONVERSATION))
+@pytest.mark.parametrize("source", sorted(SAME_CONVERSATION))
+def test_a_turn_survives_every_protocol_pair(source: str, client: str) -> None:
+    """The assistant turn parsed from ``source`` (as a translated upstream's answer would arrive), encoded for a
+    ``client`` of another protocol, comes back in that client's next request as the same text and calls."""
+    parsed_codec, body = SAME_CONVERSATION[source]
+    turn = parsed_codec.parse(body).messages[2]
+    answer = Result(
+        text=turn.content,
+        finish_reason="tool_calls",
+        usage=Usage(1, 0, 0, 0, 1),
+        ttft_s=None,
+        total_s=0.1,
+        tool_calls=turn.tool_calls,
+    )
+    client_codec = codec_for(client)  # type: ignore[arg-type]
+    again = client_codec.parse(follow_up(client, client_codec.response(answer, model="auto")))
+    assistant = next(m for m in again.messages if m.role == "assistant")
+    assert assistant.content == turn.content
+    assert [(c.id, c.name, json.loads(c.arguments)) for c in assistant.tool_calls] == [
+        (c.id, c.name, json.loads(c.arguments)) for c in turn.tool_calls
+    ]
+    result = next(m for m in again.messages if m.role == "tool")
+    assert (result.tool_call_id, result.name, result.content) == (turn.tool_calls[0].id, "get_weather", "18 C")
