@@ -198,8 +198,8 @@ def test_claude_code_body() -> None:
             "assistant",
             "I'll run the tests.",
             tool_calls=(
-                ToolCall("toolu_01A", "Bash", '{"command":"pytest -q"}'),
-                ToolCall("toolu_01B", "Read", '{"file_path":"/repo/app.py"}'),
+                ToolCall("toolu_01A", "Bash", '{"command": "pytest -q"}'),
+                ToolCall("toolu_01B", "Read", '{"file_path": "/repo/app.py"}'),
             ),
         ),
         Message("tool", "1 failed", tool_call_id="toolu_01A", name="Bash", is_error=True),
@@ -293,9 +293,9 @@ def test_ollama_chat_body_from_aider_with_tools_and_options() -> None:
     paris, rome = request.messages[2].tool_calls
     assert (paris.id, paris.arguments, rome.id, rome.arguments) == (
         "call_2_0",
-        '{"city":"Paris"}',
+        '{"city": "Paris"}',
         "call_2_1",
-        '{"city":"Rome"}',
+        '{"city": "Rome"}',
     )
     # Results are matched to calls by name, in order.
     assert [(m.tool_call_id, m.name, m.content) for m in request.messages[3:]] == [
@@ -356,7 +356,7 @@ def test_ollama_generate_body() -> None:
 CONVERSATION = (
     Message("system", "Be terse."),
     Message("user", "weather in Paris?"),
-    Message("assistant", "Checking.", tool_calls=(ToolCall("call_1", "get_weather", '{"city":"Paris"}'),)),
+    Message("assistant", "Checking.", tool_calls=(ToolCall("call_1", "get_weather", '{"city": "Paris"}'),)),
     Message("tool", "18 C", tool_call_id="call_1", name="get_weather"),
     Message("user", "and tomorrow?"),
 )
@@ -376,7 +376,7 @@ SAME_CONVERSATION: dict[str, tuple[Any, dict[str, Any]]] = {
                         {
                             "id": "call_1",
                             "type": "function",
-                            "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+                            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
                         }
                     ],
                 },
@@ -403,7 +403,7 @@ SAME_CONVERSATION: dict[str, tuple[Any, dict[str, Any]]] = {
             "input": [
                 {"role": "user", "content": "weather in Paris?"},
                 {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
-                {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city":"Paris"}'},
+                {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'},
                 {"type": "function_call_output", "call_id": "call_1", "output": "18 C"},
                 {"role": "user", "content": [{"type": "input_text", "text": "and tomorrow?"}]},
             ],
@@ -715,14 +715,14 @@ def test_other_pass_through_bodies() -> None:
     assert ollama_body["options"] == {"num_ctx": 8192, "num_predict": 99999}
 
 
-def test_arguments_are_kept_as_text_and_objects_serialized_compactly() -> None:
+def test_arguments_are_kept_as_text_and_objects_serialized_as_the_backends_do() -> None:
     chat = OpenAIChatCodec().parse(GOOSE_BODY)
     assert chat.messages[2].tool_calls[0].arguments == '{"city":"Paris"}'  # the client's own text, verbatim
     spaced = json.loads(json.dumps(GOOSE_BODY))
     spaced["messages"][2]["tool_calls"][0]["function"]["arguments"] = '{ "city" : "Paris" }'
     assert OpenAIChatCodec().parse(spaced).messages[2].tool_calls[0].arguments == '{ "city" : "Paris" }'
     anthropic = AnthropicCodec().parse(SAME_CONVERSATION["anthropic"][1])
-    assert anthropic.messages[2].tool_calls[0].arguments == '{"city":"Paris"}'
+    assert anthropic.messages[2].tool_calls[0].arguments == '{"city": "Paris"}'  # json.dumps, like the backends
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -379,7 +379,7 @@ def test_anthropic_stream_helper_final_message_and_follow_up(server: CannedServe
             ],
         }
     )
-    assert follow_up.messages[1].tool_calls == (ToolCall("call_w1", "get_weather", '{"city":"Paris","unit":"c"}'),)
+    assert follow_up.messages[1].tool_calls == (ToolCall("call_w1", "get_weather", '{"city": "Paris", "unit": "c"}'),)
     assert (follow_up.messages[2].role, follow_up.messages[2].tool_call_id, follow_up.messages[2].name) == (
         "tool",
         "call_w1",

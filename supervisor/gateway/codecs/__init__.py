@@ -6,8 +6,9 @@ is in ``base``. Nothing here opens a socket, reads config or touches the ledger.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
+from supervisor.gateway.codecs._common import dumps
 from supervisor.gateway.codecs.base import (
     DEFAULT_STATUS,
     RETRYABLE_KINDS,
@@ -24,6 +25,7 @@ from supervisor.gateway.codecs.base import (
 
 __all__ = [
     "DEFAULT_STATUS",
+    "PROTOCOLS",
     "RETRYABLE_KINDS",
     "Codec",
     "CodecError",
@@ -35,8 +37,17 @@ __all__ = [
     "UsageTee",
     "check_translatable",
     "codec_for",
+    "dumps",
     "models_body",
 ]
+
+PROTOCOLS: Final[tuple[ProtocolName, ...]] = (
+    "openai_chat",
+    "openai_responses",
+    "anthropic",
+    "ollama_chat",
+    "ollama_generate",
+)
 
 
 def codec_for(protocol: ProtocolName) -> Codec:

@@ -78,13 +78,14 @@ def error_headers(kind: ErrorKind, retry_after_s: int | None) -> dict[str, str]:
 
 
 def arguments_text(value: Any) -> str:
-    """Arguments as raw JSON text: objects (Anthropic, Ollama) are serialized compactly; text is kept as is."""
+    """Arguments as raw JSON text: text (OpenAI) is kept as is; objects (Anthropic, Ollama) are serialized as the
+    backends serialize them, so a call reads the same from a client's request and from an upstream's answer."""
     if isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(value, ensure_ascii=False)
 
 
-def arguments_object(raw: str) -> dict[str, Any]:
+def arguments_for_client(raw: str) -> dict[str, Any]:
     """Arguments as an object for protocols that send one (Anthropic ``input``, Ollama ``arguments``).
 
     Empty text is ``{}``. Text that is not a JSON object (a model's malformed call) is kept, not dropped or

@@ -27,7 +27,7 @@ from supervisor.gateway.codecs._common import (
     NewId,
     SSETee,
     ToolNames,
-    arguments_object,
+    arguments_for_client,
     arguments_text,
     dumps,
     error_headers,
@@ -296,7 +296,7 @@ def tool_input_json(call: ToolCall) -> str:
     """The call's arguments as the text of one JSON object (the model's own text when it already is one)."""
     if loads_object(call.arguments) is not None:
         return call.arguments
-    return dumps(arguments_object(call.arguments)).decode()
+    return dumps(arguments_for_client(call.arguments)).decode()
 
 
 class MessageStreamEncoder:
@@ -508,7 +508,7 @@ class AnthropicCodec:
             content.append({"type": "text", "text": result.text})
         for call in result.tool_calls:
             content.append(
-                {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments_object(call.arguments)}
+                {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments_for_client(call.arguments)}
             )
         payload = {
             "id": self.new_id("msg_"),

@@ -33,7 +33,7 @@ from supervisor.gateway.codecs._common import (
     Excerpt,
     LineReader,
     NewId,
-    arguments_object,
+    arguments_for_client,
     arguments_text,
     dumps,
     error_headers,
@@ -238,7 +238,7 @@ def final_fields(result: Result) -> dict[str, Any]:
 def tool_call_fields(call: ToolCall, index: int) -> dict[str, Any]:
     return {
         "id": call.id,
-        "function": {"index": index, "name": call.name, "arguments": arguments_object(call.arguments)},
+        "function": {"index": index, "name": call.name, "arguments": arguments_for_client(call.arguments)},
     }
 
 
