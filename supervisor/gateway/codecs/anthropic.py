@@ -18,8 +18,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from supervisor.backends._http import SSEEvent, loads_object
-from supervisor.backends.anthropic import FINISH_REASONS as BACKEND_FINISH_REASONS
-from supervisor.backends.anthropic import stream_usage
+from supervisor.backends.anthropic import FINISH_REASONS, stream_usage
 from supervisor.backends.base import Message, Result, ToolCall, ToolSpec
 from supervisor.gateway.codecs._common import (
     Clock,
@@ -62,8 +61,6 @@ STOP_REASONS: Final = {
 ANTHROPIC_STOP_REASONS: Final = frozenset(
     {"end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal", "model_context_window_exceeded"}
 )
-# Anthropic stop reasons as our finish reasons (the backend's table, plus tool use).
-FINISH_REASONS: Final = {**BACKEND_FINISH_REASONS, "tool_use": "tool_calls"}
 
 ERROR_TYPES: Final[dict[ErrorKind, str]] = {
     "invalid_request": "invalid_request_error",
