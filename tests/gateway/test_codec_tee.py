@@ -22,9 +22,10 @@ from supervisor.errors import BackendError
 from supervisor.gateway.codecs import TeeResult, codec_for
 from supervisor.usage import Usage
 from tests.fakes.anthropic import AnthropicFake
-from tests.fakes.base import CutStream, FakeServer, HttpError, MidStreamError, NoUsage, Reply
+from tests.fakes.base import CutStream, FakeServer, HttpError, MidStreamError, NoUsage, Reply, ToolUse, tool_reply
 from tests.fakes.ollama import OllamaFake
 from tests.fakes.openai import OpenAIFake
+from tests.gateway.conversations import WEATHER
 
 USAGE = Usage(input_uncached=12, cache_read=100, cache_write_5m=8, cache_write_1h=0, output=20, reasoning=5)
 CALL = ToolCall("call_1", "get_weather", '{"city":"Paris"}')
@@ -305,3 +306,21 @@ async def test_fakes_errors_are_reported(fake: tuple[str, FakeServer, str, str])
     status_error = tee_bytes(protocol, relayed_bytes(server, path, raw_body(name, stream=True)))
     assert status_error.error is not None
     assert "slow down" in status_error.error
+
+
+async def test_tee_reads_a_tool_call_answer_as_the_backend_does(fake: tuple[str, FakeServer, str, str]) -> None:
+    name, server, protocol, path = fake
+    reply = tool_reply(ToolUse("get_weather", {"city": "Paris"}), text="Checking.", input_tokens=30, output_tokens=12)
+    server.enqueue(reply, reply)
+    backend = backend_for(name, server.url)
+    try:
+        model = raw_body(name, stream=True)["model"]
+        expected = await backend.complete(
+            Request(model=model, messages=PROMPT, max_output_tokens=64, context_window=4096, tools=(WEATHER,))
+        )
+    finally:
+        await backend.aclose()
+    read = tee_bytes(protocol, relayed_bytes(server, path, raw_body(name, stream=True)))
+    assert expected.finish_reason == "tool_calls"
+    assert (read.finish_reason, read.usage, read.text_excerpt) == ("tool_calls", expected.usage, "Checking.")
+    assert read.complete
