@@ -46,9 +46,9 @@ from supervisor import __version__, paths
 from supervisor.backends.base import Request
 from supervisor.backends.openai_compat import chat_body
 from supervisor.catalog import load_catalog
+from supervisor.clock import iso, local_month_start, utcnow
 from supervisor.config import parse_config
 from supervisor.ledger import Ledger
-from supervisor.ledger.ledger import iso, local_month_start, utcnow
 from supervisor.runtime.budget import cap_limits
 from supervisor.runtime.prompt import ContextFile, build_messages
 from supervisor.runtime.runtime import Runtime

@@ -44,7 +44,8 @@ if str(ROOT) not in sys.path:
 
 from bench._common import machine, write_results  # noqa: E402
 from supervisor import __version__  # noqa: E402
-from supervisor.ledger import Ledger, iso  # noqa: E402
+from supervisor.clock import iso  # noqa: E402
+from supervisor.ledger import Ledger  # noqa: E402
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "tui.json"
 COLS, ROWS = 120, 40

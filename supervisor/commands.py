@@ -612,7 +612,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from supervisor.ledger.ledger import utcnow
+    from supervisor.clock import utcnow
     from supervisor.runtime.status import agent_statuses
 
     ctx = _ctx(args)

@@ -22,10 +22,10 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from supervisor.clock import parse_iso, utcnow
 from supervisor.config import AgentConfig, Config, Schedule, load_config
 from supervisor.errors import ConfigError, SupervisorError
 from supervisor.ledger import Ledger
-from supervisor.ledger.ledger import parse_iso, utcnow
 from supervisor.runtime.events import Notice
 from supervisor.runtime.runtime import RunResult, Runtime, recover
 

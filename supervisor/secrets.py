@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 _KEY_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET)$")
 _MIN_SECRET_LEN = 8
@@ -73,3 +74,14 @@ class StreamScrubber:
     def flush(self) -> str:
         tail, self._tail = self._tail, ""
         return self.redactor.scrub(tail)
+
+
+def scrub_tree(value: Any, redactor: Redactor) -> Any:
+    """Scrub every string inside ``value`` before it is encoded (escaping could hide a key from the scrubber)."""
+    if isinstance(value, str):
+        return redactor.scrub(value)
+    if isinstance(value, dict):
+        return {scrub_tree(k, redactor): scrub_tree(v, redactor) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub_tree(v, redactor) for v in value]
+    return value

@@ -11,10 +11,7 @@ from supervisor.ledger.ledger import (
     ReportRow,
     Reservation,
     Spend,
-    iso,
     open_ledger,
-    parse_iso,
-    utcnow,
 )
 
 __all__ = [
@@ -28,8 +25,5 @@ __all__ = [
     "ReportRow",
     "Reservation",
     "Spend",
-    "iso",
     "open_ledger",
-    "parse_iso",
-    "utcnow",
 ]

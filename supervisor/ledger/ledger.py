@@ -9,7 +9,6 @@ fail. Anything that checks and then writes (budget reservations, taking commands
 from __future__ import annotations
 
 import fcntl
-import functools
 import json
 import os
 import sqlite3
@@ -18,13 +17,23 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from supervisor.clock import (
+    iso,
+    local_day_start,
+    local_month_start,
+    next_local_day,
+    next_local_month,
+    parse_iso,
+    utcnow,
+)
 from supervisor.cost import Cost
 from supervisor.errors import LedgerError
-from supervisor.secrets import Redactor
+from supervisor.procident import owner_alive, process_identity
+from supervisor.secrets import Redactor, scrub_tree
 from supervisor.usage import Usage
 
 BUSY_TIMEOUT_MS = 30_000
@@ -32,75 +41,6 @@ OPEN_DEADLINE_S = 120.0
 
 AgentState = Literal["idle", "running", "waiting_approval", "deferred", "paused", "failed", "exhausted", "denied"]
 ReportBy = Literal["agent", "model", "day", "run", "tier"]
-
-
-def iso(moment: datetime) -> str:
-    """UTC timestamps as fixed-width strings, so string order is time order in SQL."""
-    if moment.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _local_midnight(day: date) -> datetime:
-    """Midnight of ``day`` in local time, with that day's own UTC offset (right across DST changes)."""
-    return datetime(day.year, day.month, day.day).astimezone()
-
-
-def local_day_start(moment: datetime) -> datetime:
-    """Midnight (local time) of the day containing ``moment``."""
-    return _local_midnight(moment.astimezone().date())
-
-
-def local_month_start(moment: datetime) -> datetime:
-    return _local_midnight(moment.astimezone().date().replace(day=1))
-
-
-def next_local_day(moment: datetime) -> datetime:
-    return _local_midnight(moment.astimezone().date() + timedelta(days=1))
-
-
-def next_local_month(moment: datetime) -> datetime:
-    first = moment.astimezone().date().replace(day=1)
-    return _local_midnight((first + timedelta(days=32)).replace(day=1))
-
-
-def process_identity(pid: int | None = None) -> tuple[int, float]:
-    """(pid, start time): together they tell a live owner from a reused pid."""
-    if pid is None:
-        return _own_identity(os.getpid())  # cached per pid: it is on every reservation's path
-    return _identity(pid)
-
-
-@functools.lru_cache(maxsize=4)
-def _own_identity(pid: int) -> tuple[int, float]:
-    return _identity(pid)
-
-
-def _identity(pid: int) -> tuple[int, float]:
-    import psutil
-
-    try:
-        return pid, psutil.Process(pid).create_time()
-    except psutil.Error:
-        return pid, 0.0
-
-
-def owner_alive(pid: int, started: float) -> bool:
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        return bool(abs(proc.create_time() - started) < 1.0 and proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1225,17 +1165,6 @@ class Ledger:
             params,
         )
         return [_report_row(r) for r in rows]
-
-
-def scrub_tree(value: Any, redactor: Redactor) -> Any:
-    """Scrub every string inside ``value`` before it is encoded (escaping could hide a key from the scrubber)."""
-    if isinstance(value, str):
-        return redactor.scrub(value)
-    if isinstance(value, dict):
-        return {scrub_tree(k, redactor): scrub_tree(v, redactor) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [scrub_tree(v, redactor) for v in value]
-    return value
 
 
 def _report_row(r: sqlite3.Row) -> ReportRow:

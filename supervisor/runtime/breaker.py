@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from supervisor.clock import parse_iso
 from supervisor.config import BreakerConfig
 from supervisor.cost import format_usd
 from supervisor.ledger import Ledger
-from supervisor.ledger.ledger import parse_iso
 
 
 @dataclass(frozen=True, slots=True)

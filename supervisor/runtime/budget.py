@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from supervisor.catalog import ModelSpec
+from supervisor.clock import local_day_start, local_month_start
 from supervisor.config import AgentConfig, Config
 from supervisor.cost import format_usd, usd_to_micros, worst_case_micros
 from supervisor.ledger import CapLimits, Ledger
-from supervisor.ledger.ledger import local_day_start, local_month_start
 
 
 def _micros(usd: float | None) -> int | None:

@@ -20,10 +20,11 @@ from datetime import datetime
 
 from supervisor.backends.base import OnText, Request, Result
 from supervisor.backends.retry import complete_with_retry
+from supervisor.clock import utcnow
 from supervisor.cost import Cost, cost_of, worst_case_micros
 from supervisor.errors import BackendError, BackendTimeout, ContextOverflow, ProtocolError
 from supervisor.ledger import CallRecord, CapHit, CapLimits, Ledger
-from supervisor.ledger.ledger import Settlement, utcnow
+from supervisor.ledger.ledger import Settlement
 from supervisor.runtime.events import CallRecorded, CallStarted, EventBus, Notice
 from supervisor.runtime.router import BackendPool, Candidate
 from supervisor.usage import Usage

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from supervisor.ledger.ledger import iso, utcnow
+from supervisor.clock import iso, utcnow
 
 if TYPE_CHECKING:
     from supervisor.ledger import Ledger
@@ -299,7 +299,7 @@ class EventBus:
 
 
 def scrub_event(event: Event, redactor: Redactor) -> Event:
-    from supervisor.ledger.ledger import scrub_tree
+    from supervisor.secrets import scrub_tree
 
     changes = {}
     for f in fields(event):

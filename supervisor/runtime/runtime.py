@@ -23,6 +23,7 @@ from typing import Any, Literal
 from supervisor import paths
 from supervisor.backends.base import Backend, Request
 from supervisor.catalog import Catalog, Tier
+from supervisor.clock import utcnow
 from supervisor.config import AgentConfig, Config, StepConfig
 from supervisor.errors import (
     BackendUnavailable,
@@ -34,7 +35,7 @@ from supervisor.errors import (
     SupervisorError,
 )
 from supervisor.ledger import CapHit, Ledger
-from supervisor.ledger.ledger import AgentState, utcnow
+from supervisor.ledger.ledger import AgentState
 from supervisor.runtime import breaker
 from supervisor.runtime.budget import cap_limits, caps_left, estimate_call
 from supervisor.runtime.caller import CallOutcome, ModelCaller
@@ -216,7 +217,7 @@ class Runtime:
 
     def _live_runs(self, agent: str) -> list[int]:
         """Runs of ``agent`` marked running whose owning process (this one or another) is alive."""
-        from supervisor.ledger.ledger import owner_alive
+        from supervisor.procident import owner_alive
 
         rows = self.ledger.query(
             "SELECT id, owner_pid, owner_started FROM runs WHERE agent = ? AND outcome = 'running'", (agent,)

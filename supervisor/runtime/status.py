@@ -9,10 +9,10 @@ from typing import Any
 
 from supervisor.backends.base import Message, estimate_tokens
 from supervisor.catalog import Catalog, Tier, split_model_key
+from supervisor.clock import local_day_start, local_month_start
 from supervisor.config import AgentConfig, Config
 from supervisor.errors import PromptTooLarge
 from supervisor.ledger import Ledger
-from supervisor.ledger.ledger import local_day_start, local_month_start
 from supervisor.runtime.budget import cap_limits, estimate_call
 from supervisor.runtime.memory import AgentMemory
 from supervisor.runtime.prompt import build_messages, read_context

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from supervisor.catalog import Catalog
+from supervisor.clock import utcnow
 from supervisor.config import Config
-from supervisor.ledger import Ledger, utcnow
+from supervisor.ledger import Ledger
 
 
 def run_tui(

@@ -31,9 +31,10 @@ from textual.worker import get_current_worker
 
 from supervisor import paths
 from supervisor.catalog import Catalog
+from supervisor.clock import utcnow
 from supervisor.config import Config
 from supervisor.errors import SupervisorError
-from supervisor.ledger import Ledger, utcnow
+from supervisor.ledger import Ledger
 from supervisor.runtime.events import Event
 from supervisor.tui.data import (
     ModelsProbe,

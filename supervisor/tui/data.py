@@ -16,11 +16,11 @@ from typing import Any
 
 from supervisor.backends.base import LocalModel
 from supervisor.catalog import TIERS, Catalog, split_model_key
+from supervisor.clock import local_day_start, local_month_start
 from supervisor.config import Config
 from supervisor.cost import usd_to_micros
 from supervisor.errors import SupervisorError
 from supervisor.ledger import ApprovalRow, CapLimits, EventRow, Ledger, ReportRow
-from supervisor.ledger.ledger import local_day_start, local_month_start
 from supervisor.ledger.views import DaySpend, counts, latest_events, recent_approvals, spend_per_day, spend_split
 from supervisor.runtime.budget import cap_limits
 from supervisor.runtime.status import AgentStatus, agent_statuses

@@ -14,7 +14,8 @@ from typing import Any
 
 from textual.message import Message
 
-from supervisor.ledger import ApprovalRow, EventRow, parse_iso
+from supervisor.clock import parse_iso
+from supervisor.ledger import ApprovalRow, EventRow
 from supervisor.runtime.events import Event
 from supervisor.tui.data import AgentDetail, Alarm, CostsData, ModelsData, Snapshot
 

@@ -42,7 +42,7 @@ import psutil
 import pytest
 
 from supervisor.ledger import Ledger
-from supervisor.ledger.ledger import owner_alive
+from supervisor.procident import owner_alive
 
 pytestmark = pytest.mark.timeout(240)
 

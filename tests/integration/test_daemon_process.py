@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
+from supervisor.clock import parse_iso
 from supervisor.ledger import Ledger
-from supervisor.ledger.ledger import parse_iso
 from tests.helpers import tree_digest
 
 TIMEOUT_S = 60

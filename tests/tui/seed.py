@@ -417,7 +417,7 @@ def _fill(ledger: Ledger, catalog: Catalog, home: Path) -> None:
 
 
 def _iso(moment: datetime) -> str:
-    from supervisor.ledger import iso
+    from supervisor.clock import iso
 
     return iso(moment)
 

@@ -14,7 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from supervisor.ledger import parse_iso
+from supervisor.clock import parse_iso
 from supervisor.render import money, tokens
 from supervisor.tui.data import AgentDetail, Snapshot, load_agent_detail
 from supervisor.tui.messages import AgentDetailLoaded, FeedItem, ProcessesSampled, from_row

@@ -12,7 +12,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Static
 
-from supervisor.ledger import parse_iso
+from supervisor.clock import parse_iso
 from supervisor.render import money, tokens
 from supervisor.runtime.status import AgentStatus
 from supervisor.tui.data import Snapshot

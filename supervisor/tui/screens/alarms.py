@@ -13,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
-from supervisor.ledger import parse_iso
+from supervisor.clock import parse_iso
 from supervisor.tui.data import Alarm, load_alarms
 from supervisor.tui.messages import AlarmsLoaded, FeedItem
 from supervisor.tui.screens.base import SupervisorScreen

@@ -18,7 +18,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, Footer, Static
 
-from supervisor.ledger import ApprovalRow, parse_iso
+from supervisor.clock import parse_iso
+from supervisor.ledger import ApprovalRow
 from supervisor.render import money
 from supervisor.tui.data import load_approvals
 from supervisor.tui.messages import ApprovalsLoaded, FeedItem

@@ -15,8 +15,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 
+from supervisor.clock import local_day_start
 from supervisor.ledger import ReportRow
-from supervisor.ledger.ledger import local_day_start
 from supervisor.render import money, tokens
 from supervisor.tui.data import RANGE_PRESETS, CostsData, DateRange, load_costs, parse_range, preset_range
 from supervisor.tui.messages import CostsLoaded, FeedItem
