@@ -26,7 +26,8 @@ from supervisor.errors import BackendError, BackendTimeout, ContextOverflow, Pro
 from supervisor.ledger import CallRecord, CapHit, CapLimits, Ledger
 from supervisor.ledger.ledger import Settlement
 from supervisor.runtime.events import CallRecorded, CallStarted, EventBus, Notice
-from supervisor.runtime.router import BackendPool, Candidate
+from supervisor.runtime.pool import BackendPool
+from supervisor.runtime.router import Candidate
 from supervisor.usage import Usage
 
 OUTPUT_EXCERPT_CHARS = 2000

@@ -15,7 +15,8 @@ from supervisor.ledger import CapHit, CapLimits, Ledger
 from supervisor.runtime.budget import _micros
 from supervisor.runtime.caller import CallOutcome, ModelCaller
 from supervisor.runtime.events import EventBus
-from supervisor.runtime.router import BackendPool, Candidate
+from supervisor.runtime.pool import BackendPool
+from supervisor.runtime.router import Candidate
 
 ASK_AGENT = "cli"
 

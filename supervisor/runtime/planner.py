@@ -19,7 +19,8 @@ from supervisor.config import AgentConfig, CommandGate, StepConfig
 from supervisor.runtime.verify import GateResult
 
 if TYPE_CHECKING:
-    from supervisor.runtime.runtime import Runtime, StepOutcome, _RunState
+    from supervisor.runtime.run import RunState
+    from supervisor.runtime.steps import StepOutcome, StepRunner
 
 PLAN_STEP = "plan"
 MAX_LISTED_FILES = 40
@@ -133,11 +134,12 @@ def steps_from_plan(answer: str, agent: AgentConfig) -> list[StepConfig]:
     return steps
 
 
-async def plan_steps(runtime: Runtime, state: _RunState) -> tuple[list[StepConfig], StepOutcome | None]:
-    """Run the planning step (retried and escalated like any step); the plan's steps, or why there are none."""
+async def plan_steps(steps: StepRunner, state: RunState) -> tuple[list[StepConfig], StepOutcome | None]:
+    """Run the planning step through ``steps`` (retried and escalated like any model step, its answer checked
+    as a plan); the plan's steps, or why there are none."""
     step = planner_step(state.cfg, state.workspace)
     state.planning_step = step
-    outcome = await runtime._run_step(state, step, kind="plan")
+    outcome = await steps.run(state, step, kind="plan")
     if outcome.status != "passed":
         return [], outcome
     text = Path(state.artifacts[PLAN_STEP]).read_text(encoding="utf-8")

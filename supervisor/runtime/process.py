@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 TERM_GRACE_S = 2.0
+CHILDREN_FILE = "children"  # process groups a run started, so a recovery can stop what a crash left running
 
 
 @dataclass(frozen=True, slots=True)

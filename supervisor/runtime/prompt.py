@@ -16,6 +16,7 @@ from supervisor.backends.base import Message
 from supervisor.config import AgentConfig, JsonSchemaGate, PythonCompilesGate, StepConfig
 from supervisor.errors import PromptTooLarge
 from supervisor.runtime.workspace import resolve_inside
+from supervisor.secrets import Redactor
 
 SYSTEM_PREAMBLE = (
     "You are one step of an unattended agent run by frugal-supervisor. Each call is a fresh session: "
@@ -107,3 +108,11 @@ def extract_answer(text: str) -> str:
     match = _FENCE.match(text)
     body = match.group("body") if match else text.strip()
     return body if body.endswith("\n") or not body else body + "\n"
+
+
+def clean_failure(failure: str | None, workspace: Path, redactor: Redactor) -> str | None:
+    """The gate failure as the next prompt sees it: no keys, and no absolute workspace paths (so the prompt,
+    and its cost, do not depend on where the workspace happens to live)."""
+    if not failure:
+        return None
+    return redactor.scrub(failure).replace(str(workspace) + "/", "").replace(str(workspace), ".")

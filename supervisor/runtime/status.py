@@ -15,8 +15,9 @@ from supervisor.errors import PromptTooLarge
 from supervisor.ledger import Ledger
 from supervisor.runtime.budget import cap_limits, estimate_call
 from supervisor.runtime.memory import AgentMemory
+from supervisor.runtime.pool import BackendPool
 from supervisor.runtime.prompt import build_messages, read_context
-from supervisor.runtime.router import BackendPool, Router
+from supervisor.runtime.router import Router
 from supervisor.runtime.workspace import WorkspaceError
 
 

@@ -433,7 +433,7 @@ class ModelsData:
 
 def ladder(config: Config, catalog: Catalog, environ: Mapping[str, str]) -> list[LadderEntry]:
     """The tier ladder as configured, with prices and whether each model is usable right now."""
-    from supervisor.runtime.router import BackendPool
+    from supervisor.runtime.pool import BackendPool
 
     pool = BackendPool(config, environ)
     out: list[LadderEntry] = []

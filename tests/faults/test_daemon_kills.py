@@ -260,7 +260,7 @@ target, nth, when = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 argv = sys.argv[4:]
 
 from supervisor.ledger.ledger import Ledger
-from supervisor.runtime import runtime as runtime_module
+from supervisor.runtime import steps as steps_module
 from supervisor.runtime import workspace as workspace_module
 from supervisor.runtime.workspace import FILES, MANIFEST, Snapshot
 
@@ -271,7 +271,7 @@ def die():
 
 name, _, kind = target.partition(":")  # kind: "run" or "attempt" narrows Snapshot methods to one kind
 owner_name, method = name.split(".")
-owner = {"Ledger": Ledger, "Snapshot": Snapshot, "runtime": runtime_module}[owner_name]
+owner = {"Ledger": Ledger, "Snapshot": Snapshot, "steps": steps_module}[owner_name]
 original = getattr(owner, method)
 count = 0
 
@@ -292,7 +292,7 @@ def partial(args, kwargs):
     elif name == "Snapshot.take":  # killed between opening the manifest for writing and writing it
         original(*args, **kwargs)
         (args[1] / MANIFEST).write_bytes(b"")
-    elif name == "runtime.atomic_write":  # the temporary file is half written, never renamed
+    elif name == "steps.atomic_write":  # the temporary file is half written, never renamed
         path, data = args
         path.parent.mkdir(parents=True, exist_ok=True)
         path.with_name(f".{path.name}.supervisor-tmp").write_bytes(data[: len(data) // 2])
@@ -644,7 +644,7 @@ def test_random_sigkills(tmp_path: Path) -> None:
 @dataclass(frozen=True)
 class KillPoint:
     agent: str
-    target: str  # "Ledger.settle", "Snapshot.discard:run", "runtime.atomic_write", ...
+    target: str  # "Ledger.settle", "Snapshot.discard:run", "steps.atomic_write", ...
     nth: int  # the nth call of the target in the injected daemon
     when: str  # "before", "after" or "partial" (half done, see RUNNER)
 
@@ -655,7 +655,7 @@ KILL_POINTS = [
         KillPoint("counter", "Snapshot.take:run", 1, "partial"),
         id="mid-manifest-write",
     ),
-    pytest.param(KillPoint("counter", "runtime.atomic_write", 1, "partial"), id="mid-answer-write"),
+    pytest.param(KillPoint("counter", "steps.atomic_write", 1, "partial"), id="mid-answer-write"),
     pytest.param(KillPoint("climber", "Ledger.reserve", 2, "after"), id="reserved-not-sent"),
     pytest.param(KillPoint("climber", "Ledger.mark_sent", 2, "after"), id="sent-in-flight"),
     # The call row and the reservation's settlement are one transaction: a kill right after it finds both.
