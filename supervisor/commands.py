@@ -1069,8 +1069,9 @@ def cmd_tui(args: argparse.Namespace) -> int:
     import time
 
     from supervisor.control import AttachedController, HostedController
-    from supervisor.daemon import DaemonLock, DaemonRunning, Scheduler, daemon_status
+    from supervisor.daemon import DaemonLock, DaemonRunning, daemon_status
     from supervisor.ledger import Ledger
+    from supervisor.runtime.scheduler import Scheduler
     from supervisor.tui import run_tui
 
     ctx = _ctx(args)

@@ -52,8 +52,9 @@ def run_tui(
 def run_demo_tui(config: Config, catalog: Catalog, ledger: Ledger, environ: Mapping[str, str], home: Path) -> int:
     """``supervisor demo``: host the demo's runtime and scheduler over its own data dir (the agents start at once)."""
     from supervisor.control import HostedController
-    from supervisor.daemon import DaemonLock, Scheduler
+    from supervisor.daemon import DaemonLock
     from supervisor.runtime.runtime import Runtime
+    from supervisor.runtime.scheduler import Scheduler
 
     lock = DaemonLock(home)
     lock.acquire()

@@ -478,8 +478,8 @@ def _screen_text(app: Any) -> str:
 def test_tui_hosting_a_run_never_shows_a_canary(world: World) -> None:
     try:
         from supervisor.control import HostedController
-        from supervisor.daemon import Scheduler
         from supervisor.runtime.runtime import Runtime
+        from supervisor.runtime.scheduler import Scheduler
         from supervisor.tui.app import SupervisorApp
     except ImportError as exc:  # pragma: no cover - only while the TUI package is not there
         pytest.skip(f"supervisor.tui cannot be imported: {exc}")

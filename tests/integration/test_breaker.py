@@ -22,8 +22,8 @@ import pytest
 
 from supervisor.backends.base import Request
 from supervisor.backends.scripted import ScriptedAnswer
-from supervisor.daemon import Scheduler
 from supervisor.runtime.runtime import RunResult, Runtime
+from supervisor.runtime.scheduler import Scheduler
 from tests.helpers import Harness, Tiers, make_harness
 
 TIMEOUT_S = 60

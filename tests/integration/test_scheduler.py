@@ -25,9 +25,9 @@ import pytest
 from supervisor.backends.base import Request
 from supervisor.backends.scripted import ScriptedAnswer
 from supervisor.config import ConfigProblems, load_config, parse_schedule
-from supervisor.daemon import Scheduler, next_wake
 from supervisor.ledger import Ledger
 from supervisor.runtime.runtime import RunResult, Runtime
+from supervisor.runtime.scheduler import Scheduler, next_wake
 from tests.fakes.base import Reply
 from tests.fakes.openai import OpenAIFake
 from tests.helpers import Harness, Tiers, make_harness, tree_digest

@@ -10,7 +10,7 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import RichLog
 
-from supervisor.daemon import Scheduler
+from supervisor.runtime.scheduler import Scheduler
 from supervisor.tui.app import SupervisorApp
 from tests.helpers import Harness
 from tests.tui.seed import NOW, Seeded, fake_models_probe
