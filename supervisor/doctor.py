@@ -7,6 +7,7 @@ The JSON keys are stable (documented in the README): ``version``, ``os``, ``cpu`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import platform
@@ -15,9 +16,13 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor import __version__, paths
+from supervisor.errors import SupervisorError
+
+if TYPE_CHECKING:
+    from supervisor.backends.base import Backend, Health
 
 PROBE_TIMEOUT_S = 2.0
 KNOWN_KEY_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "DEEPSEEK_API_KEY", "GEMINI_API_KEY")
@@ -87,6 +92,17 @@ def probe_gpu() -> dict[str, Any]:
     return {"nvidia": gpus, "detail": "ok" if gpus else (out.stderr.strip() or "no GPU reported")}
 
 
+async def probe_health(backend: Backend, timeout_s: float) -> Health:
+    """One backend's health within ``timeout_s`` (``TimeoutError`` past it); the backend is closed either way.
+
+    The doctor and the TUI's Models screen both probe through this."""
+    try:
+        return await asyncio.wait_for(backend.health(), timeout=timeout_s)
+    finally:
+        with contextlib.suppress(SupervisorError, OSError):
+            await backend.aclose()
+
+
 async def probe_ollama(environ: Mapping[str, str]) -> dict[str, Any]:
     from supervisor.backends.registry import make_backend
     from supervisor.config import default_providers
@@ -96,11 +112,9 @@ async def probe_ollama(environ: Mapping[str, str]) -> dict[str, Any]:
         config = config.model_copy(update={"host": environ["OLLAMA_HOST"]})
     backend = make_backend("ollama", config, environ)
     try:
-        health = await asyncio.wait_for(backend.health(), timeout=PROBE_TIMEOUT_S + 1)
+        health = await probe_health(backend, PROBE_TIMEOUT_S + 1)
     except TimeoutError:
         return {"host": config.host, "reachable": False, "detail": "timed out", "models": [], "loaded": []}
-    finally:
-        await backend.aclose()
     return {
         "host": config.host,
         "reachable": health.ok,

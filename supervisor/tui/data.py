@@ -7,7 +7,6 @@ calls them from thread workers, which post the results back as messages. Nothing
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -490,6 +489,7 @@ def probe_backends(config: Config, environ: Mapping[str, str], runtime: Any | No
     window hosts the runtime, MLX's loaded models and memory come from the runtime's own backend.
     """
     from supervisor.backends.registry import make_backend
+    from supervisor.doctor import probe_health
 
     names: list[str] = ["ollama", "mlx"]
     for tier in TIERS:
@@ -533,15 +533,8 @@ def probe_backends(config: Config, environ: Mapping[str, str], runtime: Any | No
             out.append(BackendHealth(name, pcfg.kind, False, str(exc)))
             continue
 
-        async def check(backend: Any = probe) -> Any:
-            try:
-                return await asyncio.wait_for(backend.health(), timeout=5.0)
-            finally:
-                with contextlib.suppress(SupervisorError, OSError):
-                    await backend.aclose()
-
         try:
-            health = asyncio.run(check())
+            health = asyncio.run(probe_health(probe, 5.0))
         except (TimeoutError, SupervisorError, OSError) as exc:
             out.append(BackendHealth(name, pcfg.kind, False, f"probe failed: {exc}"))
             continue
