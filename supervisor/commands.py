@@ -1040,10 +1040,9 @@ def cmd_init(args: argparse.Namespace) -> int:
                 )
             except SupervisorError as exc:
                 print(f"warning: {exc.message}; run `supervisor models pull smollm2-135m` later", file=sys.stderr)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    from supervisor.atomic_file import atomic_write_text
+
+    atomic_write_text(path, text)
     print(f"wrote {path}")
     for line in describe(choices):
         print(f"  {line}")

@@ -11,12 +11,12 @@ structured history the digest is rendered from.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from supervisor.atomic_file import atomic_write_text
 from supervisor.backends.base import BYTES_PER_TOKEN_ESTIMATE
 from supervisor.cost import format_usd
 from supervisor.secrets import NO_SECRETS, Redactor
@@ -61,13 +61,6 @@ def _one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class AgentMemory:
     """The files under ``agents/<name>/``."""
 
@@ -105,7 +98,7 @@ class AgentMemory:
     def record_run(self, summary: RunSummary, record_lines: list[str]) -> tuple[Path, int]:
         """Save the run's full record, update the state, and rewrite the bounded digest."""
         scrub = self.redactor.scrub
-        _atomic_write_text(self.run_record_path(summary.run_id), scrub("\n".join(record_lines) + "\n"))
+        atomic_write_text(self.run_record_path(summary.run_id), scrub("\n".join(record_lines) + "\n"))
         state = self.state()
         state["runs"] = [*state.get("runs", []), asdict(summary)][-KEEP_RUN_SUMMARIES:]
         failures: dict[str, Any] = state.get("open_failures", {})
@@ -120,9 +113,9 @@ class AgentMemory:
                 }
         state["open_failures"] = failures
         state["decisions"] = [*state.get("decisions", []), *summary.decisions][-MAX_DECISIONS:]
-        _atomic_write_text(self.state_path, scrub(json.dumps(state, indent=1)))
+        atomic_write_text(self.state_path, scrub(json.dumps(state, indent=1)))
         text = scrub(render_digest(self.agent, state, self.memory_tokens))
-        _atomic_write_text(self.digest_path, text)
+        atomic_write_text(self.digest_path, text)
         return self.digest_path, estimate_text_tokens(text)
 
 

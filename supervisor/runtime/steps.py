@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from supervisor.atomic_file import atomic_write
 from supervisor.config import Gate, StepConfig
 from supervisor.ledger import CapHit
 from supervisor.runtime.events import (
@@ -27,7 +28,7 @@ from supervisor.runtime.events import (
 from supervisor.runtime.planner import PLAN_STEP
 from supervisor.runtime.process import CHILDREN_FILE, run_command
 from supervisor.runtime.verify import run_gate
-from supervisor.runtime.workspace import Snapshot, WorkspaceError, atomic_write, resolve_inside
+from supervisor.runtime.workspace import Snapshot, WorkspaceError, resolve_inside
 
 if TYPE_CHECKING:
     from supervisor.runtime.run import RunState

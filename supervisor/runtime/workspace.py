@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor.atomic_file import atomic_write_text
 from supervisor.errors import SupervisorError
 
 MANIFEST = "manifest.json"
@@ -39,19 +40,6 @@ def resolve_inside(workspace: Path, relative: str) -> Path:
             "point the step at a file inside the workspace",
         )
     return target
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.supervisor-tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    if path.exists():
-        shutil.copymode(path, tmp)
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,12 +115,7 @@ class Snapshot:
                 "entries": {k: [e.size, e.mtime_ns, e.mode] for k, e in entries.items()},
             }
         )
-        tmp = directory / (MANIFEST + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(manifest)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, directory / MANIFEST)
+        atomic_write_text(directory / MANIFEST, manifest)
         return snapshot
 
     @classmethod
