@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from supervisor.ledger import ApprovalRow, Ledger
 from supervisor.runtime.events import AgentStateChanged, ApprovalDecided, Event
+
+if TYPE_CHECKING:
+    from supervisor.runtime.runtime import Runtime
+
 
 Mode = Literal["hosted", "attached"]
 
@@ -40,7 +44,7 @@ class Controller(Protocol):
 class HostedController:
     """The view hosts the runtime (and its scheduler): decisions go straight to it."""
 
-    runtime: Any  # supervisor.runtime.runtime.Runtime (kept Any to avoid an import cycle at module load)
+    runtime: Runtime
     mode: Mode = "hosted"
 
     @property

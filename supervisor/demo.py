@@ -31,6 +31,7 @@ from typing import Literal
 from supervisor.catalog import Catalog
 from supervisor.cost import format_usd
 from supervisor.ledger import Ledger
+from supervisor.runtime.events import CommandFinished
 
 LocalMode = Literal["real", "scripted", "none"]
 FRONTIER_REFERENCE = "anthropic:claude-sonnet-5-5"
@@ -358,7 +359,7 @@ def frontier_only_estimate(ledger: Ledger, catalog: Catalog, agent: str, run_ids
                 int(call[k] or 0) for k in ("input_uncached", "cache_read", "cache_write_5m", "cache_write_1h")
             )
             total += prompt * rates.input + int(call["output"] or 0) * rates.output
-        for event in ledger.events_after(0, agent=agent, kinds=["command_finished"]):
+        for event in ledger.events_after(0, agent=agent, kinds=[CommandFinished.kind]):
             if event.run_id != run_id:
                 continue
             text = f"{event.data.get('command', '')}\n{event.data.get('output', '')}"

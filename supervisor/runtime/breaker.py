@@ -21,6 +21,7 @@ from supervisor.clock import parse_iso
 from supervisor.config import BreakerConfig
 from supervisor.cost import format_usd
 from supervisor.ledger import Ledger
+from supervisor.runtime.events import BreakerTripped
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ def _prompt(row: dict[str, Any]) -> int:
 def last_trip(ledger: Ledger, agent: str) -> tuple[int, datetime | None]:
     """The newest call id and the time of the agent's last trip: evidence from before a human's resume never
     counts again (otherwise the first call after a resume would re-trip on the old calls)."""
-    trips = ledger.events_after(0, agent=agent, kinds=["breaker_tripped"])
+    trips = ledger.events_after(0, agent=agent, kinds=[BreakerTripped.kind])
     if not trips:
         return 0, None
     newest = max((int(c) for t in trips for c in t.data.get("evidence", {}).get("call_ids", [])), default=0)

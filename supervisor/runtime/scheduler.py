@@ -23,7 +23,7 @@ from supervisor.clock import parse_iso, utcnow
 from supervisor.config import AgentConfig, Schedule, load_config
 from supervisor.errors import ConfigError, SupervisorError
 from supervisor.ledger import Ledger
-from supervisor.runtime.events import Notice
+from supervisor.runtime.events import AgentDeferred, Notice
 from supervisor.runtime.runtime import RunResult, Runtime, recover
 
 HEARTBEAT_S = 2.0
@@ -78,7 +78,7 @@ class Scheduler:
     def _retry_deferred(self, agent: str, now: datetime) -> bool:
         """A deferred agent runs again once: when its cap window resets, or after the config changed (a raised
         cap, offline mode lifted). Each deferral is retried at most once, so a cap still hit stays quiet."""
-        deferrals = self.ledger.events_after(0, agent=agent, kinds=["agent_deferred"])
+        deferrals = self.ledger.events_after(0, agent=agent, kinds=[AgentDeferred.kind])
         if not deferrals:
             return False
         last = deferrals[-1]

@@ -14,6 +14,7 @@ from supervisor.config import AgentConfig, Config
 from supervisor.errors import PromptTooLarge
 from supervisor.ledger import Ledger
 from supervisor.runtime.budget import cap_limits, estimate_call
+from supervisor.runtime.events import BreakerTripped
 from supervisor.runtime.memory import AgentMemory
 from supervisor.runtime.pool import BackendPool
 from supervisor.runtime.prompt import build_messages, read_context
@@ -98,7 +99,7 @@ def agent_statuses(
         )
         breaker = None
         if row.get("state") == "paused" and row.get("paused_by") == "breaker":
-            trips = ledger.events_after(0, agent=name, kinds=["breaker_tripped"])
+            trips = ledger.events_after(0, agent=name, kinds=[BreakerTripped.kind])
             if trips:
                 breaker = {"at": trips[-1].at, **trips[-1].data}
         skips = []

@@ -5,22 +5,27 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from supervisor.catalog import Catalog
 from supervisor.clock import utcnow
 from supervisor.config import Config
 from supervisor.ledger import Ledger
 
+if TYPE_CHECKING:
+    from supervisor.control import Controller
+    from supervisor.runtime.runtime import Runtime
+    from supervisor.runtime.scheduler import Scheduler
+
 
 def run_tui(
     config: Config,
     catalog: Catalog,
     ledger: Ledger,
-    controller: Any | None,
+    controller: Controller | None,
     *,
-    runtime: Any | None = None,
-    scheduler: Any | None = None,
+    runtime: Runtime | None = None,
+    scheduler: Scheduler | None = None,
     environ: Mapping[str, str] | None = None,
     clock: Callable[[], datetime] = utcnow,
     warning: str = "",

@@ -35,7 +35,7 @@ from supervisor.clock import utcnow
 from supervisor.config import Config
 from supervisor.errors import SupervisorError
 from supervisor.ledger import Ledger
-from supervisor.runtime.events import Event
+from supervisor.runtime.events import ApprovalDecided, BreakerTripped, EscalationRequested, Event, Notice
 from supervisor.tui.data import (
     ModelsProbe,
     ProcessSampler,
@@ -61,6 +61,12 @@ from supervisor.tui.screens.agents import AgentsScreen
 from supervisor.tui.screens.base import SupervisorScreen
 from supervisor.tui.widgets.cells import Palette, palette
 from supervisor.tui.widgets.topbar import HeaderState, TopBar
+
+if TYPE_CHECKING:
+    from supervisor.control import Controller
+    from supervisor.runtime.runtime import Runtime
+    from supervisor.runtime.scheduler import Scheduler
+
 
 if TYPE_CHECKING:
     from supervisor.tui.screens.approvals import ApprovalModal, ApprovalView
@@ -183,9 +189,9 @@ class SupervisorApp(App[int]):
         config: Config,
         catalog: Catalog,
         ledger: Ledger,
-        controller: Any | None,
-        runtime: Any | None = None,
-        scheduler: Any | None = None,
+        controller: Controller | None,
+        runtime: Runtime | None = None,
+        scheduler: Scheduler | None = None,
         *,
         environ: Mapping[str, str] | None = None,
         clock: Callable[[], datetime] = utcnow,
@@ -441,13 +447,13 @@ class SupervisorApp(App[int]):
         for item in message.items:
             if item.agent is not None:
                 self._live.setdefault(item.agent, deque(maxlen=LIVE_BUFFER)).append(item)
-            if item.kind == "escalation_requested":
+            if item.kind == EscalationRequested.kind:
                 from supervisor.tui.screens.approvals import ApprovalView
 
                 self._queue_approval(ApprovalView.from_feed(item))
-            elif item.kind == "approval_decided":
+            elif item.kind == ApprovalDecided.kind:
                 self._approval_settled_elsewhere(item)
-            elif item.kind == "breaker_tripped":
+            elif item.kind == BreakerTripped.kind:
                 self.notify(
                     f"{item.agent}: {item.data.get('message', '')}",
                     title="runaway breaker: agent paused",
@@ -455,7 +461,7 @@ class SupervisorApp(App[int]):
                     timeout=15,
                     markup=False,
                 )
-            elif item.kind == "notice" and item.data.get("level") in ("warning", "error"):
+            elif item.kind == Notice.kind and item.data.get("level") in ("warning", "error"):
                 self.notify(
                     f"{item.agent + ': ' if item.agent else ''}{item.data.get('message', '')}",
                     severity="error" if item.data.get("level") == "error" else "warning",

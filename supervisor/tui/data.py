@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from supervisor.backends.base import LocalModel
 from supervisor.catalog import TIERS, Catalog, split_model_key
@@ -22,7 +22,12 @@ from supervisor.errors import SupervisorError
 from supervisor.ledger import ApprovalRow, CapLimits, EventRow, Ledger, ReportRow
 from supervisor.ledger.views import DaySpend, counts, latest_events, recent_approvals, spend_per_day, spend_split
 from supervisor.runtime.budget import cap_limits
+from supervisor.runtime.events import BreakerTripped
 from supervisor.runtime.status import AgentStatus, agent_statuses
+
+if TYPE_CHECKING:
+    from supervisor.runtime.runtime import Runtime
+
 
 # ------------------------------------------------------------------------------------------------------------
 # Agents (home screen and header)
@@ -280,7 +285,7 @@ class ProcessSampler:
         return proc
 
 
-def hosted_roots(runtime: Any, agent: str) -> list[int]:
+def hosted_roots(runtime: Runtime, agent: str) -> list[int]:
     """The agent's child pids from the runtime's registry (copied with a retry: the runtime's thread mutates it)."""
     for _ in range(3):
         try:
@@ -482,7 +487,7 @@ def probe_hardware() -> Hardware:
     )
 
 
-def probe_backends(config: Config, environ: Mapping[str, str], runtime: Any | None = None) -> list[BackendHealth]:
+def probe_backends(config: Config, environ: Mapping[str, str], runtime: Runtime | None = None) -> list[BackendHealth]:
     """Ollama and MLX always (the local tier's homes), plus every other provider the tiers name.
 
     Remote APIs are not called (a probe must cost nothing): their row says whether the key is set. When this
@@ -545,7 +550,7 @@ def probe_backends(config: Config, environ: Mapping[str, str], runtime: Any | No
     return out
 
 
-def probe_models(config: Config, catalog: Catalog, environ: Mapping[str, str], runtime: Any | None) -> ModelsData:
+def probe_models(config: Config, catalog: Catalog, environ: Mapping[str, str], runtime: Runtime | None) -> ModelsData:
     from supervisor.doctor import probe_api_keys
 
     extra = tuple(sorted({p.api_key_env for p in config.providers.values() if p.api_key_env}))
@@ -557,7 +562,7 @@ def probe_models(config: Config, catalog: Catalog, environ: Mapping[str, str], r
     )
 
 
-ModelsProbe = Callable[[Config, Catalog, Mapping[str, str], Any], ModelsData]
+ModelsProbe = Callable[[Config, Catalog, Mapping[str, str], "Runtime | None"], ModelsData]
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -580,7 +585,7 @@ class Alarm:
 
 
 def load_alarms(reader: Ledger, limit: int = 100) -> list[Alarm]:
-    rows = latest_events(reader, kinds=("breaker_tripped",), limit=limit)
+    rows = latest_events(reader, kinds=(BreakerTripped.kind,), limit=limit)
     agents = {r["name"]: r for r in reader.agents()}
     out = []
     for row in reversed(rows):  # newest first

@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from supervisor.runtime.runtime import Runtime
+    from supervisor.runtime.scheduler import Scheduler
 
 
 class RuntimeHost:
     """Runs ``scheduler.run_forever`` (or just the runtime, when there is no scheduler) until ``stop``."""
 
-    def __init__(self, runtime: Any, scheduler: Any | None = None) -> None:
+    def __init__(self, runtime: Runtime, scheduler: Scheduler | None = None) -> None:
         self.runtime = runtime
         self.scheduler = scheduler
         self.loop: asyncio.AbstractEventLoop | None = None

@@ -16,23 +16,37 @@ from textual.message import Message
 
 from supervisor.clock import parse_iso
 from supervisor.ledger import ApprovalRow, EventRow
-from supervisor.runtime.events import Event
+from supervisor.runtime.events import (
+    AgentDeferred,
+    AgentStateChanged,
+    ApprovalDecided,
+    BreakerTripped,
+    CallRecorded,
+    EscalationRequested,
+    Event,
+    GateChecked,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+    TextStreamed,
+)
 from supervisor.tui.data import AgentDetail, Alarm, CostsData, ModelsData, Snapshot
 
 # Events that change what the Agents screen shows (state, position, spend): each schedules a debounced reload.
 STATE_KINDS = frozenset(
     {
-        "agent_state",
-        "run_started",
-        "run_finished",
-        "step_started",
-        "step_finished",
-        "call_recorded",
-        "escalation_requested",
-        "approval_decided",
-        "agent_deferred",
-        "breaker_tripped",
-        "gate_checked",
+        AgentStateChanged.kind,
+        RunStarted.kind,
+        RunFinished.kind,
+        StepStarted.kind,
+        StepFinished.kind,
+        CallRecorded.kind,
+        EscalationRequested.kind,
+        ApprovalDecided.kind,
+        AgentDeferred.kind,
+        BreakerTripped.kind,
+        GateChecked.kind,
     }
 )
 
@@ -51,7 +65,7 @@ class FeedItem:
     @property
     def live_only(self) -> bool:
         """Streamed model text is never written to the ledger (the full answer is, once the call ends)."""
-        return self.kind == "text_streamed"
+        return self.kind == TextStreamed.kind
 
 
 def from_event(event: Event) -> FeedItem:

@@ -16,6 +16,7 @@ from textual.worker import get_current_worker
 
 from supervisor.clock import parse_iso
 from supervisor.render import money, tokens
+from supervisor.runtime.events import CallRecorded, DigestWritten, RunFinished
 from supervisor.tui.data import AgentDetail, Snapshot, load_agent_detail
 from supervisor.tui.messages import AgentDetailLoaded, FeedItem, ProcessesSampled, from_row
 from supervisor.tui.screens.base import SupervisorScreen
@@ -162,7 +163,7 @@ class AgentScreen(SupervisorScreen):
             log = self.query_one(StepLog)
             for item in mine:
                 log.add(item)
-        if any(i.kind in ("run_finished", "call_recorded", "digest_written") for i in mine):
+        if any(i.kind in (RunFinished.kind, CallRecorded.kind, DigestWritten.kind) for i in mine):
             self.reload()
 
     def apply_snapshot(self, snapshot: Snapshot) -> None:

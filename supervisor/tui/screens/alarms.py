@@ -14,6 +14,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
 from supervisor.clock import parse_iso
+from supervisor.runtime.events import AgentStateChanged, BreakerTripped
 from supervisor.tui.data import Alarm, load_alarms
 from supervisor.tui.messages import AlarmsLoaded, FeedItem
 from supervisor.tui.screens.base import SupervisorScreen
@@ -127,7 +128,7 @@ class AlarmsScreen(SupervisorScreen):
             self.sup.resume(alarm.agent)
 
     def apply_feed(self, items: Sequence[FeedItem]) -> None:
-        if any(i.kind in ("breaker_tripped", "agent_state") for i in items):
+        if any(i.kind in (BreakerTripped.kind, AgentStateChanged.kind) for i in items):
             self.reload()
 
     def repaint(self) -> None:

@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Static
 from supervisor.clock import parse_iso
 from supervisor.ledger import ApprovalRow
 from supervisor.render import money
+from supervisor.runtime.events import ApprovalDecided, EscalationRequested, RunFinished
 from supervisor.tui.data import load_approvals
 from supervisor.tui.messages import ApprovalsLoaded, FeedItem
 from supervisor.tui.screens.base import SupervisorScreen
@@ -274,7 +275,7 @@ class ApprovalsScreen(SupervisorScreen):
         self.sup.decide(row.id, approve)
 
     def apply_feed(self, items: Sequence[FeedItem]) -> None:
-        if any(i.kind in ("escalation_requested", "approval_decided", "run_finished") for i in items):
+        if any(i.kind in (EscalationRequested.kind, ApprovalDecided.kind, RunFinished.kind) for i in items):
             self.reload()
 
     def repaint(self) -> None:

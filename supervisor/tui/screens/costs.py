@@ -18,6 +18,7 @@ from textual.widgets import Footer, Input, Static, TabbedContent, TabPane
 from supervisor.clock import local_day_start
 from supervisor.ledger import ReportRow
 from supervisor.render import money, tokens
+from supervisor.runtime.events import CallRecorded, RunFinished
 from supervisor.tui.data import RANGE_PRESETS, CostsData, DateRange, load_costs, parse_range, preset_range
 from supervisor.tui.messages import CostsLoaded, FeedItem
 from supervisor.tui.screens.base import SupervisorScreen
@@ -142,7 +143,7 @@ class CostsScreen(SupervisorScreen):
             table.show_rows([report_cells(r, p) for r in ordered])
 
     def apply_feed(self, items: Sequence[FeedItem]) -> None:
-        if any(i.kind in ("call_recorded", "run_finished") for i in items) and self.app.screen is self:
+        if any(i.kind in (CallRecorded.kind, RunFinished.kind) for i in items) and self.app.screen is self:
             self.reload()
 
     def repaint(self) -> None:

@@ -12,6 +12,29 @@ from textual.containers import Vertical
 from textual.widgets import RichLog, Static
 
 from supervisor.render import money, tokens
+from supervisor.runtime.events import (
+    AgentDeferred,
+    AgentStateChanged,
+    ApprovalDecided,
+    BreakerTripped,
+    CallRecorded,
+    CallStarted,
+    CommandFinished,
+    DigestWritten,
+    Escalated,
+    EscalationRequested,
+    GateChecked,
+    Notice,
+    PlanRecorded,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+    StepVerified,
+    TextStreamed,
+    TierSkipped,
+    WorkspaceRestored,
+)
 from supervisor.tui.messages import FeedItem
 from supervisor.tui.widgets.cells import Palette, local_clock, one_line, safe
 
@@ -28,21 +51,21 @@ def describe(item: FeedItem, p: Palette) -> Text | None:
     def mark(symbol: str, colour: str) -> None:
         line.append(f"{symbol} ", style=f"{colour} bold")
 
-    if kind == "run_started":
+    if kind == RunStarted.kind:
         mark("▶", p.busy)
         steps = ", ".join(str(s) for s in d.get("steps", [])) or "planner"
         line.append(f"run {item.run_id} started ({d.get('trigger', '?')}): {safe(steps)}")
         if d.get("simulated"):
             line.append("  simulated tiers", style=p.simulated)
-    elif kind == "step_started":
+    elif kind == StepStarted.kind:
         mark("─", p.muted)
         line.append(f"step {safe(str(d.get('step')))} ({d.get('step_kind', '?')})", style="bold")
-    elif kind == "command_finished":
+    elif kind == CommandFinished.kind:
         ok = d.get("exit_code") == 0 and not d.get("timed_out")
         mark("$", p.ok if ok else p.bad)
         status = "timed out" if d.get("timed_out") else f"exit {d.get('exit_code')}"
         line.append(f"{one_line(str(d.get('command', '')), 80)} → {status} ({float(d.get('seconds') or 0):.2f}s)")
-    elif kind == "call_started":
+    elif kind == CallStarted.kind:
         mark("→", p.busy)
         line.append(f"{d.get('tier')} {safe(str(d.get('model')))} attempt {d.get('attempt')}")
         line.append(
@@ -50,7 +73,7 @@ def describe(item: FeedItem, p: Palette) -> Text | None:
             f" reserved {money(d.get('reserved_micros'))}",
             style=p.muted,
         )
-    elif kind == "call_recorded":
+    elif kind == CallRecorded.kind:
         if d.get("error_class"):
             mark("✗", p.bad)
             line.append(f"{d.get('tier')} {safe(str(d.get('model')))}: {d.get('error_class')}: ")
@@ -68,71 +91,71 @@ def describe(item: FeedItem, p: Palette) -> Text | None:
                 line.append(" simulated", style=p.simulated)
             if d.get("latency_s") is not None:
                 line.append(f"  {float(d['latency_s']):.2f}s", style=p.muted)
-    elif kind == "gate_checked":
+    elif kind == GateChecked.kind:
         passed = bool(d.get("passed"))
         mark("✓" if passed else "✗", p.ok if passed else p.bad)
         line.append(f"gate {one_line(str(d.get('gate', '')), 60)} {'passed' if passed else 'failed'}")
         if not passed and d.get("output"):
             line.append(": ")
             line.append(one_line(str(d.get("output")), 240), style=p.bad)
-    elif kind == "step_verified":
+    elif kind == StepVerified.kind:
         mark("✓", p.ok)
         line.append(f"step {safe(str(d.get('step')))} verified at {d.get('tier')} ({safe(str(d.get('model')))})")
-    elif kind == "step_finished":
+    elif kind == StepFinished.kind:
         if d.get("outcome") == "passed":
             return None
         mark("■", p.attention)
         line.append(f"step {safe(str(d.get('step')))}: {d.get('outcome')}")
-    elif kind == "workspace_restored":
+    elif kind == WorkspaceRestored.kind:
         mark("↺", p.muted)
         line.append(
             f"workspace restored ({d.get('scope')}): {d.get('files_restored', 0)} put back, "
             f"{d.get('files_removed', 0)} removed",
             style=p.muted,
         )
-    elif kind == "escalated":
+    elif kind == Escalated.kind:
         mark("⇡", p.attention)
         line.append(f"escalating {d.get('from_tier')} → {d.get('to_tier')}: ")
         line.append(one_line(str(d.get("reason", "")), 160), style=p.muted)
-    elif kind == "tier_skipped":
+    elif kind == TierSkipped.kind:
         mark("»", p.muted)
         line.append(f"skipping {d.get('tier')}: {one_line(str(d.get('reason', '')), 160)}", style=p.muted)
-    elif kind == "escalation_requested":
+    elif kind == EscalationRequested.kind:
         mark("?", p.attention)
         line.append(f"approval #{d.get('approval_id')} needed: {safe(str(d.get('model')))} ", style="bold")
         line.append(
             f"est. {money(d.get('est_cold_micros'))} cold / {money(d.get('est_warm_micros'))} warm",
             style=p.attention,
         )
-    elif kind == "approval_decided":
+    elif kind == ApprovalDecided.kind:
         approved = bool(d.get("approved"))
         mark("✓" if approved else "✗", p.ok if approved else p.bad)
         line.append(f"approval #{d.get('approval_id')} {'approved' if approved else 'denied'} by {d.get('by')}")
-    elif kind == "agent_deferred":
+    elif kind == AgentDeferred.kind:
         mark("◷", p.attention)
         line.append(f"deferred: {one_line(str(d.get('reason', '')), 200)}")
-    elif kind == "agent_state":
+    elif kind == AgentStateChanged.kind:
         state = str(d.get("state"))
         if state not in ("paused", "idle") or not d.get("reason"):
             return None
         mark("‖" if state == "paused" else "·", p.accent if state == "paused" else p.muted)
         line.append(f"{state}: {one_line(str(d.get('reason', '')), 200)}")
-    elif kind == "breaker_tripped":
+    elif kind == BreakerTripped.kind:
         mark("‖", p.bad)
         line.append(f"runaway breaker ({d.get('rule')}): ", style=f"{p.bad} bold")
         line.append(one_line(str(d.get("message", "")), 240))
-    elif kind == "digest_written":
+    elif kind == DigestWritten.kind:
         mark("≡", p.muted)
         line.append(f"digest written ({d.get('tokens')} tokens)", style=p.muted)
-    elif kind == "plan_recorded":
+    elif kind == PlanRecorded.kind:
         valid = bool(d.get("valid"))
         mark("✓" if valid else "✗", p.ok if valid else p.bad)
         line.append(f"plan from {d.get('tier')}: {d.get('steps')} step(s)" + ("" if valid else " (invalid)"))
-    elif kind == "notice":
+    elif kind == Notice.kind:
         level = str(d.get("level", "info"))
         mark("!", p.bad if level == "error" else p.attention if level == "warning" else p.muted)
         line.append(one_line(str(d.get("message", "")), 300))
-    elif kind == "run_finished":
+    elif kind == RunFinished.kind:
         outcome = str(d.get("outcome"))
         mark("■", p.ok if outcome == "success" else p.attention if outcome == "waiting_approval" else p.bad)
         line.append(f"run {item.run_id} {outcome.replace('_', ' ')}", style="bold")
@@ -173,19 +196,19 @@ class StepLog(Vertical):
         yield Static(id="stream")
 
     def add(self, item: FeedItem) -> None:
-        if item.kind == "text_streamed":
+        if item.kind == TextStreamed.kind:
             self._stream = (self._stream + str(item.data.get("text", "")))[-STREAM_TAIL_CHARS:]
             self._show_stream()
             return
-        if item.kind == "approval_decided":
+        if item.kind == ApprovalDecided.kind:
             approval_id = int(item.data.get("approval_id") or 0)
             if approval_id in self._decided:
                 return
             self._decided.add(approval_id)
-        if item.kind == "call_started":
+        if item.kind == CallStarted.kind:
             self._flush_stream()
             self._stream_model = f"{item.data.get('tier')} {item.data.get('model')}"
-        if item.kind == "call_recorded":
+        if item.kind == CallRecorded.kind:
             self._flush_stream(header=item)
             return
         self._write(item)
