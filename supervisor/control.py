@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from supervisor.ledger import ApprovalRow, Ledger
+from supervisor.runtime import agent_state
 from supervisor.runtime.events import AgentStateChanged, ApprovalDecided, Event
 
 if TYPE_CHECKING:
@@ -116,16 +117,18 @@ class AttachedController:
 
     def pause(self, agent: str) -> None:
         reason = f"paused from {self._where}"
-        self.ledger.pause_agent(agent, "human", reason)
-        self.ledger.append_event(AgentStateChanged.kind, {"state": "paused", "reason": reason}, agent=agent)
+        agent_state.pause(
+            self.ledger,
+            None,
+            agent,
+            "human",
+            reason,
+            event=AgentStateChanged(agent=agent, state="paused", reason=reason),
+        )
 
     def resume(self, agent: str) -> bool:
-        resumed = self.ledger.resume_agent(agent)
-        if resumed:
-            self.ledger.append_event(
-                AgentStateChanged.kind, {"state": "idle", "reason": f"resumed from {self._where}"}, agent=agent
-            )
-        return resumed
+        event = AgentStateChanged(agent=agent, state="idle", reason=f"resumed from {self._where}")
+        return agent_state.resume(self.ledger, None, agent, event=event)
 
     def run_now(self, agent: str) -> None:
         self.ledger.enqueue_command(agent, "run_now", self.by)

@@ -7,10 +7,12 @@ from supervisor.ledger.ledger import (
     CapLimits,
     EventRow,
     Ledger,
+    PendingEvent,
     ReconcileReport,
     ReportRow,
     Reservation,
     Spend,
+    StateChange,
     open_ledger,
 )
 
@@ -21,9 +23,11 @@ __all__ = [
     "CapLimits",
     "EventRow",
     "Ledger",
+    "PendingEvent",
     "ReconcileReport",
     "ReportRow",
     "Reservation",
     "Spend",
+    "StateChange",
     "open_ledger",
 ]

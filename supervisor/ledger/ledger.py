@@ -40,7 +40,29 @@ BUSY_TIMEOUT_MS = 30_000
 OPEN_DEADLINE_S = 120.0
 
 AgentState = Literal["idle", "running", "waiting_approval", "deferred", "paused", "failed", "exhausted", "denied"]
+StateActor = Literal["run", "human", "breaker"]  # who asks for an agent's state to change
 ReportBy = Literal["agent", "model", "day", "run", "tier"]
+
+# States a run leaves its agent in when it ends (waiting_approval: the run ended while its request waits).
+RUN_END_STATES: frozenset[str] = frozenset({"idle", "failed", "exhausted", "denied", "deferred", "waiting_approval"})
+
+
+def transition_allowed(current: str, new: AgentState, actor: StateActor) -> bool:
+    """The agent state diagram: idle → running → (waiting_approval → running) → idle | failed | exhausted | denied;
+    running → deferred; any → paused by a human or the breaker; paused leaves only by a human's resume (to idle).
+
+    A run may start (→ running) from any state but paused, and re-asserts running at each attempt; it ends (or
+    waits for an approval) only from running or waiting_approval. A run never writes paused, and never leaves it.
+    """
+    if new == "paused":
+        return actor in ("human", "breaker")
+    if current == "paused":
+        return actor == "human" and new == "idle"
+    if actor != "run":
+        return False
+    if new == "running":
+        return True
+    return current in ("running", "waiting_approval") and new in RUN_END_STATES
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -74,6 +96,29 @@ class CallRecord:
     reservation_id: int | None = None
     prompt_tokens_est: int | None = None
     price_source: str = ""  # "bundled openai.toml", "user /path/x.toml", "genai-prices 0.2.5", "local provider ($0)"
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """An event row to write in the same transaction as the change it reports."""
+
+    kind: str
+    data: dict[str, Any]
+    run_id: int | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """The answer to a state change: whether it was applied, and the agent's state (and why) after it.
+
+    A refused change (a run asking for running while a human has paused the agent) leaves the row as it was:
+    ``state`` and ``reason`` then say what the agent is, and ``paused_by`` who paused it."""
+
+    applied: bool
+    state: str
+    reason: str
+    paused_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +414,7 @@ class Ledger:
             (name, stamp, stamp),
         )
 
-    def set_agent_state(
+    def change_agent_state(
         self,
         name: str,
         state: AgentState,
@@ -379,17 +424,45 @@ class Ledger:
         step: str | None = None,
         tier: str | None = None,
         model: str | None = None,
-        paused_by: str | None = None,
+        event: PendingEvent | None = None,
         now: datetime | None = None,
-    ) -> None:
+    ) -> StateChange:
+        """A run moves its agent to ``state``: checked against the state diagram and written, with ``event``, in
+        one transaction. Refused (nothing written) when the agent is paused: the run must stop."""
+        return self._transition(
+            name, state, reason, actor="run", run_id=run_id, step=step, tier=tier, model=model, event=event, now=now
+        )
+
+    def _transition(
+        self,
+        name: str,
+        state: AgentState,
+        reason: str,
+        *,
+        actor: StateActor,
+        run_id: int | None = None,
+        step: str | None = None,
+        tier: str | None = None,
+        model: str | None = None,
+        paused_by: str | None = None,
+        event: PendingEvent | None = None,
+        now: datetime | None = None,
+        create: bool = True,
+    ) -> StateChange:
         stamp = iso(now or utcnow())
         reason = self.redactor.scrub(reason)
         with self.immediate() as conn:
-            conn.execute(
-                "INSERT INTO agents (name, state, state_since, updated_at) VALUES (?, 'idle', ?, ?) "
-                "ON CONFLICT(name) DO NOTHING",
-                (name, stamp, stamp),
-            )
+            if create:
+                conn.execute(
+                    "INSERT INTO agents (name, state, state_since, updated_at) VALUES (?, 'idle', ?, ?) "
+                    "ON CONFLICT(name) DO NOTHING",
+                    (name, stamp, stamp),
+                )
+            row = conn.execute("SELECT state, state_reason, paused_by FROM agents WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return StateChange(False, "", f"no agent named {name!r}")
+            if not transition_allowed(row["state"], state, actor):
+                return StateChange(False, row["state"], row["state_reason"] or "", row["paused_by"])
             conn.execute(
                 """UPDATE agents SET
                      state_since = CASE WHEN state = ? THEN state_since ELSE ? END,
@@ -398,6 +471,9 @@ class Ledger:
                    WHERE name = ?""",
                 (state, stamp, state, reason, run_id, step, tier, model, paused_by, stamp, name),
             )
+            if event is not None:
+                self._insert_event(conn, event.kind, event.data, agent=name, run_id=event.run_id, at=event.at)
+            return StateChange(True, state, reason, paused_by)
 
     def update_agent_position(self, name: str, *, step: str | None, tier: str | None, model: str | None) -> None:
         self._write(
@@ -415,23 +491,16 @@ class Ledger:
         rows = self.query("SELECT * FROM agents WHERE name = ?", (name,))
         return dict(rows[0]) if rows else None
 
-    def pause_agent(self, name: str, by: str, reason: str) -> None:
-        """Pause ``name``: only a human's resume lets it run again."""
-        self.set_agent_state(name, "paused", reason, paused_by=by)
+    def pause_agent(
+        self, name: str, by: str, reason: str, *, event: PendingEvent | None = None, now: datetime | None = None
+    ) -> StateChange:
+        """Pause ``name`` from any state (``by`` a human, or "breaker"): only a human's resume lets it run again."""
+        actor: StateActor = "breaker" if by == "breaker" else "human"
+        return self._transition(name, "paused", reason, actor=actor, paused_by=by, event=event, now=now)
 
-    def resume_agent(self, name: str) -> bool:
-        """Lift a pause; returns False if the agent was not paused."""
-        with self.immediate() as conn:
-            row = conn.execute("SELECT state FROM agents WHERE name = ?", (name,)).fetchone()
-            if row is None or row["state"] != "paused":
-                return False
-            stamp = iso(utcnow())
-            conn.execute(
-                "UPDATE agents SET state = 'idle', state_reason = 'resumed', paused_by = NULL, state_since = ?, "
-                "updated_at = ? WHERE name = ?",
-                (stamp, stamp, name),
-            )
-            return True
+    def resume_agent(self, name: str, *, event: PendingEvent | None = None) -> bool:
+        """Lift a pause (with ``event``, in the same transaction); returns False if the agent was not paused."""
+        return self._transition(name, "idle", "resumed", actor="human", event=event, create=False).applied
 
     # ----------------------------------------------------------------------------------------------------
     # Runs and steps
@@ -936,11 +1005,25 @@ class Ledger:
         run_id: int | None = None,
         at: datetime | None = None,
     ) -> int:
+        with self.immediate() as conn:
+            return self._insert_event(conn, kind, data, agent=agent, run_id=run_id, at=at)
+
+    def _insert_event(
+        self,
+        conn: sqlite3.Connection,
+        kind: str,
+        data: dict[str, Any],
+        *,
+        agent: str | None,
+        run_id: int | None,
+        at: datetime | None,
+    ) -> int:
         text = json.dumps(scrub_tree(data, self.redactor), default=str, ensure_ascii=False)
-        return self._write(
+        cur = conn.execute(
             "INSERT INTO events (at, agent, run_id, kind, data) VALUES (?, ?, ?, ?, ?)",
             (iso(at or utcnow()), agent, run_id, kind, text),
         )
+        return int(cur.lastrowid or 0)
 
     def events_after(
         self,

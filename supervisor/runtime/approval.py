@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from supervisor.config import StepConfig
 from supervisor.errors import PromptTooLarge
+from supervisor.runtime.agent_state import change_state, paused_reason
 from supervisor.runtime.budget import caps_left, estimate_call
 from supervisor.runtime.events import AgentStateChanged, ApprovalDecided, EscalationRequested
 from supervisor.runtime.prompt import build_messages, clean_failure, read_context
@@ -51,7 +52,9 @@ class Approvals:
         else:
             approval_id = self._request(state, step, candidate, failure)
         state.approval_id = approval_id
-        rt.ledger.set_agent_state(
+        waiting = change_state(
+            rt.ledger,
+            rt.bus,
             state.agent,
             "waiting_approval",
             f"approval #{approval_id}: {step.name} -> {candidate.key}",
@@ -59,15 +62,15 @@ class Approvals:
             step=step.name,
             tier="frontier",
             model=candidate.key,
-        )
-        rt.bus.publish(
-            AgentStateChanged(
+            event=AgentStateChanged(
                 agent=state.agent,
                 run_id=state.run_id,
                 state="waiting_approval",
                 reason=f"approval #{approval_id}",
-            )
+            ),
         )
+        if not waiting.applied:
+            return StepOutcome("paused", paused_reason(state.agent, waiting), approval_id=approval_id)
         decision = await self._wait(approval_id, state)
         if decision is None:
             return StepOutcome(
@@ -75,12 +78,16 @@ class Approvals:
                 f"waiting for approval #{approval_id} (`supervisor approve {approval_id}`)",
                 approval_id=approval_id,
             )
-        rt.ledger.set_agent_state(
+        running = change_state(
+            rt.ledger,
+            rt.bus,
             state.agent,
             "running",
             f"approval #{approval_id} {'approved' if decision else 'denied'}",
             run_id=state.run_id,
         )
+        if not running.applied:
+            return StepOutcome("paused", paused_reason(state.agent, running), approval_id=approval_id)
         if not decision:
             state.decisions.append(
                 f"{rt.clock():%Y-%m-%d %H:%M} approval #{approval_id} denied ({step.name} -> frontier)"

@@ -294,6 +294,16 @@ class EventBus:
             event = scrub_event(event, self._ledger.redactor)
         if event.persist and self._ledger is not None:
             self._ledger.append_event(event.kind, event.data(), agent=event.agent, run_id=event.run_id, at=event.at)
+        self._fan_out(event)
+
+    def announce(self, event: Event) -> None:
+        """An event the ledger already holds (written in the same transaction as the change it reports): scrubbed
+        like any other, then handed to in-process subscribers only."""
+        if self._ledger is not None and self._ledger.redactor.secrets:
+            event = scrub_event(event, self._ledger.redactor)
+        self._fan_out(event)
+
+    def _fan_out(self, event: Event) -> None:
         for subscriber in list(self._subscribers):
             subscriber(event)
 

@@ -23,6 +23,7 @@ from supervisor.errors import (
 )
 from supervisor.ledger import CapHit, CapLimits
 from supervisor.runtime import breaker
+from supervisor.runtime.agent_state import change_state, paused_reason
 from supervisor.runtime.budget import cap_limits
 from supervisor.runtime.caller import CallOutcome
 from supervisor.runtime.events import (
@@ -201,7 +202,9 @@ class Ladder:
             candidate = remaining[0]
             last_model = candidate.key
             rt.ledger.update_agent_position(state.agent, step=step.name, tier=tier, model=candidate.key)
-            rt.ledger.set_agent_state(
+            running = change_state(
+                rt.ledger,
+                rt.bus,
                 state.agent,
                 "running",
                 f"{step.name} at {tier}",
@@ -210,6 +213,11 @@ class Ladder:
                 tier=tier,
                 model=candidate.key,
             )
+            if not running.applied:
+                # Paused from elsewhere (another terminal, the breaker): stop here, at the attempt boundary.
+                return StepOutcome(
+                    "paused", paused_reason(state.agent, running), tier=tier, attempts=used, failure=failure or ""
+                )
             try:
                 context = read_context(state.workspace, step, rt.config.file.limits.max_context_file_bytes)
             except (PromptTooLarge, WorkspaceError) as exc:

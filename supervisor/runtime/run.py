@@ -19,6 +19,7 @@ from supervisor.config import AgentConfig, Config, StepConfig
 from supervisor.errors import SupervisorError
 from supervisor.ledger.ledger import AgentState
 from supervisor.runtime import breaker
+from supervisor.runtime.agent_state import change_state, pause, paused_reason
 from supervisor.runtime.budget import cap_limits
 from supervisor.runtime.events import (
     AgentStateChanged,
@@ -65,6 +66,10 @@ AGENT_STATE_AFTER: dict[str, AgentState] = {
 
 # An approver asks a human (e.g. y/n on the terminal) and returns True/False, or None to leave it pending.
 Approver = Callable[[EscalationRequested], Awaitable[bool | None]]
+
+
+class AgentPaused(Exception):
+    """The agent was paused before the run could start: it stops with outcome ``paused``."""
 
 
 @dataclass
@@ -126,8 +131,15 @@ async def execute_run(
     runtime.own_run(run_id)
     events: list[Event] = []
     unsubscribe = runtime.bus.subscribe(lambda e: events.append(e) if e.run_id == run_id and e.persist else None)
-    runtime.ledger.set_agent_state(agent, "running", f"run {run_id} ({trigger})", run_id=run_id)
-    runtime.bus.publish(AgentStateChanged(agent=agent, run_id=run_id, state="running", reason=trigger))
+    started = change_state(
+        runtime.ledger,
+        runtime.bus,
+        agent,
+        "running",
+        f"run {run_id} ({trigger})",
+        run_id=run_id,
+        event=AgentStateChanged(agent=agent, run_id=run_id, state="running", reason=trigger),
+    )
     runtime.bus.publish(
         RunStarted(
             agent=agent,
@@ -143,6 +155,9 @@ async def execute_run(
     state: RunState | None = None
     tier_reached: str | None = None
     try:
+        if not started.applied:
+            # Paused (from another process) after run_agent looked: the run stops before its first step.
+            raise AgentPaused(paused_reason(agent, started))
         if not workspace.is_dir():
             raise WorkspaceError(f"workspace {workspace} does not exist", f"create it or fix agents.{agent}.workspace")
         limits = runtime.config.file.limits
@@ -170,6 +185,8 @@ async def execute_run(
         if row is not None and row["state"] == "paused":
             outcome, reason = "paused", row["state_reason"]
         raise
+    except AgentPaused as exc:
+        outcome, reason = "paused", str(exc)
     except SupervisorError as exc:
         outcome, reason = "failed", str(exc)
         runtime.bus.publish(Notice(agent=agent, run_id=run_id, message=str(exc), level="error"))
@@ -295,11 +312,16 @@ async def _finish(
                 )
             )
     runtime.ledger.finish_run(run_id, outcome, reason, now=runtime.clock())
-    paused = runtime.ledger.agent(agent)
-    if not (paused is not None and paused["state"] == "paused"):
-        agent_state = AGENT_STATE_AFTER[outcome]
-        runtime.ledger.set_agent_state(agent, agent_state, reason)
-        emit(AgentStateChanged(agent=agent, run_id=run_id, state=agent_state, reason=reason))
+    # Refused (nothing written) when the agent was paused meanwhile: it stays paused.
+    after = AGENT_STATE_AFTER[outcome]
+    change_state(
+        runtime.ledger,
+        runtime.bus,
+        agent,
+        after,
+        reason,
+        event=AgentStateChanged(agent=agent, run_id=run_id, state=after, reason=reason),
+    )
     emit(
         RunFinished(
             agent=agent,
@@ -325,12 +347,16 @@ def check_hourly(runtime: Runtime, state: RunState) -> breaker.Trip | None:
 
 
 def _trip(runtime: Runtime, agent: str, run_id: int | None, trip: breaker.Trip) -> None:
-    runtime.ledger.pause_agent(agent, "breaker", f"runaway breaker ({trip.rule}): {trip.message}")
     runtime.bus.publish(
         BreakerTripped(agent=agent, run_id=run_id, rule=trip.rule, message=trip.message, evidence=trip.evidence)
     )
-    runtime.bus.publish(
-        AgentStateChanged(agent=agent, run_id=run_id, state="paused", reason=f"runaway breaker: {trip.rule}")
+    pause(
+        runtime.ledger,
+        runtime.bus,
+        agent,
+        "breaker",
+        f"runaway breaker ({trip.rule}): {trip.message}",
+        event=AgentStateChanged(agent=agent, run_id=run_id, state="paused", reason=f"runaway breaker: {trip.rule}"),
     )
 
 

@@ -29,6 +29,7 @@ from supervisor.config import Config
 from supervisor.errors import SupervisorError
 from supervisor.ledger import Ledger
 from supervisor.procident import owner_alive
+from supervisor.runtime import agent_state
 from supervisor.runtime.approval import Approvals
 from supervisor.runtime.caller import ModelCaller
 from supervisor.runtime.events import AgentStateChanged, EventBus
@@ -136,18 +137,22 @@ class Runtime:
 
     def pause(self, agent: str, by: str = "human", reason: str = "paused by a human") -> None:
         self.config.agent(agent)
-        self.ledger.pause_agent(agent, by, reason)
-        self.bus.publish(AgentStateChanged(agent=agent, state="paused", reason=reason))
+        agent_state.pause(
+            self.ledger,
+            self.bus,
+            agent,
+            by,
+            reason,
+            event=AgentStateChanged(agent=agent, state="paused", reason=reason),
+        )
         task = self._running.get(agent)
         if task is not None and not task.done():
             task.cancel()
 
     def resume(self, agent: str) -> bool:
         self.config.agent(agent)
-        resumed = self.ledger.resume_agent(agent)
-        if resumed:
-            self.bus.publish(AgentStateChanged(agent=agent, state="idle", reason="resumed by a human"))
-        return resumed
+        event = AgentStateChanged(agent=agent, state="idle", reason="resumed by a human")
+        return agent_state.resume(self.ledger, self.bus, agent, event=event)
 
     def start(
         self,

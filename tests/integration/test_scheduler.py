@@ -879,7 +879,7 @@ def test_a_run_in_another_process_is_left_alone(tmp_path: Path) -> None:
     # Another live process (this test's own pid owns the row) is running the agent right now.
     other = other_process_ledger(harness)
     run_id = other.start_run("worker", "cli")
-    other.set_agent_state("worker", "running", f"run {run_id} (cli)", run_id=run_id)
+    other.change_agent_state("worker", "running", f"run {run_id} (cli)", run_id=run_id)
     scheduler = Scheduler(runtime, register=False)
 
     async def ticks() -> None:

@@ -264,7 +264,8 @@ def _fill(ledger: Ledger, catalog: Catalog, home: Path) -> None:
     )
     # The reviewer is waiting for a human: its run is open and an approval is pending.
     review_run = ledger.start_run("reviewer", "manual", simulated=True, now=at(minutes=4))
-    ledger.set_agent_state(
+    ledger.change_agent_state("reviewer", "running", "run (manual)", run_id=review_run, now=at(minutes=4))
+    ledger.change_agent_state(
         "reviewer",
         "waiting_approval",
         "approval #1: count -> sim-frontier:sonnet",
@@ -292,17 +293,17 @@ def _fill(ledger: Ledger, catalog: Catalog, home: Path) -> None:
     with ledger.immediate() as conn:
         conn.execute("UPDATE approvals SET requested_at = ? WHERE id = ?", (_iso(at(minutes=3)), approval))
     # The triage agent is mid-call; nightly is deferred by its cap; the watcher was paused by the breaker.
-    ledger.set_agent_state(
+    ledger.change_agent_state(
         "triage", "running", "run (schedule)", step="label", tier="cheap", model="sim-cheap:flash", now=at(minutes=1)
     )
-    ledger.set_agent_state(
+    ledger.change_agent_state("nightly", "running", "run (schedule)", now=at(hours=13))
+    ledger.change_agent_state(
         "nightly", "deferred", "agent day_usd cap: $0.048 of $0.05 used, this call could need $0.0242", now=at(hours=13)
     )
-    ledger.set_agent_state(
+    ledger.pause_agent(
         "watcher",
-        "paused",
+        "breaker",
         "runaway breaker (rising_input): input tokens rose across 3 consecutive calls (14,000 -> 66,000)",
-        paused_by="breaker",
         now=at(minutes=29),
     )
     for agent, minutes in (("fixer", 58), ("triage", 14), ("nightly", 660)):

@@ -22,7 +22,8 @@ from supervisor.catalog import Catalog, load_catalog
 from supervisor.config import ProviderConfig
 from supervisor.cost import Cost, cost_of, unpriced
 from supervisor.errors import LedgerError
-from supervisor.ledger import CallRecord, CapHit, CapLimits, Ledger, Reservation
+from supervisor.ledger import CallRecord, CapHit, CapLimits, Ledger, PendingEvent, Reservation
+from supervisor.ledger.ledger import AgentState, StateActor, transition_allowed
 from supervisor.ledger.migrations import migrations
 from supervisor.secrets import Redactor
 from supervisor.usage import Usage
@@ -833,8 +834,8 @@ out = {"pid": os.getpid(), "run_id": None, "step_id": None, "reservations": []}
 if plan.get("run"):
     out["run_id"] = ledger.start_run(agent, "schedule")
     out["step_id"] = ledger.start_step(out["run_id"], "fix", "task")
-    ledger.set_agent_state(agent, "running", run_id=out["run_id"], step="fix", tier="cheap",
-                           model="deepseek-flash")
+    ledger.change_agent_state(agent, "running", run_id=out["run_id"], step="fix", tier="cheap",
+                              model="deepseek-flash")
 for item in plan.get("reservations", []):
     res = ledger.reserve(agent=agent, run_id=out["run_id"], provider="deepseek", model="deepseek-flash",
                          amount_micros=item["amount"], tokens=item["tokens"], limits=CapLimits())
@@ -945,8 +946,8 @@ def test_reconcile_marks_runs_of_a_dead_process_crashed_and_frees_their_agents(l
     out = run_child_to_death(ledger_path, {"agent": "fixer", "run": True})
     with Ledger(ledger_path) as ledger:
         live_run = ledger.start_run("docs", "manual")
-        ledger.set_agent_state("docs", "running", run_id=live_run)
-        ledger.set_agent_state("triage", "paused", "by a human")
+        ledger.change_agent_state("docs", "running", run_id=live_run)
+        ledger.pause_agent("triage", "human", "by a human")
         agent = ledger.agent("fixer")
         assert agent is not None
         assert agent["state"] == "running"
@@ -1233,6 +1234,76 @@ def test_agents_pause_resume_and_state(ledger: Ledger) -> None:
     assert ledger.agent("nobody") is None
 
 
+def test_a_run_cannot_write_over_a_pause_and_a_refusal_writes_nothing(ledger: Ledger) -> None:
+    run_id = ledger.start_run("fixer", "cli")
+    started = ledger.change_agent_state(
+        "fixer", "running", "run 1 (cli)", run_id=run_id, event=PendingEvent("agent_state", {"state": "running"})
+    )
+    assert (started.applied, started.state) == (True, "running")
+    # Another process pauses it: the row and its event in one transaction.
+    paused = ledger.pause_agent(
+        "fixer", "human", "paused from the command line", event=PendingEvent("agent_state", {"state": "paused"})
+    )
+    assert (paused.applied, paused.state, paused.paused_by) == (True, "paused", "human")
+    events_before = ledger.last_event_id()
+
+    # The run's next attempt asks for running again: refused, and it learns who paused the agent and why.
+    refused = ledger.change_agent_state(
+        "fixer", "running", "fix at cheap", run_id=run_id, event=PendingEvent("agent_state", {"state": "running"})
+    )
+    assert (refused.applied, refused.state, refused.reason, refused.paused_by) == (
+        False,
+        "paused",
+        "paused from the command line",
+        "human",
+    )
+    ended = ledger.change_agent_state("fixer", "failed", "the run ended")
+    assert ended.applied is False
+    agent = ledger.agent("fixer")
+    assert agent is not None
+    assert (agent["state"], agent["state_reason"], agent["paused_by"]) == (
+        "paused",
+        "paused from the command line",
+        "human",
+    )
+    assert ledger.last_event_id() == events_before  # no event for a change that did not happen
+    assert [e.data["state"] for e in ledger.events_after(0, agent="fixer")] == ["running", "paused"]
+
+    # Only a human's resume lifts it; then a run may start again.
+    assert ledger.resume_agent("fixer", event=PendingEvent("agent_state", {"state": "idle"})) is True
+    assert ledger.change_agent_state("fixer", "running", "run 2 (cli)").applied is True
+
+
+@pytest.mark.parametrize(
+    ("current", "new", "actor", "allowed"),
+    [
+        ("idle", "running", "run", True),
+        ("deferred", "running", "run", True),
+        ("failed", "running", "run", True),
+        ("waiting_approval", "running", "run", True),
+        ("running", "running", "run", True),
+        ("running", "waiting_approval", "run", True),
+        ("running", "idle", "run", True),
+        ("running", "exhausted", "run", True),
+        ("running", "deferred", "run", True),
+        ("waiting_approval", "denied", "run", True),
+        ("idle", "failed", "run", False),  # a run ends only from running (or waiting for an approval)
+        ("deferred", "waiting_approval", "run", False),
+        ("paused", "running", "run", False),
+        ("paused", "idle", "run", False),
+        ("running", "paused", "run", False),  # a run never pauses its agent: the breaker or a human does
+        ("running", "paused", "breaker", True),
+        ("waiting_approval", "paused", "human", True),
+        ("paused", "paused", "breaker", True),
+        ("paused", "idle", "human", True),
+        ("paused", "idle", "breaker", False),
+        ("failed", "idle", "human", False),  # resume lifts a pause, nothing else
+    ],
+)
+def test_the_agent_state_diagram(current: str, new: AgentState, actor: StateActor, allowed: bool) -> None:
+    assert transition_allowed(current, new, actor) is allowed
+
+
 def test_the_daemon_row_is_registered_beaten_and_cleared_by_its_own_pid(ledger: Ledger) -> None:
     assert ledger.daemon_info() is None
     ledger.register_daemon(4242, "/etc/supervisor.toml")
@@ -1269,7 +1340,8 @@ def test_a_redactor_scrubs_the_key_from_everything_the_ledger_writes(tmp_path: P
         )
         ledger.finish_step(step_id, "failed", verify_detail=f"gate printed {CANARY}")
         ledger.finish_run(run_id, "failed", reason=f"auth failed with {CANARY}")
-        ledger.set_agent_state("fixer", "failed", f"key {CANARY} rejected")
+        ledger.change_agent_state("fixer", "running", f"run {run_id}", run_id=run_id)
+        ledger.change_agent_state("fixer", "failed", f"key {CANARY} rejected")
         approval_id = request(ledger, reason=f"escalating; the key was {CANARY}")
         plan_id = ledger.record_plan(
             agent="fixer",
