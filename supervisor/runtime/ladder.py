@@ -201,7 +201,6 @@ class Ladder:
         while attempt < attempts and remaining:
             candidate = remaining[0]
             last_model = candidate.key
-            rt.ledger.update_agent_position(state.agent, step=step.name, tier=tier, model=candidate.key)
             running = change_state(
                 rt.ledger,
                 rt.bus,
