@@ -14,15 +14,35 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from supervisor.errors import CatalogError
 
 if TYPE_CHECKING:
-    from supervisor.config import ProviderConfig
     from supervisor.price_fallback import PriceFallback
+
+
+class ProviderTraits(Protocol):
+    """What pricing reads of a provider's config (``config.ProviderConfig`` has it): the catalog sits below the
+    config, so it names the traits rather than importing the config's type."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def simulated_as(self) -> str | None: ...
+
+    @property
+    def local(self) -> bool: ...
+
+    @property
+    def context_window(self) -> int | None: ...
+
+    @property
+    def base_url(self) -> str | None: ...
+
 
 Tier = Literal["local", "cheap", "frontier"]
 TIERS: tuple[Tier, ...] = ("local", "cheap", "frontier")
@@ -283,7 +303,7 @@ class Catalog:
         self,
         provider: str,
         model_id: str,
-        provider_config: ProviderConfig | None = None,
+        provider_config: ProviderTraits | None = None,
         *,
         tier: Tier | None = None,
     ) -> Pricing:
