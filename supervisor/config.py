@@ -202,8 +202,47 @@ GateSpec = Annotated[
 ]
 
 
+# The built-in worker's tools, exactly as the model sees them (names and arguments are documented in README).
+TOOL_NAMES: tuple[str, ...] = ("read_file", "list_files", "write_file", "edit_file", "run_command", "finish")
+DEFAULT_MAX_TURNS = 12
+COMMAND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,40}$")
+
+
+def _parse_commands(value: Any) -> Any:
+    """``{ test = "pytest -q" }`` or ``{ test = { cmd = "pytest -q", timeout_s = 120 } }``."""
+    if isinstance(value, dict):
+        return {name: ({"cmd": cmd} if isinstance(cmd, str) else cmd) for name, cmd in value.items()}
+    return value
+
+
+def _check_commands(commands: dict[str, CommandGate]) -> None:
+    for name in commands:
+        if not COMMAND_NAME.match(name):
+            raise ValueError(
+                f"command name {name!r}: use letters, digits, '-', '_' or '.' (up to 41), e.g. test or lint; "
+                "the model calls run_command with this name"
+            )
+
+
+def _check_tools(tools: list[str]) -> list[str]:
+    if not tools:
+        raise ValueError(f"`tools` is empty; list the built-in tools the model may use: {', '.join(TOOL_NAMES)}")
+    for tool in tools:
+        if tool not in TOOL_NAMES:
+            looks_like_command = not tool.isidentifier()
+            hint = (
+                '; a command goes in `commands = { name = "command line" }` and the model runs it with run_command'
+                if looks_like_command
+                else ""
+            )
+            raise ValueError(f"unknown tool {tool!r}: the built-in tools are {', '.join(TOOL_NAMES)}{hint}")
+    if len(set(tools)) != len(tools):
+        raise ValueError("a tool appears twice in `tools`")
+    return tools
+
+
 class StepConfig(_Model):
-    """One step: either ``run`` (a command, tier 0, no model) or ``prompt`` (a model call)."""
+    """One step: either ``run`` (a command, tier 0, no model) or ``prompt`` (a model call, optionally with tools)."""
 
     name: str = Field(min_length=1)
     """Unique within the agent."""
@@ -228,6 +267,14 @@ class StepConfig(_Model):
     timeout_s: float = Field(default=300.0, gt=0)
     """Seconds for a run step, or for each model call."""
     temperature: float = Field(default=0.0, ge=0, le=2)
+    tools: list[str] | None = None
+    """Built-in worker: the tools the model may call, turn after turn, until it calls ``finish`` (read_file,
+    list_files, write_file, edit_file, run_command, finish; ``finish`` is always offered). Unset: one call."""
+    commands: dict[str, CommandGate] = Field(default_factory=dict)
+    """Built-in worker: the commands ``run_command`` may run, by name (``{ test = "pytest -q" }``); the model
+    names one, it never writes a command line."""
+    max_turns: int | None = Field(default=None, ge=1, le=100)
+    """Built-in worker: at most this many turns (model calls) per attempt (default 12)."""
 
     @field_validator("verify", mode="before")
     @classmethod
@@ -236,12 +283,38 @@ class StepConfig(_Model):
             v = [v]
         return [_parse_gate(g) for g in v] if isinstance(v, list) else v
 
+    @field_validator("commands", mode="before")
+    @classmethod
+    def _commands(cls, v: Any) -> Any:
+        return _parse_commands(v)
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_tools(v)
+
     @model_validator(mode="after")
     def _shape(self) -> StepConfig:
         if (self.run is None) == (self.prompt is None):
             raise ValueError("a step needs exactly one of `run` (a command) or `prompt` (a model call)")
-        if self.run is not None and (self.context or self.writes or self.output or self.ladder):
-            raise ValueError("a `run` step takes no context, writes, output or ladder (those are for model steps)")
+        if self.run is not None and (self.context or self.writes or self.output or self.ladder or self.tools):
+            raise ValueError(
+                "a `run` step takes no context, writes, output, ladder or tools (those are for model steps)"
+            )
+        _check_commands(self.commands)
+        if self.tools is None and (self.commands or self.max_turns is not None):
+            raise ValueError("`commands` and `max_turns` are for a step with `tools` (the built-in worker)")
+        if self.tools is not None:
+            if "run_command" in self.tools and not self.commands:
+                raise ValueError(
+                    'run_command needs `commands = { name = "command line" }`: the commands the model may run'
+                )
+            if self.commands and "run_command" not in self.tools:
+                raise ValueError("`commands` are run with the run_command tool: add it to `tools`")
+            if self.output:
+                raise ValueError(
+                    "a step with `tools` changes files with its tools; `output` is for a single call's answer"
+                )
         if self.writes and self.output:
             raise ValueError("give either `writes` (a file) or `output` (a run artifact), not both")
         for rel in [*self.context, *([self.writes] if self.writes else [])]:
@@ -251,6 +324,15 @@ class StepConfig(_Model):
     @property
     def is_model_step(self) -> bool:
         return self.prompt is not None
+
+    @property
+    def uses_tools(self) -> bool:
+        """A model step run by the built-in worker (a bounded loop of tool calls), not one call."""
+        return self.tools is not None
+
+    @property
+    def turn_limit(self) -> int:
+        return self.max_turns if self.max_turns is not None else DEFAULT_MAX_TURNS
 
 
 def _check_relative(rel: str) -> None:
@@ -315,6 +397,8 @@ class AgentConfig(_Model):
     """Bound on the memory digest carried into each session."""
     tools: list[str] = Field(default_factory=list)
     """Commands a planner may use (planner mode: an agent with no steps)."""
+    commands: dict[str, CommandGate] = Field(default_factory=dict)
+    """Planner mode: named commands a planned step with tools may run with ``run_command``."""
     rules: str = ""
     """Standing instructions added after the goal in every prompt."""
     verify: list[GateSpec] = Field(default_factory=list)
@@ -330,6 +414,11 @@ class AgentConfig(_Model):
         if isinstance(v, (str, dict)):
             v = [v]
         return [_parse_gate(g) for g in v] if isinstance(v, list) else v
+
+    @field_validator("commands", mode="before")
+    @classmethod
+    def _commands(cls, v: Any) -> Any:
+        return _parse_commands(v)
 
     @field_validator("workspace")
     @classmethod
@@ -369,6 +458,11 @@ class AgentConfig(_Model):
             raise ValueError(f"step names must be unique; repeated: {', '.join(sorted(dupes))}")
         if not self.steps and not self.verify:
             raise ValueError("an agent needs `steps`, or (planner mode) a `verify` gate for the planner's result")
+        _check_commands(self.commands)
+        if self.commands and self.steps:
+            raise ValueError(
+                "the agent's `commands` are for planner mode (no steps); give a step with tools its own `commands`"
+            )
         return self
 
     @property
@@ -386,6 +480,9 @@ class TiersConfig(_Model):
     local: list[str] = Field(default_factory=list)
     cheap: list[str] = Field(default_factory=list)
     frontier: list[str] = Field(default_factory=list)
+    no_tools: list[str] = Field(default_factory=list)
+    """Tiers (``"local"``) or models (``"mlx:smollm2-135m"``) that cannot use tools at all: steps with ``tools``
+    skip them. Other models get tools natively where their provider has tool calling, else as JSON in text."""
 
     @field_validator("local", "cheap", "frontier")
     @classmethod
@@ -397,8 +494,22 @@ class TiersConfig(_Model):
                 raise ValueError(f"{exc.message}; {exc.hint}") from None
         return v
 
+    @model_validator(mode="after")
+    def _no_tools(self) -> TiersConfig:
+        listed = {key for tier in TIERS for key in self.models(tier)}
+        for entry in self.no_tools:
+            if entry not in TIERS and entry not in listed:
+                raise ValueError(
+                    f"no_tools: {entry!r} is neither a tier ({', '.join(TIERS)}) nor a model listed under [tiers]"
+                )
+        return self
+
     def models(self, tier: Tier) -> list[str]:
         return list(getattr(self, tier))
+
+    def can_use_tools(self, tier: Tier, key: str) -> bool:
+        """False when ``no_tools`` names the tier or the model."""
+        return tier not in self.no_tools and key not in self.no_tools
 
 
 class BreakerConfig(_Model):
@@ -448,7 +559,17 @@ class LimitsConfig(_Model):
             ".ruff_cache",
         ]
     )
-    """Directory names left out of workspace snapshots (and so not restored after a failed run)."""
+    """Directory names left out of workspace snapshots (and so not restored after a failed run); the built-in
+    worker's tools cannot read, list or write inside them."""
+    max_tool_read_bytes: int = Field(default=32_000, gt=0)
+    """Built-in worker: read_file refuses a larger file (never truncates it)."""
+    max_tool_write_bytes: int = Field(default=128_000, gt=0)
+    """Built-in worker: write_file and edit_file refuse to make a file larger than this."""
+    max_tool_output_chars: int = Field(default=4_000, ge=200)
+    """Built-in worker: the tail of a command's output that run_command returns (the rest is counted, not sent)."""
+    tool_transcript_tokens: int = Field(default=3_000, ge=0)
+    """Built-in worker: past turns kept in full in each turn's prompt, in estimated tokens; older tool outputs
+    are cut to one line, so a turn's input stays bounded however long the loop runs."""
 
 
 class ConfigFile(_Model):
