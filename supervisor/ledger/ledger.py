@@ -96,6 +96,7 @@ class CallRecord:
     reservation_id: int | None = None
     prompt_tokens_est: int | None = None
     price_source: str = ""  # "bundled openai.toml", "user /path/x.toml", "genai-prices 0.2.5", "local provider ($0)"
+    turn: int | None = None  # the built-in worker's turn within the attempt (None: a single-call step)
 
 
 @dataclass(frozen=True, slots=True)
@@ -580,9 +581,9 @@ class Ledger:
         "price_input, price_cache_read, price_cache_write, price_cache_write_1h, price_output, price_label, "
         "cost_input_micros, cost_cache_read_micros, cost_cache_write_5m_micros, cost_cache_write_1h_micros, "
         "cost_output_micros, cost_micros, priced, unpriced_reason, latency_s, ttft_s, tokens_per_s, compute_s, "
-        "finish_reason, error_class, error, reservation_id, prompt_tokens_est, price_source"
+        "finish_reason, error_class, error, reservation_id, prompt_tokens_est, price_source, turn"
     )
-    _CALL_INSERT = f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 41)})"
+    _CALL_INSERT = f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 42)})"
 
     def _call_params(self, r: CallRecord) -> tuple[Any, ...]:
         u, c = r.usage, r.cost
@@ -629,6 +630,7 @@ class Ledger:
             r.reservation_id,
             r.prompt_tokens_est,
             r.price_source,
+            r.turn,
         )
 
     def record_call(self, record: CallRecord, settlement: Settlement | None = None) -> int:

@@ -382,6 +382,12 @@ def m006_call_price_source(db: Database) -> None:
     db.execute("ALTER TABLE calls ADD COLUMN price_source TEXT NOT NULL DEFAULT ''")
 
 
+@migrations()
+def m007_call_turn(db: Database) -> None:
+    """A built-in worker's step makes one call per turn: each call row says which turn of its attempt it was."""
+    db.execute("ALTER TABLE calls ADD COLUMN turn INTEGER")
+
+
 def apply(db: Database, **kwargs: Any) -> None:
     """Bring ``db`` up to the newest schema."""
     migrations.apply(db, **kwargs)

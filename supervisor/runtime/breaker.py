@@ -54,9 +54,15 @@ def last_trip(ledger: Ledger, agent: str) -> tuple[int, datetime | None]:
     return newest, parse_iso(trips[-1].at)
 
 
-def check_rising_input(ledger: Ledger, agent: str, step: str, cfg: BreakerConfig) -> Trip | None:
+def check_rising_input(
+    ledger: Ledger, agent: str, step: str, cfg: BreakerConfig, *, floor_tokens: int = 0
+) -> Trip | None:
     """Rule (a), per step: the same step re-sending more and more each call is the signature of a growing
-    session; different steps of a pipeline reading different-sized files are not."""
+    session; different steps of a pipeline reading different-sized files are not.
+
+    ``floor_tokens``: calls whose input is at most this are not evidence. The built-in worker passes the size
+    its lean transcript settles at (the fixed head, the summary lines and the transcript budget): a loop
+    filling its budget grows by design; one whose turns keep growing past it is what this rule is for."""
     floor, _ = last_trip(ledger, agent)
     calls = list(
         reversed(ledger.recent_agent_calls(agent, cfg.rising_calls, step=step, after_id=floor))
@@ -65,6 +71,8 @@ def check_rising_input(ledger: Ledger, agent: str, step: str, cfg: BreakerConfig
         return None
     inputs = [_prompt(c) for c in calls]
     outputs = [int(c.get("output") or 0) for c in calls]
+    if any(i <= floor_tokens for i in inputs):
+        return None
     rising = all(b > a for a, b in itertools.pairwise(inputs))
     lean_output = all(o < cfg.max_output_ratio * i for i, o in zip(inputs, outputs, strict=True) if i)
     if not (rising and lean_output and all(inputs)):

@@ -83,7 +83,9 @@ class ModelCaller:
         request: Request,
         limits: CapLimits,
         on_text: OnText | None = None,
+        turn: int | None = None,
     ) -> CallOutcome | CapHit:
+        """``turn``: the built-in worker's turn within ``attempt`` (each turn is one call like any other)."""
         backend = self.pool.get(candidate.provider)
         spec = candidate.spec
         if backend.kind == "mlx":
@@ -126,6 +128,7 @@ class ModelCaller:
                 max_output_tokens=request.max_output_tokens,
                 reserved_micros=amount,
                 simulated=candidate.simulated,
+                turn=turn,
             )
         )
 
@@ -163,6 +166,7 @@ class ModelCaller:
                     reservation_id=held.id,
                     prompt_tokens_est=count.tokens,
                     price_source=spec.price_source,
+                    turn=turn,
                 ),
                 settlement,
             )
@@ -186,6 +190,7 @@ class ModelCaller:
                     error=str(error) if error else "",
                     simulated=candidate.simulated,
                     output_excerpt=(result.text[:OUTPUT_EXCERPT_CHARS] if result else ""),
+                    turn=turn,
                 )
             )
             return call_id

@@ -112,6 +112,7 @@ class CallStarted(Event):
     max_output_tokens: int
     reserved_micros: int
     simulated: bool = False
+    turn: int | None = None  # the built-in worker's turn (None: a single-call step)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,6 +144,7 @@ class CallRecorded(Event):
     error: str = ""
     simulated: bool = False
     output_excerpt: str = ""  # the start of the answer, so a view attached to a daemon sees what the model said
+    turn: int | None = None  # the built-in worker's turn (None: a single-call step)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -257,6 +259,49 @@ class PlanRecorded(Event):
     valid: bool
     error: str
     steps: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TurnFinished(Event):
+    """One turn of the built-in worker: the model's call (one ledger call) and the tools it ran.
+
+    ``tools`` holds one entry per call: ``tool``, ``arguments`` (long values cut short), ``result`` (an
+    excerpt) and ``error`` (the call was refused or failed). ``note`` is what the loop told the model after
+    the results (e.g. why its reply was not a valid call)."""
+
+    kind: ClassVar[str] = "turn_finished"
+    step: str
+    tier: str
+    model: str
+    attempt: int
+    turn: int
+    max_turns: int
+    call_id: int
+    protocol: str  # native | text
+    tools: list[dict[str, Any]]
+    text: str = ""
+    note: str = ""
+    input_tokens: int | None = None  # every prompt token: uncached, cache read and cache write
+    output_tokens: int | None = None
+    cost_micros: int | None = None
+    priced: bool = True
+    simulated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerFinished(Event):
+    """The built-in worker's loop ended (the gates decide next): how, after how many turns."""
+
+    kind: ClassVar[str] = "worker_finished"
+    step: str
+    tier: str
+    model: str
+    attempt: int
+    turns: int
+    end: str  # finished | answered | max_turns | window | call_failed | deferred | paused | not_sent
+    summary: str = ""
+    files_changed: list[str] = field(default_factory=list)
+    input_bound_tokens: int | None = None  # no turn's request was larger (estimated tokens; see runtime.transcript)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -7,10 +7,11 @@ that keeps failing escalates; the frontier tier waits for a human's approval unl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from supervisor.backends.base import Request
+from supervisor.backends.base import OnText, Request
 from supervisor.catalog import Tier
 from supervisor.config import StepConfig
 from supervisor.errors import (
@@ -34,10 +35,10 @@ from supervisor.runtime.events import (
     TextStreamed,
     TierSkipped,
 )
-from supervisor.runtime.prompt import build_messages, clean_failure, extract_answer, read_context
+from supervisor.runtime.prompt import ContextFile, build_messages, clean_failure, extract_answer, read_context
 from supervisor.runtime.router import Candidate
 from supervisor.runtime.run import check_hourly
-from supervisor.runtime.steps import StepOutcome
+from supervisor.runtime.steps import Attempt, StepOutcome
 from supervisor.runtime.workspace import WorkspaceError
 from supervisor.secrets import StreamScrubber
 
@@ -95,6 +96,11 @@ class Ladder:
                     "deferred", reason, tier=last_tier, attempts=walk.attempts, failure=walk.failure or ""
                 )
             candidates, skipped = rt.router.candidates(tier)
+            if step.uses_tools:
+                # A model configured as unable to use tools at all (tiers.no_tools) never gets a tool step.
+                able = [c for c in candidates if rt.config.tiers.can_use_tools(tier, c.key)]
+                skipped += [f"{c.key}: cannot use tools (tiers.no_tools)" for c in candidates if c not in able]
+                candidates = able
             if not candidates:
                 why = "; ".join(skipped) or "no models configured for this tier"
                 rt.bus.publish(
@@ -190,7 +196,10 @@ class Ladder:
         candidates: list[Candidate],
         attempts: int,
     ) -> StepOutcome:
-        """Up to ``attempts`` attempts at ``tier``; "failed" here means: escalate."""
+        """Up to ``attempts`` attempts at ``tier``; "failed" here means: escalate.
+
+        An attempt is one call (``_single_call``) or, for a step with tools, the built-in worker's loop of
+        calls (``Worker.attempt``); both go through the same caller and end the same way (``Attempt``)."""
         rt = self.runtime
         state, step = walk.state, walk.step
         failure = walk.failure
@@ -221,34 +230,8 @@ class Ladder:
                 context = read_context(state.workspace, step, rt.config.file.limits.max_context_file_bytes)
             except (PromptTooLarge, WorkspaceError) as exc:
                 return StepOutcome("failed", str(exc), tier=tier, attempts=used, failure=str(exc))
-            messages = build_messages(
-                state.agent,
-                state.cfg,
-                step,
-                digest=state.digest,
-                context=context,
-                failure=clean_failure(failure, state.workspace, rt.ledger.redactor),
-                failure_chars=rt.config.file.limits.failure_excerpt_chars,
-            )
-            pcfg = rt.pool.provider(candidate.provider)
-            request = Request(
-                model=candidate.model_id,
-                messages=messages,
-                max_output_tokens=min(step.max_output_tokens, candidate.spec.max_output_tokens),
-                temperature=step.temperature,
-                timeout_s=step.timeout_s,
-                context_window=candidate.spec.context_window,
-                cache_ttl=pcfg.cache_ttl,
-            )
             attempt += 1
             used += 1
-
-            scrubber = StreamScrubber(rt.ledger.redactor)
-
-            def stream(text: str, _step: str = step.name, _scrubber: StreamScrubber = scrubber) -> None:
-                clean = _scrubber.feed(text)  # a key split across deltas is caught too
-                if clean:
-                    rt.bus.publish(TextStreamed(agent=state.agent, run_id=state.run_id, step=_step, text=clean))
 
             def drop(why: str) -> None:
                 remaining.pop(0)
@@ -261,56 +244,46 @@ class Ladder:
                 return StepOutcome(
                     "paused", f"runaway breaker: {hourly.message}", tier=tier, model=candidate.key, attempts=used - 1
                 )
-            try:
-                outcome = await rt.caller.call(
-                    agent=state.agent,
-                    run_id=state.run_id,
-                    step=step.name,
-                    step_id=walk.step_id,
-                    attempt=used,
-                    candidate=candidate,
-                    request=request,
-                    limits=walk.limits,
-                    on_text=stream,
-                )
-                rest = scrubber.flush()
-                if rest:
-                    rt.bus.publish(TextStreamed(agent=state.agent, run_id=state.run_id, step=step.name, text=rest))
-            except (ContextOverflow, BackendUnavailable) as exc:
+            if step.uses_tools:
+                result = await rt.worker.attempt(walk, tier, candidate, used, failure, context)
+            else:
+                result = await self._single_call(walk, tier, candidate, used, failure, context)
+            if result.kind == "not_sent":
                 # Nothing was sent. Too big for this model, or it cannot be reached: another model of the tier,
                 # or the next tier, may serve. The attempt does not count.
-                drop(str(exc) if isinstance(exc, ContextOverflow) else f"{candidate.key} unavailable: {exc}")
+                drop(result.detail)
                 attempt -= 1
                 used -= 1
-                if isinstance(exc, ContextOverflow):
-                    failure = failure or str(exc)
+                if result.overflow:
+                    failure = failure or result.detail
                 continue
-            if isinstance(outcome, CapHit):
-                reason = f"{outcome.describe()}"
-                self._defer(state, step.name, reason, outcome)
+            if result.kind == "dropped":
+                drop(result.detail)  # the provider refused it: not the model's failure
+                attempt -= 1
+                continue
+            if result.kind == "deferred":
+                assert result.cap is not None
+                reason = result.cap.describe()
+                self._defer(state, step.name, reason, result.cap)
                 return StepOutcome(
                     "deferred",
                     reason,
                     tier=tier,
                     model=candidate.key,
-                    attempts=used - 1,
+                    attempts=used if result.calls else used - 1,
                     failure=failure or "",
-                    cap=outcome,
+                    cap=result.cap,
                 )
-            assert isinstance(outcome, CallOutcome)
-            if outcome.error is not None:
-                error = outcome.error
-                if isinstance(error, (BackendUnavailable, RateLimited, ModelNotFound)):
-                    drop(f"{candidate.key}: {error}")  # the provider refused it: not the model's failure
-                    attempt -= 1
-                    continue
-                failure = f"the call failed: {error}"
-                if isinstance(error, BadRequest):
+            if result.kind == "paused":
+                return StepOutcome(
+                    "paused", result.detail, tier=tier, model=candidate.key, attempts=used, failure=failure or ""
+                )
+            if result.kind == "call_failed":
+                failure = f"the call failed: {result.error}"
+                if isinstance(result.error, BadRequest):
                     break
                 continue
-            assert outcome.result is not None
-            answer = extract_answer(outcome.result.text)
-            passed, detail = await rt.steps.apply_and_verify(state, step, answer, tier, used, candidate.key)
+            passed, detail = result.passed, result.detail
             rt.ledger.record_attempt(
                 agent=state.agent,
                 run_id=state.run_id,
@@ -321,7 +294,11 @@ class Ladder:
                 passed=passed,
                 failure=detail,
             )
-            rising = breaker.check_rising_input(rt.ledger, state.agent, step.name, rt.config.file.breaker)
+            rising = (
+                None
+                if result.rising_checked
+                else breaker.check_rising_input(rt.ledger, state.agent, step.name, rt.config.file.breaker)
+            )
             if rising is not None:
                 state.pause_after = rising
                 return StepOutcome(
@@ -365,3 +342,86 @@ class Ladder:
             attempts=used,
             failure=failure or "",
         )
+
+    async def _single_call(
+        self,
+        walk: ModelStep,
+        tier: Tier,
+        candidate: Candidate,
+        attempt: int,
+        failure: str | None,
+        context: list[ContextFile],
+    ) -> Attempt:
+        """One call: a fresh prompt, the model's answer written (or kept), every gate run."""
+        rt = self.runtime
+        state, step = walk.state, walk.step
+        messages = build_messages(
+            state.agent,
+            state.cfg,
+            step,
+            digest=state.digest,
+            context=context,
+            failure=clean_failure(failure, state.workspace, rt.ledger.redactor),
+            failure_chars=rt.config.file.limits.failure_excerpt_chars,
+        )
+        pcfg = rt.pool.provider(candidate.provider)
+        request = Request(
+            model=candidate.model_id,
+            messages=messages,
+            max_output_tokens=min(step.max_output_tokens, candidate.spec.max_output_tokens),
+            temperature=step.temperature,
+            timeout_s=step.timeout_s,
+            context_window=candidate.spec.context_window,
+            cache_ttl=pcfg.cache_ttl,
+        )
+        stream, flush = text_stream(rt, state, step.name)
+        try:
+            outcome = await rt.caller.call(
+                agent=state.agent,
+                run_id=state.run_id,
+                step=step.name,
+                step_id=walk.step_id,
+                attempt=attempt,
+                candidate=candidate,
+                request=request,
+                limits=walk.limits,
+                on_text=stream,
+            )
+            flush()
+        except (ContextOverflow, BackendUnavailable) as exc:
+            overflow = isinstance(exc, ContextOverflow)
+            return Attempt(
+                "not_sent", detail=str(exc) if overflow else f"{candidate.key} unavailable: {exc}", overflow=overflow
+            )
+        if isinstance(outcome, CapHit):
+            return Attempt("deferred", cap=outcome)
+        assert isinstance(outcome, CallOutcome)
+        if outcome.error is not None:
+            if isinstance(outcome.error, PROVIDER_REFUSED):
+                return Attempt("dropped", detail=f"{candidate.key}: {outcome.error}", calls=1)
+            return Attempt("call_failed", error=outcome.error, calls=1)
+        assert outcome.result is not None
+        answer = extract_answer(outcome.result.text)
+        passed, detail = await rt.steps.apply_and_verify(state, step, answer, tier, attempt, candidate.key)
+        return Attempt("judged", passed=passed, detail=detail, calls=1)
+
+
+# Errors where the provider refused the call before the model saw it: another model may serve; not a failure.
+PROVIDER_REFUSED = (BackendUnavailable, RateLimited, ModelNotFound)
+
+
+def text_stream(rt: Runtime, state: RunState, step: str) -> tuple[OnText, Callable[[], None]]:
+    """(on_text for a call, flush after it): model text as it arrives, scrubbed of secrets, as ``TextStreamed``."""
+    scrubber = StreamScrubber(rt.ledger.redactor)
+
+    def stream(text: str) -> None:
+        clean = scrubber.feed(text)  # a key split across deltas is caught too
+        if clean:
+            rt.bus.publish(TextStreamed(agent=state.agent, run_id=state.run_id, step=step, text=clean))
+
+    def flush() -> None:
+        rest = scrubber.flush()
+        if rest:
+            rt.bus.publish(TextStreamed(agent=state.agent, run_id=state.run_id, step=step, text=rest))
+
+    return stream, flush

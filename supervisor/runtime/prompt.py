@@ -56,8 +56,23 @@ def read_context(workspace: Path, step: StepConfig, max_bytes: int) -> list[Cont
     return files
 
 
+def worker_instructions(step: StepConfig) -> str:
+    """How a step with tools works, and what checks the result."""
+    from supervisor.runtime.verify import describe
+
+    checks = "; ".join(describe(g) for g in step.verify) or "the step's gates"
+    text = (
+        "Do the task with the tools, one tool call per reply: each result comes back before your next reply. "
+        "Paths are relative to the workspace. Read a file before you edit it; edit_file replaces one exact span "
+        f"of text. You have at most {step.turn_limit} turns. When the task is done, call finish."
+    )
+    return f"{text} Your work is then checked by: {checks}."
+
+
 def answer_instructions(step: StepConfig) -> str:
     """Tell the model the shape of the answer the gates will check."""
+    if step.uses_tools:
+        return worker_instructions(step)
     if step.output == "plan" and step.name == "plan":
         return "Reply with only the JSON plan: no explanation, no code fences."
     if any(isinstance(g, JsonSchemaGate) for g in step.verify):
@@ -77,10 +92,14 @@ def build_messages(
     context: list[ContextFile],
     failure: str | None,
     failure_chars: int,
+    tools_text: str | None = None,
 ) -> tuple[Message, ...]:
+    """``tools_text``: the tools offered as text (the JSON-in-text protocol), part of the stable prefix."""
     system = f"{SYSTEM_PREAMBLE}\n\nAgent: {agent_name}\nGoal: {agent.goal.strip()}"
     if agent.rules.strip():
         system += f"\nRules: {agent.rules.strip()}"
+    if tools_text:
+        system += f"\n\n{tools_text}"
     if context:
         body = "\n\n".join(f"=== {f.path} ===\n{f.text.rstrip()}\n=== end of {f.path} ===" for f in context)
         system += f"\n\nContext files:\n\n{body}"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from supervisor.config import AgentConfig, Config, StepConfig
+from supervisor.cost import format_usd
 from supervisor.errors import SupervisorError
 from supervisor.ledger.ledger import AgentState
 from supervisor.runtime import breaker
@@ -30,6 +31,7 @@ from supervisor.runtime.events import (
     Notice,
     RunFinished,
     RunStarted,
+    TurnFinished,
     WorkspaceRestored,
 )
 from supervisor.runtime.memory import RunSummary, StepSummary
@@ -407,13 +409,34 @@ def record_lines(summary: RunSummary, events: list[Event]) -> list[str]:
         f"- cost: {summary.cost_micros} micro-USD"
         + (f", {summary.unpriced_calls} unpriced call(s)" if summary.unpriced_calls else ""),
         "",
-        "## Events",
-        "",
     ]
+    turns = [e for e in events if isinstance(e, TurnFinished)]
+    if turns:
+        lines += ["## Turns", "", *(turn_line(t) for t in turns), ""]
+    lines += ["## Events", ""]
     for event in events:
         data = json.dumps(event.data(), default=str, ensure_ascii=False)
         lines.append(f"- {event.at:%H:%M:%S} {event.kind} {data}")
     return lines
+
+
+def turn_line(turn: TurnFinished) -> str:
+    """One built-in worker turn in the run record: every call with its result's first line, tokens and cost."""
+    calls = []
+    for call in turn.tools:
+        result = next((line.strip() for line in str(call.get("result", "")).splitlines() if line.strip()), "")
+        mark = "error: " if call.get("error") else ""
+        calls.append(f"{call.get('tool')}({call.get('arguments', '')}) -> {mark}{result[:160]}")
+    if turn.note:
+        calls.append(f"note: {' '.join(turn.note.split())[:200]}")
+    cost = format_usd(turn.cost_micros, places=6) if turn.priced and turn.cost_micros is not None else "unpriced"
+    tokens = f"{turn.input_tokens if turn.input_tokens is not None else '?'} in / "
+    tokens += f"{turn.output_tokens if turn.output_tokens is not None else '?'} out"
+    body = "; ".join(calls) or "no tool call"
+    return (
+        f"- attempt {turn.attempt} turn {turn.turn}/{turn.max_turns} ({turn.tier} {turn.model}, call {turn.call_id}): "
+        f"{body}; {tokens}, {cost}"
+    )
 
 
 def recover(runtime: Runtime) -> list[str]:

@@ -40,6 +40,7 @@ from supervisor.runtime.process import ProcessRegistry
 from supervisor.runtime.router import Router
 from supervisor.runtime.run import EXIT_CODES, Approver, Outcome, RunResult, RunState, execute_run, recover
 from supervisor.runtime.steps import StepOutcome, StepRunner
+from supervisor.runtime.worker import Worker
 
 __all__ = [
     "EXIT_CODES",
@@ -89,6 +90,7 @@ class Runtime:
         self.approvals = Approvals(self)
         self.ladder = Ladder(self)
         self.steps = StepRunner(self)
+        self.worker = Worker(self)
         self._semaphore = asyncio.Semaphore(config.file.limits.max_concurrent_agents)
         self._running: dict[str, asyncio.Task[RunResult]] = {}
         self._run_ids: set[int] = set()  # runs this runtime started

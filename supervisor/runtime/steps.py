@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 
 from supervisor.atomic_file import atomic_write
 from supervisor.config import Gate, StepConfig
+from supervisor.errors import BackendError
 from supervisor.ledger import CapHit
 from supervisor.runtime.events import (
     CommandFinished,
@@ -48,6 +49,26 @@ class StepOutcome:
     failure: str = ""
     approval_id: int | None = None
     cap: CapHit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one attempt at a tier ended, for the ladder walk to act on (a single call, or a worker's loop).
+
+    ``judged``: the gates ran (``passed``, and the failure in ``detail``); ``not_sent``: nothing was sent
+    (too big for the model, or it cannot be reached: another model may serve; ``overflow`` says which);
+    ``dropped``: the provider refused the call (not the model's failure); ``call_failed``: the call failed
+    (``error``); ``deferred``: a cap stopped it before a call (``cap``); ``paused``: the agent was paused
+    (``detail`` says by whom) or the breaker tripped."""
+
+    kind: Literal["judged", "not_sent", "dropped", "call_failed", "deferred", "paused"]
+    passed: bool = False
+    detail: str = ""
+    overflow: bool = False
+    error: BackendError | None = None
+    cap: CapHit | None = None
+    calls: int = 0  # model calls sent (a worker's loop sends one per turn)
+    rising_checked: bool = False  # the worker checked the rising-input rule after every turn
 
 
 def step_kind(step: StepConfig) -> StepKind:

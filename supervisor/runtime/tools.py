@@ -32,10 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from supervisor.atomic_file import atomic_write
 from supervisor.backends.base import ToolCall, ToolSpec
 from supervisor.config import TOOL_NAMES, CommandGate
 from supervisor.runtime.process import ProcessRegistry, run_command
-from supervisor.runtime.workspace import atomic_write
 
 MAX_LISTED_FILES = 200
 MAX_PATH_CHARS = 1024

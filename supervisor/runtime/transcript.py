@@ -115,7 +115,8 @@ def replayable(call: ToolCall, turn: int, index: int) -> ToolCall:
     return ToolCall(call_id, name, arguments)
 
 
-def _short_arguments(arguments: str) -> str:
+def short_arguments(arguments: str) -> str:
+    """``key=value, ...`` with each value on one line and cut to ``ARG_STUB_CHARS``."""
     try:
         value = json.loads(arguments)
     except ValueError:
@@ -245,7 +246,7 @@ class Transcript:
         for o in turn.outputs:
             result = first_line(o.content) or "(empty)"
             calls.append(
-                f"{o.call.name}({_short_arguments(o.call.arguments)}) -> {'error: ' if o.is_error else ''}{result}"
+                f"{o.call.name}({short_arguments(o.call.arguments)}) -> {'error: ' if o.is_error else ''}{result}"
             )
         body = "; ".join(calls) or f"no tool call ({first_line(turn.note) or first_line(turn.text) or 'empty reply'})"
         return cut_bytes(f"- turn {turn.number}: {body}", self.policy.line_bytes)

@@ -132,11 +132,14 @@ def test_reopening_applies_nothing_twice(ledger_path: Path, catalog: Catalog) ->
         assert second.scalar("SELECT count(*) FROM calls") == 1
 
 
-def _m001_call(ledger: Ledger, record: CallRecord) -> int:
-    """The call row a supervisor of the m001 era wrote: every column but price_source (added by m006)."""
-    columns = Ledger._CALL_COLUMNS.removesuffix(", price_source")
-    params = ledger._call_params(record)[:-1]
-    return ledger._write(f"INSERT INTO calls ({columns}) VALUES ({', '.join('?' * len(params))})", params)
+def _old_call(ledger: Ledger, record: CallRecord) -> int:
+    """The call row a supervisor of an older schema wrote: only the columns its ``calls`` table has (later
+    migrations add columns, e.g. m006's ``price_source``, m007's ``turn``)."""
+    present = {row[1] for row in ledger.query("PRAGMA table_info(calls)")}
+    columns = [c.strip() for c in Ledger._CALL_COLUMNS.split(",")]
+    kept = [(c, v) for c, v in zip(columns, ledger._call_params(record), strict=True) if c in present]
+    names = ", ".join(c for c, _ in kept)
+    return ledger._write(f"INSERT INTO calls ({names}) VALUES ({', '.join('?' * len(kept))})", [v for _, v in kept])
 
 
 def test_upgrading_an_m001_ledger_applies_m002_and_keeps_every_row(ledger_path: Path, catalog: Catalog) -> None:
@@ -148,7 +151,8 @@ def test_upgrading_an_m001_ledger_applies_m002_and_keeps_every_row(ledger_path: 
         assert old.applied_migrations() == ["m001_initial"]
         assert old.scalar("SELECT count(*) FROM sqlite_master WHERE name = 'plans'") == 0
         run_id = old.start_run("fixer", "schedule", now=T0)
-        call_ids = [_m001_call(old, priced_call(catalog, run_id=run_id)), _m001_call(old, unpriced_call())]
+        call_ids = [_old_call(old, priced_call(catalog, run_id=run_id)), _old_call(old, unpriced_call())]
+        old_call_columns = ", ".join(row[1] for row in old.query("PRAGMA table_info(calls)"))
         event_id = old.append_event("run_started", {"run": run_id}, agent="fixer", run_id=run_id)
         approval_id = old.request_approval(
             agent="fixer",
@@ -161,20 +165,20 @@ def test_upgrading_an_m001_ledger_applies_m002_and_keeps_every_row(ledger_path: 
             est_warm_micros=40_000,
             caps_left={"agent day_usd": 1_000_000},
         )
+        selects = {table: "*" for table in ("runs", "call_rollup", "events", "approvals")}
+        selects["calls"] = old_call_columns  # columns added later are new, and empty for old rows
         before = {
-            table: [tuple(r) for r in old.query(f"SELECT * FROM {table} ORDER BY rowid")]
-            for table in ("runs", "calls", "call_rollup", "events", "approvals")
+            table: [tuple(r) for r in old.query(f"SELECT {cols} FROM {table} ORDER BY rowid")]
+            for table, cols in selects.items()
         }
 
     with Ledger(ledger_path) as upgraded:
         assert upgraded.applied_migrations() == ALL_MIGRATIONS
         assert upgraded.integrity_check() == "ok"
         for table, rows in before.items():
-            after = [tuple(r) for r in upgraded.query(f"SELECT * FROM {table} ORDER BY rowid")]
-            if table == "calls":  # m006 adds price_source, empty for rows written before it
-                assert [r[-1] for r in after] == ["", ""]
-                after = [r[:-1] for r in after]
+            after = [tuple(r) for r in upgraded.query(f"SELECT {selects[table]} FROM {table} ORDER BY rowid")]
             assert after == rows, table
+        assert [(r["price_source"], r["turn"]) for r in upgraded.calls()] == [("", None), ("", None)]
         assert [r["id"] for r in upgraded.calls()] == sorted(call_ids, reverse=True)
         assert upgraded.events_after(0)[0].id == event_id
         approval = upgraded.approval(approval_id)

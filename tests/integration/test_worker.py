@@ -1,0 +1,500 @@
+"""The built-in worker end to end: real runtime, real ledger, real gates, loopback fakes speaking each wire.
+
+A model step with ``tools`` runs as a loop of turns. These tests drive that loop with scripted tool calls over
+the real Ollama NDJSON, OpenAI SSE and Anthropic SSE wires and check what the ledger, the events, the workspace
+and the request bodies say.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from supervisor.catalog import default_catalog_dirs, load_catalog
+from supervisor.clock import parse_iso
+from supervisor.config import load_config
+from supervisor.cost import cost_of
+from supervisor.ledger import Ledger
+from supervisor.runtime.events import Event, TurnFinished, WorkerFinished
+from supervisor.runtime.runtime import RunResult, Runtime
+from supervisor.secrets import Redactor
+from supervisor.usage import Usage
+from tests.fakes.anthropic import AnthropicFake
+from tests.fakes.base import FakeServer, Reply, ToolUse, tool_reply
+from tests.fakes.ollama import OllamaFake
+from tests.fakes.openai import OpenAIFake
+from tests.helpers import tree_digest
+
+KEYS = {"DEEPSEEK_API_KEY": "sk-test-worker-deepseek", "ANTHROPIC_API_KEY": "sk-ant-test-worker"}
+TOOLS = ["read_file", "list_files", "write_file", "edit_file", "run_command", "finish"]
+
+CALC = "from util import double\n\n\ndef quadruple(x):\n    return double(x) + double(x) + 1\n"
+UTIL = "def double(x):\n    return x * 3\n"
+TEST = textwrap.dedent(
+    """\
+    from calc import quadruple
+    from util import double
+
+    assert double(2) == 4, f"double(2) = {double(2)}"
+    assert quadruple(3) == 12, f"quadruple(3) = {quadruple(3)}"
+    print("ok")
+    """
+)
+FILES = {"calc.py": CALC, "util.py": UTIL, "test_calc.py": TEST}
+FIXED_UTIL = "def double(x):\n    return x * 2\n"
+
+
+@dataclass
+class Wire:
+    """One provider wire: how to start its fake, configure it, and read tool results out of its bodies."""
+
+    name: str
+    make: Callable[[], FakeServer]
+    provider_toml: Callable[[str], str]
+    model: str
+    tier: str
+
+    def tool_names(self, body: dict[str, Any]) -> list[str]:
+        if self.name == "anthropic":
+            return [t["name"] for t in body["tools"]]
+        return [t["function"]["name"] for t in body["tools"]]
+
+    def tool_results(self, body: dict[str, Any]) -> list[str]:
+        if self.name == "anthropic":
+            out = []
+            for message in body["messages"]:
+                if message["role"] == "user" and isinstance(message["content"], list):
+                    for block in message["content"]:
+                        if block.get("type") == "tool_result":
+                            content = block["content"]
+                            out.append(content if isinstance(content, str) else "".join(b["text"] for b in content))
+            return out
+        return [m["content"] for m in body["messages"] if m["role"] == "tool"]
+
+
+WIRES = [
+    Wire(
+        "ollama",
+        lambda: OllamaFake(models=("qwen3:4b",)),
+        lambda url: f'[providers.ollama]\nkind = "ollama"\nhost = "{url}"\nlocal = true\n',
+        "ollama:qwen3:4b",
+        "local",
+    ),
+    Wire(
+        "openai",
+        lambda: OpenAIFake(dialect="deepseek", models=("deepseek-flash",)),
+        lambda url: (
+            f'[providers.deepseek]\nkind = "openai_compat"\nbase_url = "{url}"\napi_key_env = "DEEPSEEK_API_KEY"\n'
+        ),
+        "deepseek:deepseek-flash",
+        "cheap",
+    ),
+    Wire(
+        "anthropic",
+        lambda: AnthropicFake(models=("claude-haiku-5-5",)),
+        lambda url: (
+            f'[providers.anthropic]\nkind = "anthropic"\nbase_url = "{url}"\napi_key_env = "ANTHROPIC_API_KEY"\n'
+        ),
+        "anthropic:claude-haiku-5-5",
+        "cheap",
+    ),
+]
+
+
+@dataclass
+class Project:
+    config_path: Path
+    workspace: Path
+    home: Path
+    environ: dict[str, str]
+
+    def runtime(self) -> Runtime:
+        config = load_config(self.config_path, self.environ, required=True)
+        ledger = Ledger(self.home / "ledger.db", redactor=Redactor.from_environ(self.environ))
+        return Runtime(config, load_catalog(default_catalog_dirs()), ledger, environ=self.environ, home=self.home)
+
+
+def project(tmp_path: Path, providers: str, tiers: str, agent: str, files: dict[str, str] | None = None) -> Project:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    for rel, text in (files if files is not None else FILES).items():
+        path = workspace / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    config = tmp_path / "supervisor.toml"
+    config.write_text(
+        textwrap.dedent(providers) + "\n[tiers]\n" + textwrap.dedent(tiers) + "\n" + textwrap.dedent(agent)
+    )
+    home = Path(os.environ["SUPERVISOR_HOME"])
+    return Project(config, workspace, home, {**os.environ, **KEYS})
+
+
+def fix_agent(ladder: str, *, max_turns: int = 12, extra: str = "") -> str:
+    return f"""
+    [agents.fixer]
+    goal = "Keep the calculator's tests passing."
+    workspace = "ws"
+    frontier = "never"
+    attempts_per_tier = 1
+    ladder = {ladder}
+    {extra}
+
+    [[agents.fixer.steps]]
+    name = "fix"
+    prompt = "Make `python3 test_calc.py` pass: the bug is spread over calc.py and util.py."
+    tools = ["read_file", "list_files", "write_file", "edit_file", "run_command", "finish"]
+    commands = {{ test = "python3 test_calc.py" }}
+    max_turns = {max_turns}
+    max_output_tokens = 300
+    verify = ["python3 test_calc.py"]
+    """
+
+
+async def run(p: Project) -> tuple[RunResult, list[Event], Runtime]:
+    runtime = p.runtime()
+    events: list[Event] = []
+    runtime.bus.subscribe(events.append)
+    try:
+        result = await runtime.run_agent("fixer")
+    finally:
+        await runtime.aclose()
+    return result, events, runtime
+
+
+def turn_rows(runtime: Runtime, step: str = "fix") -> list[dict[str, Any]]:
+    return [
+        dict(r)
+        for r in runtime.ledger.query(
+            "SELECT agent, run_id, step, attempt, turn, tier, model, input_uncached, cache_read, output, "
+            "cost_micros, priced, prompt_tokens_est, started_at FROM calls WHERE step = ? ORDER BY id",
+            (step,),
+        )
+    ]
+
+
+def script_two_file_fix(fake: FakeServer) -> list[tuple[int, int]]:
+    """The six turns of a correct fix; returns the (input, output) tokens each reply reports."""
+    usage = [(300, 12), (420, 30), (610, 40), (700, 35), (760, 9), (840, 14)]
+    calls = [
+        (ToolUse("list_files", {"glob": "*.py"}),),
+        (ToolUse("read_file", {"path": "calc.py"}), ToolUse("read_file", {"path": "util.py"})),
+        (
+            ToolUse(
+                "edit_file", {"path": "calc.py", "old": "double(x) + double(x) + 1", "new": "double(x) + double(x)"}
+            ),
+        ),
+        (ToolUse("write_file", {"path": "util.py", "content": FIXED_UTIL}),),
+        (ToolUse("run_command", {"name": "test"}),),
+        (ToolUse("finish", {"summary": "double doubles; quadruple adds no 1"}),),
+    ]
+    texts = ["Let me look around.", "", "", "", "", ""]
+    for (inp, out), turn_calls, text in zip(usage, calls, texts, strict=True):
+        fake.enqueue(tool_reply(*turn_calls, text=text, input_tokens=inp, output_tokens=out))
+    return usage
+
+
+# ==========================================================================================================
+# A two-file fix over each wire
+
+
+@pytest.fixture(params=WIRES, ids=[w.name for w in WIRES])
+def wire(request: pytest.FixtureRequest) -> Iterator[tuple[Wire, FakeServer]]:
+    spec: Wire = request.param
+    with spec.make() as fake:
+        yield spec, fake
+
+
+async def test_a_two_file_fix_over_each_wire_with_exact_usage_per_turn(
+    tmp_path: Path, wire: tuple[Wire, FakeServer]
+) -> None:
+    spec, fake = wire
+    p = project(
+        tmp_path, spec.provider_toml(fake.url), f'{spec.tier} = ["{spec.model}"]\n', fix_agent(f'["{spec.tier}"]')
+    )
+    usage = script_two_file_fix(fake)
+
+    result, events, runtime = await run(p)
+
+    assert result.outcome == "success", result.reason
+    assert (p.workspace / "util.py").read_text() == FIXED_UTIL
+    assert (p.workspace / "calc.py").read_text() == CALC.replace(" + 1", "")
+    gate = subprocess.run([sys.executable, "test_calc.py"], cwd=p.workspace, capture_output=True, check=False)
+    assert gate.returncode == 0
+
+    # Every turn is one ledger call of this agent, run, step and attempt, with the usage the provider reported.
+    rows = turn_rows(runtime)
+    assert [r["turn"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert {(r["agent"], r["run_id"], r["attempt"], r["tier"]) for r in rows} == {
+        ("fixer", result.run_id, 1, spec.tier)
+    }
+    assert [(r["input_uncached"], r["output"]) for r in rows] == usage
+    catalog = load_catalog(default_catalog_dirs())
+    model = catalog.get(spec.model)
+    assert model is not None
+    for row in rows:
+        assert row["priced"] == 1
+        usage_row = Usage(row["input_uncached"], row["cache_read"] or 0, 0, 0, row["output"], 0)
+        expected = cost_of(usage_row, model, parse_iso(row["started_at"]))
+        assert row["cost_micros"] == expected.total_micros
+    assert result.cost_micros == sum(r["cost_micros"] for r in rows)
+
+    # What went over the wire: the six tools every turn, the results of the previous turn's calls.
+    bodies = fake.model_bodies()
+    assert len(bodies) == 6
+    assert all(spec.tool_names(b) == TOOLS for b in bodies)
+    results = spec.tool_results(bodies[2])
+    assert CALC in results
+    assert UTIL in results
+    assert any("[exit 0]" in r and "ok" in r for r in spec.tool_results(bodies[5]))
+
+    turns = [e for e in events if isinstance(e, TurnFinished)]
+    assert [t.turn for t in turns] == [1, 2, 3, 4, 5, 6]
+    assert [[c["tool"] for c in t.tools] for t in turns] == [
+        ["list_files"],
+        ["read_file", "read_file"],
+        ["edit_file"],
+        ["write_file"],
+        ["run_command"],
+        ["finish"],
+    ]
+    assert turns[0].protocol == "native"
+    assert [(t.input_tokens, t.output_tokens) for t in turns] == usage
+    [finished] = [e for e in events if isinstance(e, WorkerFinished)]
+    assert finished.end == "finished"
+    assert finished.turns == 6
+    assert sorted(finished.files_changed) == ["calc.py", "util.py"]
+
+
+# ==========================================================================================================
+# Refusals and bounds
+
+
+@pytest.fixture
+def openai_fake() -> Iterator[OpenAIFake]:
+    with OpenAIFake(dialect="deepseek", models=("deepseek-flash",)) as fake:
+        yield fake  # type: ignore[misc]
+
+
+def deepseek(fake: FakeServer) -> str:
+    return WIRES[1].provider_toml(fake.url)
+
+
+async def test_escapes_bad_calls_and_a_model_that_never_finishes_are_refused_bounded_and_recorded(
+    tmp_path: Path, openai_fake: OpenAIFake
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("launch codes\n")
+    p = project(
+        tmp_path, deepseek(openai_fake), 'cheap = ["deepseek:deepseek-flash"]\n', fix_agent('["cheap"]', max_turns=9)
+    )
+    (p.workspace / "link_out").symlink_to(outside / "secret.txt")
+    before_ws, before_out = tree_digest(p.workspace), tree_digest(outside)
+    for call in [
+        ToolUse("read_file", {"path": "/etc/passwd"}),
+        ToolUse("read_file", {"path": "../outside/secret.txt"}),
+        ToolUse("write_file", {"path": "link_out", "content": "pwned"}),
+        ToolUse("write_file", {"path": "huge.txt", "content": "z" * 200_000}),
+        ToolUse("run_command", {"name": "rm -rf ../outside"}),
+        ToolUse("edit_file", '{"path": "calc.py", "old": "+ 1", '),  # arguments cut short: not JSON
+        ToolUse("delete_file", {"path": "calc.py"}),
+        ToolUse("write_file", {"path": "calc.py", "content": "broken = \n"}),  # allowed, but the gate fails
+        ToolUse("list_files", {"glob": "**/*"}),  # ... and it never calls finish
+    ]:
+        openai_fake.enqueue(tool_reply(call, input_tokens=200, output_tokens=20))
+
+    result, events, runtime = await run(p)
+
+    assert result.outcome == "exhausted"
+    assert tree_digest(outside) == before_out
+    assert tree_digest(p.workspace) == before_ws  # the allowed write was undone when the gate failed
+    assert not Path("/etc/passwd-pwned").exists()
+    turns = [e for e in events if isinstance(e, TurnFinished)]
+    assert len(turns) == 9  # max_turns: the tenth turn is never sent
+    assert len(openai_fake.model_bodies()) == 9
+    errors = [t.tools[0]["result"] for t in turns[:7]]
+    assert all(t.tools[0]["error"] for t in turns[:7])
+    expected = [
+        "absolute path",
+        "'..' is not allowed",
+        "through a symlink",
+        "over the 128,000-byte write limit",
+        "is not an allowed command",
+        "not valid JSON",
+        "there is no tool 'delete_file'",
+    ]
+    for text, want in zip(errors, expected, strict=True):
+        assert want in text, (want, text)
+    assert not turns[7].tools[0]["error"]
+    [finished] = [e for e in events if isinstance(e, WorkerFinished)]
+    assert finished.end == "max_turns"
+    # The malformed call is replayed with arguments "{}" and its error as the result (the next turn's body).
+    body = openai_fake.model_bodies()[6]
+    [replayed] = [c for m in body["messages"] if m["role"] == "assistant" for c in m.get("tool_calls", [])][-1:]
+    assert replayed["function"] == {"name": "edit_file", "arguments": "{}"}
+    # Every refusal is in the ledger's events, and the step's failure says how the worker stopped.
+    recorded = runtime.ledger.events_after(0, kinds=["turn_finished"])
+    assert sum(1 for e in recorded for c in e.data["tools"] if c["error"]) == 7
+    assert "max_turns (9) reached without finish" in result.steps[0].failure
+
+
+async def test_a_cap_reached_in_turn_n_sends_no_turn_n_plus_1_and_defers_naming_it(
+    tmp_path: Path, openai_fake: OpenAIFake
+) -> None:
+    # Each turn reserves its worst case (~$0.00075 for ~1,300 prompt tokens and 300 output at the highest rates)
+    # and settles at ~$0.00016: a $0.00105 run cap lets two turns through and stops the third before it is sent.
+    p = project(
+        tmp_path,
+        deepseek(openai_fake),
+        'cheap = ["deepseek:deepseek-flash"]\n',
+        fix_agent('["cheap"]', extra="caps = { run_usd = 0.00105 }"),
+    )
+    openai_fake.responder = lambda _req: tool_reply(
+        ToolUse("read_file", {"path": "calc.py"}), input_tokens=900, output_tokens=40
+    )
+    before = tree_digest(p.workspace)
+
+    result, events, runtime = await run(p)
+
+    assert result.outcome == "deferred"
+    assert result.exit_code == 3
+    assert "run_usd" in result.reason
+    sent = len(openai_fake.model_bodies())
+    rows = turn_rows(runtime)
+    assert sent >= 2
+    assert [r["turn"] for r in rows] == list(range(1, sent + 1))  # no call row without a request, none after
+    [finished] = [e for e in events if isinstance(e, WorkerFinished)]
+    assert finished.end == "deferred"
+    assert finished.turns == sent
+    assert "run_usd" in finished.summary
+    assert runtime.ledger.held_reservations() == []
+    assert tree_digest(p.workspace) == before
+
+
+async def test_input_per_turn_stays_under_the_stated_bound_over_30_turns_of_large_outputs(
+    tmp_path: Path, openai_fake: OpenAIFake
+) -> None:
+    big = {f"mod{i}.py": "".join(f"value_{i}_{k} = {k * i}  # {'x' * 40}\n" for k in range(400)) for i in range(6)}
+    p = project(
+        tmp_path,
+        deepseek(openai_fake),
+        'cheap = ["deepseek:deepseek-flash"]\n',
+        fix_agent('["cheap"]', max_turns=30).replace(
+            '"python3 test_calc.py" }', '"python3 test_calc.py", dump = "cat mod*.py" }'
+        ),
+        files={**FILES, **big},
+    )
+    script = []
+    for turn in range(30):
+        if turn % 3 == 2:
+            script.append(ToolUse("run_command", {"name": "dump"}))
+        else:
+            script.append(ToolUse("read_file", {"path": f"mod{turn % 6}.py"}))
+    for call in script:
+        openai_fake.enqueue(tool_reply(call, input_tokens=1, output_tokens=20))
+
+    result, events, runtime = await run(p)
+
+    rows = turn_rows(runtime)
+    assert [r["turn"] for r in rows] == list(range(1, 31))
+    sent = [r["prompt_tokens_est"] for r in rows]
+    # What we estimate is what went over the wire: recount the bodies the fake received.
+    [finished] = [e for e in events if isinstance(e, WorkerFinished)]
+    bound = finished.input_bound_tokens
+    assert bound is not None
+    assert max(sent) <= bound
+    # The naive loop re-sends every turn in full: the head plus each turn's full form, as it went over the wire
+    # when it was the newest turn (the assistant call and its result, the last two messages of the next body).
+    bodies = openai_fake.model_bodies()
+    head = len(json.dumps(bodies[0]["messages"])) // 3
+    naive = [head]
+    for body in bodies[1:]:
+        naive.append(naive[-1] + len(json.dumps(body["messages"][-2:])) // 3)
+    # No growth: the last ten turns are no larger on average than turns 5-14, while the naive transcript grows
+    # by every ~8,000-token file it read.
+    early, late = sent[4:14], sent[20:]
+    assert sum(late) / len(late) <= 1.1 * sum(early) / len(early), sent
+    assert naive[-1] > 10 * max(sent)
+    assert result.outcome == "exhausted"  # never called finish; the gate (the original bug) fails
+    assert runtime.ledger.query("SELECT state FROM agents WHERE name = 'fixer'")[0][0] != "paused"
+    print(f"\ninput per turn (estimated): {sent}; bound {bound}; naive {naive[::5]}")
+
+
+async def test_a_native_answer_without_a_tool_call_ends_the_loop_and_the_gates_decide(
+    tmp_path: Path, openai_fake: OpenAIFake
+) -> None:
+    p = project(tmp_path, deepseek(openai_fake), 'cheap = ["deepseek:deepseek-flash"]\n', fix_agent('["cheap"]'))
+    openai_fake.enqueue(
+        tool_reply(ToolUse("write_file", {"path": "util.py", "content": FIXED_UTIL})),
+        tool_reply(ToolUse("edit_file", {"path": "calc.py", "old": " + 1", "new": ""})),
+        Reply(text="Both files are fixed.", input_tokens=50, output_tokens=6),
+    )
+
+    result, events, _runtime = await run(p)
+
+    assert result.outcome == "success"
+    [finished] = [e for e in events if isinstance(e, WorkerFinished)]
+    assert finished.end == "answered"
+    assert finished.summary == "Both files are fixed."
+    assert len(openai_fake.model_bodies()) == 3
+
+
+async def test_a_tier_that_cannot_use_tools_is_skipped_for_tool_steps(tmp_path: Path, openai_fake: OpenAIFake) -> None:
+    with OllamaFake(models=("qwen3:4b",)) as ollama:
+        p = project(
+            tmp_path,
+            WIRES[0].provider_toml(ollama.url) + deepseek(openai_fake),
+            'local = ["ollama:qwen3:4b"]\ncheap = ["deepseek:deepseek-flash"]\nno_tools = ["local"]\n',
+            fix_agent('["local", "cheap"]'),
+        )
+        script_two_file_fix(openai_fake)
+        result, events, _runtime = await run(p)
+        assert not ollama.model_requests()
+    assert result.outcome == "success"
+    skipped = [e.data() for e in events if e.kind == "tier_skipped"]
+    assert skipped == [{"step": "fix", "tier": "local", "reason": "ollama:qwen3:4b: cannot use tools (tiers.no_tools)"}]
+
+
+# ==========================================================================================================
+# The run record and --json
+
+
+def test_run_json_and_the_run_record_include_the_turns(tmp_path: Path, openai_fake: OpenAIFake) -> None:
+    p = project(tmp_path, deepseek(openai_fake), 'cheap = ["deepseek:deepseek-flash"]\n', fix_agent('["cheap"]'))
+    script_two_file_fix(openai_fake)
+    done = subprocess.run(
+        [sys.executable, "-m", "supervisor", "run", "fixer", "--json", "--config", str(p.config_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=p.environ,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    turns = [line for line in lines if line["event"] == "turn_finished"]
+    assert [t["turn"] for t in turns] == [1, 2, 3, 4, 5, 6]
+    assert turns[1]["tools"][0] == {
+        "tool": "read_file",
+        "arguments": "path=calc.py",
+        "result": CALC,
+        "error": False,
+    }
+    assert turns[0]["input_tokens"] == 300
+    assert turns[0]["cost_micros"] is not None
+    assert KEYS["DEEPSEEK_API_KEY"] not in done.stdout
+    [record] = (p.home / "agents" / "fixer" / "runs").glob("*.md")
+    text = record.read_text()
+    assert "## Turns" in text
+    assert "turn 2/12" in text
+    assert "read_file(path=calc.py)" in text
+    assert "run_command(name=test)" in text
