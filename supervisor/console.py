@@ -7,7 +7,7 @@ import sys
 from typing import TextIO
 
 from supervisor.cost import format_usd
-from supervisor.render import sanitize
+from supervisor.render import sanitize, tool_call_text
 from supervisor.runtime.events import (
     AgentDeferred,
     BreakerTripped,
@@ -23,6 +23,8 @@ from supervisor.runtime.events import (
     StepFinished,
     StepVerified,
     TierSkipped,
+    TurnFinished,
+    WorkerFinished,
     WorkspaceRestored,
 )
 
@@ -36,6 +38,8 @@ def describe(event: Event) -> str | None:
     if isinstance(event, CommandFinished):
         status = "timed out" if event.timed_out else f"exit {event.exit_code}"
         return f"{who}: {event.step}: tier 0 $ {event.command} -> {status} ({event.seconds:.2f}s)"
+    if isinstance(event, CallRecorded) and event.turn is not None and not event.error_class:
+        return None  # the turn's own line carries its tokens and cost
     if isinstance(event, CallRecorded):
         sim = " simulated" if event.simulated else ""
         if event.error_class:
@@ -46,6 +50,16 @@ def describe(event: Event) -> str | None:
             tokens += f" + {event.cache_read} cached"
         tokens += f" / {event.output if event.output is not None else '?'} out"
         return f"{who}: {event.step}: {event.tier} {event.model} attempt {event.attempt}: {tokens}, {cost}{sim}"
+    if isinstance(event, TurnFinished):
+        calls = "; ".join(tool_call_text(c) for c in event.tools) or f"no tool call: {event.note[:160]}"
+        cost = format_usd(event.cost_micros) if event.priced else "unpriced"
+        return (
+            f"{who}: {event.step}: {event.tier} turn {event.turn}/{event.max_turns}: {calls} "
+            f"({event.input_tokens if event.input_tokens is not None else '?'} in / "
+            f"{event.output_tokens if event.output_tokens is not None else '?'} out, {cost})"
+        )
+    if isinstance(event, WorkerFinished):
+        return f"{who}: {event.step}: worker stopped after {event.turns} turn(s) ({event.end}): {event.summary[:200]}"
     if isinstance(event, GateChecked):
         verdict = "passed" if event.passed else "FAILED"
         detail = "" if event.passed else " -- " + " ".join(event.output.split())[-200:]

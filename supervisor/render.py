@@ -76,3 +76,12 @@ def tokens(n: int | None) -> str:
 def print_json(data: Any, out: TextIO | None = None) -> None:
     stream = out or sys.stdout
     stream.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def tool_call_text(call: dict[str, Any], result_chars: int = 80) -> str:
+    """One built-in worker call as a line: ``read_file(path=a.py) -> first line of the result``."""
+    result = next((" ".join(line.split()) for line in str(call.get("result", "")).splitlines() if line.strip()), "")
+    if len(result) > result_chars:
+        result = result[: result_chars - 1] + "…"
+    mark = "error: " if call.get("error") and not result.startswith("error") else ""
+    return sanitize(f"{call.get('tool')}({call.get('arguments', '')}) -> {mark}{result}")

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import RichLog, Static
 
-from supervisor.render import money, tokens
+from supervisor.render import money, tokens, tool_call_text
 from supervisor.runtime.events import (
     AgentDeferred,
     AgentStateChanged,
@@ -33,6 +33,8 @@ from supervisor.runtime.events import (
     StepVerified,
     TextStreamed,
     TierSkipped,
+    TurnFinished,
+    WorkerFinished,
     WorkspaceRestored,
 )
 from supervisor.tui.messages import FeedItem
@@ -91,6 +93,24 @@ def describe(item: FeedItem, p: Palette) -> Text | None:
                 line.append(" simulated", style=p.simulated)
             if d.get("latency_s") is not None:
                 line.append(f"  {float(d['latency_s']):.2f}s", style=p.muted)
+    elif kind == TurnFinished.kind:
+        calls = [c for c in d.get("tools", []) if isinstance(c, dict)]
+        errors = any(c.get("error") for c in calls) or not calls
+        mark("⚒", p.attention if errors else p.busy)
+        line.append(f"turn {d.get('turn')}/{d.get('max_turns')} ", style="bold")
+        if calls:
+            line.append("; ".join(one_line(tool_call_text(c, 60), 200) for c in calls))
+        else:
+            line.append(f"no tool call: {one_line(str(d.get('note', '')), 160)}", style=p.bad)
+        line.append(f"  {tokens(d.get('input_tokens'))} in / {tokens(d.get('output_tokens'))} out ", style=p.muted)
+        cost = money(d.get("cost_micros")) if d.get("priced") else "unpriced"
+        line.append(cost, style=p.simulated if d.get("simulated") else "bold")
+    elif kind == WorkerFinished.kind:
+        mark("⚒", p.muted)
+        line.append(
+            f"worker stopped after {d.get('turns')} turn(s) ({d.get('end')}): {one_line(str(d.get('summary', '')), 160)}",
+            style=p.muted,
+        )
     elif kind == GateChecked.kind:
         passed = bool(d.get("passed"))
         mark("✓" if passed else "✗", p.ok if passed else p.bad)
@@ -208,7 +228,12 @@ class StepLog(Vertical):
         if item.kind == CallStarted.kind:
             self._flush_stream()
             self._stream_model = f"{item.data.get('tier')} {item.data.get('model')}"
+            if (item.data.get("turn") or 1) > 1:
+                return  # the worker's later turns: each turn's own line says enough
         if item.kind == CallRecorded.kind:
+            if item.data.get("turn") is not None and not item.data.get("error_class"):
+                self._clear_stream()  # the turn's line (next) shows its calls, tokens and cost
+                return
             self._flush_stream(header=item)
             return
         self._write(item)
@@ -249,6 +274,12 @@ class StepLog(Vertical):
         shown.append("\n".join(lines), style="italic")
         stream.update(shown)
         stream.add_class("-streaming")
+
+    def _clear_stream(self) -> None:
+        self._stream = ""
+        stream = self.query_one("#stream", Static)
+        stream.update("")
+        stream.remove_class("-streaming")
 
     def _flush_stream(self, header: FeedItem | None = None) -> None:
         """The call ended: its line, then the answer that streamed in (the ledger never stores it)."""
