@@ -121,6 +121,18 @@ class Approvals:
         other = estimate_tokens(messages[1:])
         output = min(step.max_output_tokens, candidate.spec.max_output_tokens)
         estimate = estimate_call(candidate.spec, prefix, other, output, rt.clock())
+        cold, warm = estimate.cold_micros, estimate.warm_micros
+        if step.uses_tools:
+            # A worker's loop: up to max_turns calls, each with the tools and a transcript at its budget; the
+            # prefix written to the cache by the first turn is read back by the others.
+            from supervisor.runtime.tools import tool_specs
+
+            tools = estimate_tokens((), tool_specs(step.tools or (), step.commands)) - estimate_tokens(())
+            turn = estimate_call(
+                candidate.spec, prefix + tools, other + limits.tool_transcript_tokens, output, rt.clock()
+            )
+            cold = turn.cold_micros + (step.turn_limit - 1) * turn.warm_micros
+            warm = step.turn_limit * turn.warm_micros
         left = caps_left(rt.ledger, rt.config, state.agent, state.run_id, rt.clock())
         reason = (failure or "the lower tiers could not serve this step").strip()
         approval_id = rt.ledger.request_approval(
@@ -130,8 +142,8 @@ class Approvals:
             tier="frontier",
             model=candidate.key,
             reason=reason[:4000],
-            est_cold_micros=estimate.cold_micros,
-            est_warm_micros=estimate.warm_micros,
+            est_cold_micros=cold,
+            est_warm_micros=warm,
             caps_left=left,
             simulated=candidate.simulated,
         )
@@ -143,8 +155,8 @@ class Approvals:
                 step=step.name,
                 model=candidate.key,
                 reason=reason[:2000],
-                est_cold_micros=estimate.cold_micros,
-                est_warm_micros=estimate.warm_micros,
+                est_cold_micros=cold,
+                est_warm_micros=warm,
                 caps_left=left,
                 simulated=candidate.simulated,
             )

@@ -3,7 +3,9 @@
 The plan is JSON validated against the schema we publish (``supervisor/schemas/plan.schema.json``). Its steps
 may only be model steps or commands from the agent's ``tools`` allowlist; anything else rejects the plan, and
 planning is retried and escalated like any step. A tool step runs the allowlisted string from the config (the
-model only names it): model output is never executed as a shell command.
+model only names it): model output is never executed as a shell command. A planned model step may use the
+built-in worker (``tools`` from the six built-in tools, ``commands`` by name from the agent's ``commands``
+table, whose command lines come from the config).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from supervisor.config import AgentConfig, CommandGate, StepConfig
+from supervisor.config import TOOL_NAMES, AgentConfig, CommandGate, StepConfig
 from supervisor.runtime.verify import GateResult
 
 if TYPE_CHECKING:
@@ -48,13 +50,16 @@ def _listing(workspace: Path) -> str:
 
 def planner_step(agent: AgentConfig, workspace: Path) -> StepConfig:
     tools = "\n".join(f"- {t}" for t in agent.tools) or "(none: plan model steps only)"
+    commands = "\n".join(f"- {name}: {c.cmd}" for name, c in agent.commands.items()) or "(none)"
     prompt = (
         "Plan the steps that reach the goal. Reply with one JSON object matching this schema:\n"
         f"{json.dumps(plan_schema()['properties'], separators=(',', ':'))}\n\n"
         "Step kinds: a `model` step asks a model (give `prompt`, optionally `context` files to read and the file "
         "it `writes`, and `verify` commands from the tools list); a `tool` step runs one command from the tools "
-        f"list, copied exactly.\n\nTools (the only commands allowed):\n{tools}\n\nFiles in the workspace:\n"
-        f"{_listing(workspace)}"
+        "list, copied exactly. A `model` step that needs several files or to run checks may list built-in "
+        f"worker `tools` ({', '.join(TOOL_NAMES)}) and, for run_command, `commands` by name from the commands "
+        f"list.\n\nTools (the only commands allowed):\n{tools}\n\nCommands a worker may run (by name):\n"
+        f"{commands}\n\nFiles in the workspace:\n{_listing(workspace)}"
     )
     return StepConfig(name=PLAN_STEP, prompt=prompt, output=PLAN_STEP, max_output_tokens=1024)
 
@@ -87,6 +92,9 @@ def validate_plan(answer: str, agent: AgentConfig, snapshot_ignore: Sequence[str
                 f"allowed: {', '.join(agent.tools) or 'none'}",
             )
         if step["kind"] == "model":
+            problem = _worker_problem(step, agent)
+            if problem:
+                return GateResult(label, False, f"steps[{index}] ({step['name']}): {problem}")
             for command in step.get("verify", []):
                 if command not in agent.tools:
                     return GateResult(
@@ -111,6 +119,23 @@ def validate_plan(answer: str, agent: AgentConfig, snapshot_ignore: Sequence[str
     return GateResult(label, True, f"valid plan with {len(plan['steps'])} step(s)")
 
 
+def _worker_problem(step: dict[str, Any], agent: AgentConfig) -> str | None:
+    """Why a planned model step's worker settings are not allowed, or None."""
+    tools = step.get("tools")
+    names = step.get("commands", [])
+    if tools is None:
+        return "`commands` and `max_turns` need `tools`" if names or "max_turns" in step else None
+    unknown = [n for n in names if n not in agent.commands]
+    if unknown:
+        allowed = ", ".join(agent.commands) or "none"
+        return f"command {unknown[0]!r} is not one of the agent's commands; allowed: {allowed}"
+    if "run_command" in tools and not names:
+        return "run_command needs `commands` (names from the agent's commands)"
+    if names and "run_command" not in tools:
+        return "`commands` are run with run_command: add it to `tools`"
+    return None
+
+
 def steps_from_plan(answer: str, agent: AgentConfig) -> list[StepConfig]:
     """Turn a validated plan into steps; tool commands are taken from the config, never from the answer."""
     plan = json.loads(answer)
@@ -121,14 +146,19 @@ def steps_from_plan(answer: str, agent: AgentConfig) -> list[StepConfig]:
             steps.append(StepConfig(name=step["name"], run=command))
         else:
             verify = [CommandGate(cmd=agent.tools[agent.tools.index(c)]) for c in step.get("verify", [])]
+            tools = step.get("tools")
             steps.append(
                 StepConfig(
                     name=step["name"],
                     prompt=step["prompt"],
                     context=list(step.get("context", [])),
                     writes=step.get("writes"),
-                    output=None if step.get("writes") else step["name"],
+                    output=None if step.get("writes") or tools else step["name"],
                     verify=verify,
+                    tools=list(tools) if tools else None,
+                    # command lines come from the config; the plan only names them
+                    commands={name: agent.commands[name] for name in step.get("commands", [])},
+                    max_turns=step.get("max_turns") if tools else None,
                 )
             )
     return steps

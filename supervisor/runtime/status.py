@@ -192,12 +192,19 @@ def wake_estimate(
         prefix, other = _prompt_size(config, ledger, name, agent, step, tier, memory)
         output = _last_output(ledger, name, step.name, tier) or step.max_output_tokens
         estimate = estimate_call(spec, prefix, other, output, now)
-        warm += estimate.warm_micros
-        cold += estimate.cold_micros
+        step_warm, step_cold_micros = estimate.warm_micros, estimate.cold_micros
+        if step.uses_tools:
+            # A worker's loop makes one call per turn (as many as its last attempt at this tier, else up to
+            # max_turns); within a wake, the first turn's cache write is read by the next turns.
+            turns = _last_turns(ledger, name, step.name, tier) or step.turn_limit
+            step_warm = turns * estimate.warm_micros
+            step_cold_micros = estimate.cold_micros + (turns - 1) * estimate.warm_micros
+        warm += step_warm
+        cold += step_cold_micros
         models.append(spec.key)
         ttl = spec.cache_ttl_seconds
         step_cold = schedule is not None and (ttl is None or schedule.nominal_interval_s > ttl)
-        expected_total += estimate.cold_micros if step_cold else estimate.warm_micros
+        expected_total += step_cold_micros if step_cold else step_warm
         kinds.add("cold" if step_cold else "warm")
         if schedule is None:
             ttl_reasons.append(f"{spec.key}: runs on demand")
@@ -236,6 +243,22 @@ def _prompt_size(
         prefix = int(total * share)
         other = total - prefix
     return prefix, other
+
+
+def _last_turns(ledger: Ledger, name: str, step: str, tier: str) -> int | None:
+    """How many turns the step's last worker attempt at ``tier`` took."""
+    rows = ledger.query(
+        "SELECT run_id, attempt FROM calls WHERE agent = ? AND step = ? AND tier = ? AND turn IS NOT NULL "
+        "ORDER BY id DESC LIMIT 1",
+        (name, step, tier),
+    )
+    if not rows:
+        return None
+    count = ledger.scalar(
+        "SELECT max(turn) FROM calls WHERE agent = ? AND step = ? AND tier = ? AND run_id = ? AND attempt = ?",
+        (name, step, tier, rows[0][0], rows[0][1]),
+    )
+    return int(count) if count else None
 
 
 def _last_output(ledger: Ledger, name: str, step: str, tier: str) -> int | None:

@@ -426,6 +426,64 @@ CONFIG_CASES: list[Any] = [
     ),
     pytest.param(
         ConfigCase(
+            edit('writes = "out.txt"', 'tools = ["read_file", "python3 check.py"]'),
+            ("agent 'fixer'", "steps[1].tools", "unknown tool 'python3 check.py'", "run_command"),
+        ),
+        id="worker-unknown-tool",
+    ),
+    pytest.param(
+        ConfigCase(
+            edit('writes = "out.txt"', 'tools = ["read_file", "run_command"]'),
+            ("agent 'fixer'", "steps[1]", "run_command needs `commands"),
+        ),
+        id="worker-run-command-without-commands",
+    ),
+    pytest.param(
+        ConfigCase(
+            edit('writes = "out.txt"', 'tools = ["read_file"]\ncommands = { test = "pytest -q" }'),
+            ("agent 'fixer'", "steps[1]", "add it to `tools`"),
+        ),
+        id="worker-commands-without-run-command",
+    ),
+    pytest.param(
+        ConfigCase(
+            edit('writes = "out.txt"', 'tools = ["run_command"]\ncommands = { "run tests" = "pytest -q" }'),
+            ("agent 'fixer'", "steps[1]", "command name 'run tests'"),
+        ),
+        id="worker-command-name",
+    ),
+    pytest.param(
+        ConfigCase(edit('writes = "out.txt"', "max_turns = 5"), ("agent 'fixer'", "steps[1]", "`tools`")),
+        id="worker-max-turns-without-tools",
+    ),
+    pytest.param(
+        ConfigCase(
+            edit('writes = "out.txt"', 'tools = ["read_file"]\nmax_turns = 0'), ("agent 'fixer'", "steps[1].max_turns")
+        ),
+        id="worker-max-turns-zero",
+    ),
+    pytest.param(
+        ConfigCase(
+            edit('run = "echo hi > ctx.txt"', 'run = "echo hi > ctx.txt"\ntools = ["read_file"]'),
+            ("agent 'fixer'", "steps[0]", "tools"),
+        ),
+        id="worker-tools-on-a-run-step",
+    ),
+    pytest.param(
+        ConfigCase(
+            edit('cheap = ["sim:m"]', 'cheap = ["sim:m"]\nno_tools = ["sim:other"]'), ("tiers", "no_tools", "sim:other")
+        ),
+        id="no-tools-unknown-model",
+    ),
+    pytest.param(
+        ConfigCase(
+            edit('frontier = "never"', 'frontier = "never"\ncommands = { test = "pytest" }'),
+            ("agent 'fixer'", "planner mode"),
+        ),
+        id="agent-commands-with-steps",
+    ),
+    pytest.param(
+        ConfigCase(
             'catalog_dirs = ["~no-such-user-4242/models"]\n' + VALID,
             ("catalog_dirs",),
             commands=(("config", "check"), STATUS),

@@ -498,3 +498,81 @@ def test_run_json_and_the_run_record_include_the_turns(tmp_path: Path, openai_fa
     assert "turn 2/12" in text
     assert "read_file(path=calc.py)" in text
     assert "run_command(name=test)" in text
+
+
+# ==========================================================================================================
+# Planner mode
+
+
+PLANNER = """
+[agents.planner]
+goal = "Make python3 test_calc.py pass."
+workspace = "ws"
+attempts_per_tier = 1
+ladder = ["local", "cheap"]
+tools = ["python3 test_calc.py"]
+commands = { test = "python3 test_calc.py" }
+verify = ["python3 test_calc.py"]
+"""
+
+
+def planned(commands: list[str]) -> str:
+    step = {
+        "kind": "model",
+        "name": "fix",
+        "prompt": "Fix calc.py and util.py so that the test passes.",
+        "tools": ["read_file", "edit_file", "write_file", "run_command", "finish"],
+        "commands": commands,
+        "max_turns": 6,
+        "verify": ["python3 test_calc.py"],
+    }
+    return json.dumps({"steps": [step]})
+
+
+WORKER_TURNS = [
+    {"tool": "read_file", "arguments": {"path": "calc.py"}},
+    {"tool": "write_file", "arguments": {"path": "util.py", "content": FIXED_UTIL}},
+    {"tool": "edit_file", "arguments": {"path": "calc.py", "old": " + 1\n", "new": "\n"}},
+    {"tool": "run_command", "arguments": {"name": "test"}},
+    {"tool": "finish", "arguments": {"summary": "fixed both"}},
+]
+
+
+def test_planner_mode_plans_a_worker_step_with_commands_only_from_the_config(tmp_path: Path) -> None:
+    from supervisor.backends.base import Request
+    from tests.helpers import Tiers, make_harness
+
+    def planning(request: Request) -> bool:
+        return "Plan the steps that reach the goal" in request.messages[1].content
+
+    def local(request: Request) -> str:
+        if planning(request):
+            return planned(["test", "rm -rf /"])  # a command the config does not name: the plan is rejected
+        return json.dumps({"tool": "finish", "arguments": {"summary": "nothing to do"}})  # the gate will say no
+
+    def cheap(request: Request) -> str:
+        if planning(request):
+            return planned(["test"])
+        turns = sum(1 for m in request.messages if m.role == "assistant")
+        return json.dumps(WORKER_TURNS[min(turns, len(WORKER_TURNS) - 1)])
+
+    harness = make_harness(tmp_path, PLANNER, files=FILES, tiers=Tiers(local=local, cheap=cheap))
+    runtime, backends = harness.runtime()
+    import asyncio
+
+    result = asyncio.run(runtime.run_agent("planner"))
+
+    assert result.outcome == "success", result.reason
+    assert (harness.workspace / "util.py").read_text() == FIXED_UTIL
+    plans = runtime.ledger.query("SELECT tier, valid, validation_error FROM plans ORDER BY id")
+    assert [(r["tier"], r["valid"]) for r in plans] == [("local", 0), ("cheap", 1)]
+    assert "command 'rm -rf /' is not one of the agent's commands; allowed: test" in plans[0]["validation_error"]
+    # The planning prompt offered the worker's tools and the config's named commands.
+    prompt = backends["sim-local"].calls[0].messages[1].content
+    assert "read_file, list_files, write_file, edit_file, run_command, finish" in prompt
+    assert "- test: python3 test_calc.py" in prompt
+    # The planned step ran as a worker: local finished at once and failed the gate, cheap fixed it in 5 turns.
+    turns = runtime.ledger.events_after(0, kinds=["turn_finished"])
+    assert [(t.data["tier"], t.data["turn"]) for t in turns] == [("local", 1)] + [("cheap", n) for n in range(1, 6)]
+    assert turns[4].data["tools"][0]["result"].startswith("$ python3 test_calc.py\n[exit 0]")
+    assert [s["outcome"] for s in runtime.ledger.steps(result.run_id)] == ["passed", "passed"]
