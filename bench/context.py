@@ -17,6 +17,13 @@ ledger recorded for each call.
 Also priced (DeepSeek Flash catalog prices at a fixed instant): ours, the naive loop with no cache, and the
 naive loop with ideal prefix caching (everything it sent before read back at the cache-read price), since
 providers cache a re-sent prefix.
+
+**The worker loop** (``--turns 30``): one step with tools runs ``--turns`` turns through the runtime (the same
+scripted backend, JSON-in-text calls): it reads ~24 KB source files and runs a command with ~4 KB of output,
+in turn, and never calls finish. Ours is each turn's input as the ledger recorded it (the lean transcript:
+old tool outputs cut to a line past ``limits.tool_transcript_tokens``). The naive loop re-sends the whole
+transcript: on turn n, the same head plus every earlier turn in full, each as it went over the wire when it was
+the newest turn; same estimator. The stated bound (``runtime/transcript.py``) is checked against every turn.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -208,6 +216,105 @@ async def run(wakes: int, seed: int, work: Path, at: datetime) -> list[Wake]:
     return out
 
 
+# ------------------------------------------------------------------------------------------------------------
+# The built-in worker: input per turn over a long loop
+
+
+WORKER_AGENT = "worker"
+MODULES = 6
+
+
+def module_text(index: int) -> str:
+    """A ~24 KB Python module: big enough that one read is ~8,000 estimated tokens."""
+    return "".join(f"value_{index}_{k} = {k * (index + 1)}  # {'setting ' * 5}\n" for k in range(400))
+
+
+def worker_call(turn: int) -> str:
+    """The scripted model's call on ``turn`` (1-based): two reads, then the noisy command, in a cycle."""
+    import json
+
+    if turn % 3 == 0:
+        return json.dumps({"tool": "run_command", "arguments": {"name": "dump"}})
+    return json.dumps({"tool": "read_file", "arguments": {"path": f"mod{turn % MODULES}.py"}})
+
+
+@dataclass
+class TurnSize:
+    turn: int
+    ours_input: int
+    naive_input: int
+
+
+async def run_worker(turns: int, work: Path, at: datetime) -> tuple[list[TurnSize], int, str]:
+    """``turns`` turns of one worker step; (sizes per turn, the stated bound, how the loop ended)."""
+    from supervisor.runtime.events import WorkerFinished
+
+    home = work / "worker-home"
+    workspace = work / "worker-ws"
+    home.mkdir()
+    workspace.mkdir()
+    for index in range(MODULES):
+        (workspace / f"mod{index}.py").write_text(module_text(index), encoding="utf-8")
+    environ = {**os.environ, "SUPERVISOR_HOME": str(home)}
+    data = {
+        "providers": {"sim-cheap": {"kind": "scripted", "simulated_as": CHEAP_MODEL}},
+        "tiers": {"cheap": ["sim-cheap:deepseek-flash"]},
+        "agents": {
+            WORKER_AGENT: {
+                "goal": "Keep the settings modules consistent.",
+                "workspace": str(workspace),
+                "ladder": ["cheap"],
+                "frontier": "never",
+                "attempts_per_tier": 1,
+                "steps": [
+                    {
+                        "name": "review",
+                        "prompt": "Review every settings module and the dump of all of them; call finish when done.",
+                        "tools": ["read_file", "run_command", "finish"],
+                        "commands": {"dump": "cat mod*.py"},
+                        "max_turns": turns,
+                        "max_output_tokens": 200,
+                        "verify": ["true"],
+                    }
+                ],
+            }
+        },
+    }
+    config = parse_config(data, "bench/context.py", None, environ)
+
+    def respond(request: Any) -> str:
+        turn = sum(1 for m in request.messages if m.role == "assistant")
+        task = request.messages[1].content
+        turn += len(re.findall(r"^- turn \d+:", task, re.MULTILINE))
+        turn += sum(int(b) - int(a) + 1 for a, b in re.findall(r"^- turns (\d+)-(\d+):", task, re.MULTILINE))
+        return worker_call(turn + 1)
+
+    backend = ScriptedBackend("sim-cheap", config.providers["sim-cheap"], environ, respond)
+    catalog = load_catalog([paths.bundled_models_dir()])
+    ledger = Ledger(home / "ledger.db")
+    runtime = Runtime(
+        config, catalog, ledger, environ=environ, backends={"sim-cheap": backend}, clock=fixed_clock(at), home=home
+    )
+    finished: list[WorkerFinished] = []
+    runtime.bus.subscribe(lambda e: finished.append(e) if isinstance(e, WorkerFinished) else None)
+    try:
+        await runtime.run_agent(WORKER_AGENT, "bench", approval_timeout_s=0)
+    finally:
+        await runtime.aclose()
+    rows = ledger.query("SELECT turn, input_uncached, cache_read FROM calls ORDER BY id")
+    ledger.close()
+    ours = [int(r["input_uncached"] or 0) + int(r["cache_read"] or 0) for r in rows]
+    # The naive loop: the same head, then every earlier turn in full, as it was sent when it was the newest turn
+    # (the last two messages of the next request: the call and its result).
+    head = estimate_tokens(backend.calls[0].messages)
+    naive = [head]
+    for request in backend.calls[1:]:
+        naive.append(naive[-1] + estimate_tokens(request.messages[-2:]) - estimate_tokens(()))
+    sizes = [TurnSize(n + 1, o, v) for n, (o, v) in enumerate(zip(ours, naive, strict=True))]
+    [end] = finished
+    return sizes, int(end.input_bound_tokens or 0), end.end
+
+
 def price(at: datetime, wakes: list[Wake]) -> dict[str, int]:
     catalog = load_catalog([paths.bundled_models_dir()])
     spec = catalog.get(CHEAP_MODEL)
@@ -230,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--wakes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--at", default=DEFAULT_AT, help="price calls at this instant (ISO 8601)")
+    parser.add_argument("--turns", type=int, default=30, help="turns of the worker loop (0: skip it)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH", help="where to write the results")
     args = parser.parse_args(argv)
     if args.wakes < 2:
@@ -239,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-context-") as tmp:
         wakes = asyncio.run(run(args.wakes, args.seed, Path(tmp), at))
+        worker = asyncio.run(run_worker(args.turns, Path(tmp), at)) if args.turns else None
     seconds = time.perf_counter() - started
 
     ours = [w.ours_input for w in wakes]
@@ -285,6 +394,45 @@ def main(argv: list[str] | None = None) -> int:
         },
         "per_wake": [w.__dict__ for w in wakes],
     }
+    worker_lines: list[str] = []
+    if worker is not None:
+        sizes, bound, end = worker
+        ours_t = [t.ours_input for t in sizes]
+        naive_t = [t.naive_input for t in sizes]
+        settled = ours_t[len(ours_t) // 3 :]
+        results["worker"] = {
+            "turns": len(sizes),
+            "end": end,
+            "bound_tokens": bound,
+            "within_bound": max(ours_t) <= bound,
+            "ours_max": max(ours_t),
+            "ours_total": sum(ours_t),
+            "naive_total": sum(naive_t),
+            "naive_last": naive_t[-1],
+            "total_ratio": sum(naive_t) / sum(ours_t),
+            "ours_last_third": {"min": min(settled), "max": max(settled), "mean": statistics.fmean(settled)},
+            "per_turn": [t.__dict__ for t in sizes],
+        }
+        w = results["worker"]
+        marks_t = sorted({1, 10, 20, len(sizes)} & set(range(1, len(sizes) + 1)))
+        worker_lines = [
+            "",
+            f"worker loop: one step with tools, {len(sizes)} turns of ~24 KB file reads and a ~4 KB command output; "
+            "input tokens per turn",
+            "",
+            f"{'input tokens':<28} {'ours':>12} {'naive loop':>12} {'naive / ours':>13}",
+            "-" * 68,
+        ]
+        for n in marks_t:
+            o, v = ours_t[n - 1], naive_t[n - 1]
+            worker_lines.append(f"{f'turn {n}':<28} {o:>12,} {v:>12,} {v / o:>12.1f}x")
+        worker_lines += [
+            f"{f'total over {len(sizes)} turns':<28} {sum(ours_t):>12,} {sum(naive_t):>12,} {w['total_ratio']:>12.1f}x",
+            "",
+            f"ours: at most {max(ours_t):,} tokens in any turn, stated bound {bound:,} "
+            f"({'held' if w['within_bound'] else 'EXCEEDED'}); last {len(settled)} turns "
+            f"{min(settled):,} to {max(settled):,} (they vary with the newest result's size, and do not grow)",
+        ]
 
     lines = [
         "",
@@ -309,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
         f"targets: ours flat within {FLAT_TOLERANCE:.0%} from wake 2: {'met' if flat_ok else 'MISSED'}; "
         f"total >= {TARGET_TOTAL_RATIO:.0f}x smaller: {'met' if ratio_ok else 'MISSED'} ({total_ratio:.1f}x)",
     ]
-    print("\n".join(lines))
+    print("\n".join(lines + worker_lines))
     write_results(args.json, results)
     return 0
 

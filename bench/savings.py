@@ -1,6 +1,8 @@
 """Savings benchmark: the same task suite run twice, every step at the frontier tier vs through the ladder.
 
-Run as ``python bench/savings.py [--local scripted|real|ollama] [--tasks N] [--json PATH]``.
+Run as ``python bench/savings.py [--local scripted|real|ollama] [--tasks N] [--json PATH]``; with
+``--suite tools``, the multi-file tool tasks instead (``bench/savings_tools.py``: the built-in worker vs single
+calls).
 
 The suite is ``bench/tasks/*.toml``: one task per file (a prompt, context files, ``writes`` or ``output``,
 deterministic gates, a category, an a-priori difficulty, a reference answer and a plausible wrong answer, and
@@ -804,7 +806,19 @@ def select_tasks(tasks: list[Task], count: int | None, names: list[str] | None) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--suite", choices=["tasks", "tools"], default="tasks")
+    if pre.parse_known_args(argv)[0].suite == "tools":
+        from bench.savings_tools import main_tools  # the multi-file tool tasks: bench/savings_tools.py
+
+        return main_tools(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--suite",
+        choices=["tasks", "tools"],
+        default="tasks",
+        help="tasks: the single-file suite (bench/tasks); tools: the multi-file tool tasks (bench/savings_tools.py)",
+    )
     parser.add_argument("--local", choices=["scripted", "real", "ollama"], default="scripted")
     parser.add_argument("--tasks", type=int, default=None, metavar="N", help="only the first N tasks (by name)")
     parser.add_argument("--task", action="append", metavar="NAME", help="only this task (repeatable)")

@@ -71,8 +71,46 @@ def test_savings(tmp_path: Path) -> None:
     assert len(data["per_seed"]) == 2
 
 
+def test_tool_tasks_are_multi_file_and_references_pass_while_wrong_fixes_fail(tmp_path: Path) -> None:
+    tools = load("savings_tools")
+    tasks = tools.load_tool_tasks()
+    assert len(tasks) >= 10
+    assert all(len(t.changes) >= 2 for t in tasks)
+    from supervisor import paths
+    from supervisor.catalog import load_catalog
+
+    catalog = load_catalog([paths.bundled_models_dir()])
+    savings = load("savings")
+    with savings.gate_python_first():
+        problems = asyncio.run(tools.check_suite(tasks, catalog, tmp_path))
+    assert problems == []
+
+
+def test_savings_tool_suite(tmp_path: Path) -> None:
+    out = tmp_path / "tools.json"
+    assert (
+        load("savings").main(["--suite", "tools", "--tasks", "2", "--seeds", "1", "--quiet", "--json", str(out)]) == 0
+    )
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "savings_tools"
+    assert set(data["runs"]) == {"tools_frontier", "tools_ladder", "single_frontier", "single_ladder"}
+    for run in data["runs"].values():
+        assert run["task_runs"] == 2
+        assert set(run["cost_by_tier_micros_per_suite"]) == {"local", "cheap", "frontier"}
+    assert data["runs"]["tools_frontier"]["calls_by_tier_per_suite"]["frontier"] > 2  # a loop of turns per task
+    assert set(data["ratios"]) == {
+        "tools_ladder_vs_frontier",
+        "single_ladder_vs_frontier",
+        "tools_vs_single_ladder",
+        "tools_vs_single_frontier",
+    }
+
+
 def test_context(tmp_path: Path) -> None:
-    data = run("context", ["--wakes", "5"], tmp_path)
+    data = run("context", ["--wakes", "5", "--turns", "6"], tmp_path)
+    assert data["worker"]["turns"] == 6
+    assert data["worker"]["within_bound"] is True
+    assert data["worker"]["naive_total"] > data["worker"]["ours_total"] > 0
     assert data["failed_wakes"] == []
     assert set(data["input_tokens_at"]) == {"1", "5"}
     assert data["naive_total"] > data["ours_total"] > 0
