@@ -33,8 +33,7 @@ ladder = ["local", "cheap"]
 [[agents.fixer.steps]]
 name = "fix"
 prompt = "Make `python3 test_calc.py` pass: util.py doubles wrong and calc.py adds 1 too many."
-tools = ["read_file", "write_file", "edit_file", "run_command", "finish"]
-commands = { test = "python3 test_calc.py" }
+tools = ["read_file", "edit_file", "write_file"]  # few tools: a short prompt for a slow CPU
 max_turns = 2
 max_output_tokens = 32
 timeout_s = 600
