@@ -409,4 +409,4 @@ class ToolBox:
             output = output[-limit:]
         tail = f"\n[{result.truncated_bytes:,} more bytes not captured]" if result.truncated_bytes else ""
         body = f"{head}{output}{tail}" if output else "(no output)"
-        return ToolResult(self.scrub(f"$ {command.cmd}\n[{status}]\n{body}"))
+        return ToolResult(self.scrub(f"[{status}] $ {command.cmd}\n{body}"))

@@ -574,5 +574,30 @@ def test_planner_mode_plans_a_worker_step_with_commands_only_from_the_config(tmp
     # The planned step ran as a worker: local finished at once and failed the gate, cheap fixed it in 5 turns.
     turns = runtime.ledger.events_after(0, kinds=["turn_finished"])
     assert [(t.data["tier"], t.data["turn"]) for t in turns] == [("local", 1)] + [("cheap", n) for n in range(1, 6)]
-    assert turns[4].data["tools"][0]["result"].startswith("$ python3 test_calc.py\n[exit 0]")
+    assert turns[4].data["tools"][0]["result"].startswith("[exit 0] $ python3 test_calc.py\nok")
     assert [s["outcome"] for s in runtime.ledger.steps(result.run_id)] == ["passed", "passed"]
+
+
+async def test_a_key_in_a_workspace_file_never_reaches_the_model_the_events_or_the_record(
+    tmp_path: Path, openai_fake: OpenAIFake
+) -> None:
+    key = KEYS["DEEPSEEK_API_KEY"]
+    p = project(tmp_path, deepseek(openai_fake), 'cheap = ["deepseek:deepseek-flash"]\n', fix_agent('["cheap"]'))
+    (p.workspace / "notes.txt").write_text(f"deploy with DEEPSEEK_API_KEY={key}\n")
+    openai_fake.enqueue(
+        tool_reply(ToolUse("read_file", {"path": "notes.txt"})),
+        tool_reply(ToolUse("run_command", {"name": "test"})),
+        tool_reply(ToolUse("finish", {"summary": f"the key is {key}"})),
+    )
+    (p.workspace / "test_calc.py").write_text(f"print('{key}')\nraise SystemExit(1)\n")
+
+    result, _events, runtime = await run(p)
+
+    assert result.outcome == "exhausted"
+    bodies = json.dumps(openai_fake.model_bodies())
+    assert key not in bodies  # the tool results were scrubbed before they went back to the model
+    assert "[redacted:DEEPSEEK_API_KEY]" in bodies
+    events = json.dumps([e.data for e in runtime.ledger.events_after(0)])
+    assert key not in events
+    for record in (p.home / "agents" / "fixer" / "runs").glob("*.md"):
+        assert key not in record.read_text()

@@ -63,7 +63,7 @@ async def test_the_agent_screen_shows_each_turn_live(tmp_path: Path) -> None:
         assert "turn 1/5 read_file(path=greeting.txt) -> go away" in text
         assert "turn 2/5 read_file(path=../secret.txt) -> error: '../secret.txt' leads outside" in text
         assert "turn 3/5 write_file(path=greeting.txt, content=hello there) -> overwrote greeting.txt" in text
-        assert "turn 4/5 run_command(name=check) -> $ grep -q hello greeting.txt" in text
+        assert "turn 4/5 run_command(name=check) -> [exit 0] $ grep -q hello greeting.txt" in text
         assert "turn 5/5 finish(summary=greeting fixed) -> finished: greeting fixed" in text
         assert "worker stopped after 5 turn(s) (finished)" in text
         assert " in / " in text

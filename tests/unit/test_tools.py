@@ -220,10 +220,10 @@ async def test_run_command_runs_only_allowlisted_names(ws: Path, outside: Path) 
     }
     tools = box(ws, commands=commands)
     ok = await tools.execute(call("run_command", name="count"))
-    assert ok.content == "$ ls src | wc -l\n[exit 0]\n1"
+    assert ok.content == "[exit 0] $ ls src | wc -l\n1"
     assert not ok.is_error
     failed = await tools.execute(call("run_command", name="fail"))
-    assert failed.content == "$ echo broken >&2; exit 3\n[exit 3]\nbroken"
+    assert failed.content == "[exit 3] $ echo broken >&2; exit 3\nbroken"
     assert not failed.is_error
     slow = await tools.execute(call("run_command", name="slow"))
     assert "[timed out after 0.5s]" in slow.content
@@ -239,10 +239,9 @@ async def test_run_command_keeps_the_tail_of_long_output(ws: Path) -> None:
     commands = {"noisy": CommandGate(cmd="seq 1 5000")}
     result = await box(ws, commands=commands, max_output_chars=200).execute(call("run_command", name="noisy"))
     lines = result.content.splitlines()
-    assert lines[0] == "$ seq 1 5000"
-    assert lines[1] == "[exit 0]"
-    assert lines[2].startswith("[")
-    assert lines[2].endswith("earlier bytes not shown]")
+    assert lines[0] == "[exit 0] $ seq 1 5000"
+    assert lines[1].startswith("[")
+    assert lines[1].endswith("earlier bytes not shown]")
     assert lines[-1] == "5000"
     assert len(result.content) < 400
 
