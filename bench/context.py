@@ -315,6 +315,21 @@ async def run_worker(turns: int, work: Path, at: datetime) -> tuple[list[TurnSiz
     return sizes, int(end.input_bound_tokens or 0), end.end
 
 
+def price_turns(at: datetime, sizes: list[TurnSize]) -> dict[str, int]:
+    """Input cost of the worker loop: ours, the naive loop uncached, and with every earlier turn read from cache."""
+    catalog = load_catalog([paths.bundled_models_dir()])
+    spec = catalog.get(CHEAP_MODEL)
+    assert spec is not None
+    ours = naive = cached = 0
+    previous = 0
+    for t in sizes:
+        ours += cost_of(Usage(t.ours_input, 0, 0, 0, 0), spec, at).total_micros or 0
+        naive += cost_of(Usage(t.naive_input, 0, 0, 0, 0), spec, at).total_micros or 0
+        cached += cost_of(Usage(t.naive_input - previous, previous, 0, 0, 0), spec, at).total_micros or 0
+        previous = t.naive_input
+    return {"ours_micros": ours, "naive_micros": naive, "naive_ideal_cache_micros": cached}
+
+
 def price(at: datetime, wakes: list[Wake]) -> dict[str, int]:
     catalog = load_catalog([paths.bundled_models_dir()])
     spec = catalog.get(CHEAP_MODEL)
@@ -411,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
             "naive_last": naive_t[-1],
             "total_ratio": sum(naive_t) / sum(ours_t),
             "ours_last_third": {"min": min(settled), "max": max(settled), "mean": statistics.fmean(settled)},
+            "cost": price_turns(at, sizes),
             "per_turn": [t.__dict__ for t in sizes],
         }
         w = results["worker"]
@@ -432,6 +448,9 @@ def main(argv: list[str] | None = None) -> int:
             f"ours: at most {max(ours_t):,} tokens in any turn, stated bound {bound:,} "
             f"({'held' if w['within_bound'] else 'EXCEEDED'}); last {len(settled)} turns "
             f"{min(settled):,} to {max(settled):,} (they vary with the newest result's size, and do not grow)",
+            f"input cost at {CHEAP_MODEL} prices: ours {format_usd(w['cost']['ours_micros'], places=4)}, naive "
+            f"{format_usd(w['cost']['naive_micros'], places=4)} uncached, "
+            f"{format_usd(w['cost']['naive_ideal_cache_micros'], places=4)} with ideal prefix caching",
         ]
 
     lines = [
