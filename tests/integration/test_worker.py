@@ -601,3 +601,88 @@ async def test_a_key_in_a_workspace_file_never_reaches_the_model_the_events_or_t
     assert key not in events
     for record in (p.home / "agents" / "fixer" / "runs").glob("*.md"):
         assert key not in record.read_text()
+
+
+# ==========================================================================================================
+# The breaker and a pause, within the loop
+
+
+async def test_the_rising_input_breaker_applies_within_the_loop_past_the_lean_transcripts_size(
+    tmp_path: Path, openai_fake: OpenAIFake
+) -> None:
+    p = project(
+        tmp_path,
+        deepseek(openai_fake),
+        'cheap = ["deepseek:deepseek-flash"]\n',
+        "[breaker]\nrising_calls = 3\n" + fix_agent('["cheap"]'),
+    )
+    # Reported input far above what the lean transcript settles at, rising every turn, with tiny outputs: the
+    # signature of a session re-sending a growing thread.
+    for tokens in (20_000, 24_000, 28_000, 32_000):
+        openai_fake.enqueue(tool_reply(ToolUse("list_files", {"glob": "*"}), input_tokens=tokens, output_tokens=12))
+
+    result, _events, runtime = await run(p)
+
+    assert result.outcome == "paused"
+    assert "rose across 3 consecutive calls" in result.reason
+    assert len(openai_fake.model_bodies()) == 3  # tripped after the third turn: no fourth is sent
+    [trip] = runtime.ledger.events_after(0, kinds=["breaker_tripped"])
+    assert trip.data["rule"] == "rising_input"
+    assert trip.data["evidence"]["input_tokens"] == [20_000, 24_000, 28_000]
+
+
+async def test_growth_within_the_lean_transcript_does_not_trip_the_breaker(
+    tmp_path: Path, openai_fake: OpenAIFake
+) -> None:
+    p = project(
+        tmp_path,
+        deepseek(openai_fake),
+        'cheap = ["deepseek:deepseek-flash"]\n',
+        "[breaker]\nrising_calls = 3\n" + fix_agent('["cheap"]'),
+    )
+    # Inputs rising every turn with tiny outputs, but under the size the lean transcript settles at (the head
+    # and the transcript budget): the budget filling up, by design.
+    calls = [
+        ToolUse("list_files", {"glob": "*.py"}),
+        ToolUse("write_file", {"path": "util.py", "content": FIXED_UTIL}),
+        ToolUse("edit_file", {"path": "calc.py", "old": " + 1\n", "new": "\n"}),
+        ToolUse("run_command", {"name": "test"}),
+        ToolUse("finish", {"summary": "done"}),
+    ]
+    for call, tokens in zip(calls, [900, 1_260, 1_830, 2_100, 2_280], strict=True):
+        openai_fake.enqueue(tool_reply(call, input_tokens=tokens, output_tokens=5))
+
+    result, _events, runtime = await run(p)
+
+    assert result.outcome == "success"
+    assert runtime.ledger.events_after(0, kinds=["breaker_tripped"]) == []
+
+
+async def test_a_pause_from_another_process_stops_the_loop_at_the_next_turn(
+    tmp_path: Path, openai_fake: OpenAIFake
+) -> None:
+    p = project(tmp_path, deepseek(openai_fake), 'cheap = ["deepseek:deepseek-flash"]\n', fix_agent('["cheap"]'))
+    before = tree_digest(p.workspace)
+    replies = [
+        tool_reply(ToolUse("write_file", {"path": "util.py", "content": FIXED_UTIL})),
+        tool_reply(ToolUse("read_file", {"path": "calc.py"})),
+        tool_reply(ToolUse("finish", {"summary": "never reached"})),
+    ]
+
+    def respond(_req: Any) -> Any:
+        sent = len(openai_fake.model_bodies())
+        if sent == 2:  # while turn 2 is answered, someone runs `supervisor pause fixer` elsewhere
+            with Ledger(p.home / "ledger.db") as other:
+                other.pause_agent("fixer", "human", "paused from another terminal")
+        return replies[sent - 1]
+
+    openai_fake.responder = respond
+
+    result, events, _runtime = await run(p)
+
+    assert result.outcome == "paused"
+    assert "another terminal" in result.reason
+    assert len(openai_fake.model_bodies()) == 2
+    [finished] = [e for e in events if isinstance(e, WorkerFinished)]
+    assert (finished.end, finished.turns) == ("paused", 2)
+    assert tree_digest(p.workspace) == before  # the write of turn 1 was undone
