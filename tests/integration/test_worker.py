@@ -686,3 +686,43 @@ async def test_a_pause_from_another_process_stops_the_loop_at_the_next_turn(
     [finished] = [e for e in events if isinstance(e, WorkerFinished)]
     assert (finished.end, finished.turns) == ("paused", 2)
     assert tree_digest(p.workspace) == before  # the write of turn 1 was undone
+
+
+def test_a_frontier_approval_for_a_tool_step_estimates_the_whole_loop(tmp_path: Path) -> None:
+    import asyncio
+
+    from tests.helpers import make_harness
+
+    step = """
+    [[agents.{name}.steps]]
+    name = "fix"
+    prompt = "Make `python3 test_calc.py` pass."
+    {extra}
+    verify = ["python3 test_calc.py"]
+    """
+    agents = ""
+    for name, extra in (
+        ("single", 'writes = "util.py"'),
+        ("looped", 'tools = ["read_file", "edit_file"]\nmax_turns = 5'),
+    ):
+        agents += f'\n[agents.{name}]\ngoal = "Fix it."\nworkspace = "ws"\nladder = ["frontier"]\n'
+        agents += textwrap.dedent(step.format(name=name, extra=extra))
+    harness = make_harness(tmp_path, agents, files=FILES)
+    runtime, _backends = harness.runtime()
+
+    async def both() -> list[RunResult]:
+        return [await runtime.run_agent(name) for name in ("single", "looped")]
+
+    results = asyncio.run(both())
+
+    assert [r.outcome for r in results] == ["waiting_approval", "waiting_approval"]
+    single, looped = (runtime.ledger.approval(r.approval_id or 0) for r in results)
+    assert single is not None
+    assert looped is not None
+    assert looped.est_warm_micros is not None
+    assert single.est_warm_micros is not None
+    # Five turns, each with the tools and a transcript at its budget: well over five single calls.
+    assert looped.est_warm_micros % 5 == 0
+    assert looped.est_warm_micros > 5 * single.est_warm_micros
+    assert looped.est_cold_micros is not None
+    assert looped.est_cold_micros > looped.est_warm_micros
