@@ -30,6 +30,7 @@ from supervisor.catalog import TIERS, Tier, split_model_key
 from supervisor.errors import ConfigError
 
 ProviderKind = Literal["ollama", "mlx", "openai_compat", "anthropic", "scripted"]
+LOCAL_KINDS = frozenset({"ollama", "mlx"})  # their models run on this machine: local unless the config says not
 FrontierPolicy = Literal["ask", "never", "allow"]
 MAX_USD = 1_000_000.0  # a cap beyond a million dollars is a typo, and would not fit exact micro-dollar math
 AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -55,7 +56,9 @@ class ProviderConfig(_Model):
     api_key_env: str | None = None
     """Name of the environment variable that holds the API key (the key itself never goes in this file)."""
     local: bool = False
-    """$0 marginal cost: the provider's models join the local tier and are never blocked by dollar caps."""
+    """$0 marginal cost: the provider's models join the local tier and are never blocked by dollar caps.
+
+    Defaults to true for the local kinds (ollama, mlx); set ``local = false`` for, say, a paid hosted Ollama."""
     keep_alive: str | int | None = None
     """Ollama: how long the server keeps a model loaded after a call (e.g. "10m", 0 to unload at once)."""
     context_window: int | None = Field(default=None, gt=0)
@@ -80,6 +83,14 @@ class ProviderConfig(_Model):
     """scripted: the real model (provider:id) whose catalog prices a simulated call is charged at."""
     script: str | None = None
     """scripted: a TOML file of canned answers ([[answer]] match/text), relative to the config file."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_kinds_are_local(cls, data: Any) -> Any:
+        # A declared [providers.ollama] must not silently turn the local tier into unpriced models.
+        if isinstance(data, dict) and "local" not in data and data.get("kind") in LOCAL_KINDS:
+            return {**data, "local": True}
+        return data
 
     @model_validator(mode="after")
     def _kind_fields(self) -> ProviderConfig:

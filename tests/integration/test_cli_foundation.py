@@ -23,6 +23,7 @@ from supervisor.cli import build_parser
 from supervisor.cost import Cost, cost_of, unpriced
 from supervisor.ledger import CallRecord, Ledger
 from supervisor.usage import Usage
+from tests.fakes.ollama import OllamaFake
 
 TIMEOUT_S = 60
 CANARY_KEY = "sk-ant-CANARY-xyz"
@@ -230,6 +231,54 @@ def test_an_unknown_model_is_unpriced_with_a_hint_in_both_forms() -> None:
 )
 def test_bad_flags_exit_2_without_a_traceback(args: list[str]) -> None:
     assert_clean_failure(supervisor(*args), code=2)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# ask: an Ollama provider is local whether or not the config declares it
+
+
+@pytest.fixture
+def ollama_fake() -> Iterator[OllamaFake]:
+    with OllamaFake(models=("smollm2:360m",)) as fake:  # pulled, but not in the bundled catalog
+        yield fake
+
+
+def ollama_config(tmp_path: Path, fake: OllamaFake, table: str | None) -> tuple[list[str], dict[str, str]]:
+    """``--config`` args and env for: no table (OLLAMA_HOST finds the fake), or a declared ``[providers.ollama]``."""
+    if table is None:
+        return [], {"OLLAMA_HOST": fake.url}
+    path = tmp_path / "supervisor.toml"
+    path.write_text(f'[providers.ollama]\nkind = "ollama"\nhost = "{fake.url}"\n{table}')
+    return ["--config", str(path)], {}
+
+
+@pytest.mark.parametrize("table", [None, "", "local = true\n"], ids=["no table", "declared", "declared local"])
+def test_ask_sends_an_uncatalogued_ollama_model_to_the_server(
+    tmp_path: Path, ollama_fake: OllamaFake, table: str | None
+) -> None:
+    flags, env = ollama_config(tmp_path, ollama_fake, table)
+    missing = supervisor("ask", "ollama:nosuch:1b", "hello", *flags, env=env)
+    assert_clean_failure(missing, code=1)
+    assert "unpriced" not in missing.stderr
+    assert "ollama pull nosuch:1b" in missing.stderr, missing.stderr
+    assert [r.json["model"] for r in ollama_fake.model_requests()] == ["nosuch:1b"]
+
+    pulled = supervisor("ask", "ollama:smollm2:360m", "hello", "--json", *flags, env=env)
+    assert pulled.returncode == 0, pulled.stderr
+    answer = json.loads(pulled.stdout)
+    assert answer["cost"]["priced"] is True
+    assert answer["cost"]["total_micros"] == 0  # local: $0 marginal cost, not unpriced
+    assert answer["usage"]["output"] > 0
+
+
+def test_ask_refuses_an_uncatalogued_model_when_the_user_says_ollama_is_not_local(
+    tmp_path: Path, ollama_fake: OllamaFake
+) -> None:
+    flags, env = ollama_config(tmp_path, ollama_fake, "local = false\n")
+    done = supervisor("ask", "ollama:nosuch:1b", "hello", *flags, env=env)
+    assert_clean_failure(done)
+    assert "ollama:nosuch:1b is unpriced, so paid traffic is never sent to it" in done.stderr
+    assert ollama_fake.model_requests() == []
 
 
 # ------------------------------------------------------------------------------------------------------------
