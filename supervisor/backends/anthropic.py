@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from supervisor.backends._http import (
     CallSite,
@@ -125,12 +125,14 @@ def _blocks(message: Message, request: Request, provider: str) -> list[dict[str,
     return blocks
 
 
-def normalize_usage(raw: Mapping[str, Any]) -> Usage:
+def normalize_usage(raw: Mapping[str, Any], cache_ttl: Literal["5m", "1h"] = "5m") -> Usage:
     """Anthropic usage as our disjoint components (protocols.md §7).
 
-    Cache writes come from the 5m/1h split; a response without the split bills all of
-    ``cache_creation_input_tokens`` at the 5-minute rate. With ``input_tokens`` known, absent cache fields
-    are 0.
+    Cache writes come from the 5m/1h split, and any part of ``cache_creation_input_tokens`` the split does not
+    account for is billed at the rate of ``cache_ttl``, the TTL the request asked for. Without the split that is
+    all of the total; with it, the remainder: streamed server-tool runs have frozen the split at
+    ``message_start`` while the total kept growing (LiteLLM #42663), and dropping the rest would undercount.
+    With ``input_tokens`` known, absent cache fields are 0.
     """
     uncached = int_or_none(raw.get("input_tokens"))
     output = int_or_none(raw.get("output_tokens"))
@@ -140,24 +142,28 @@ def normalize_usage(raw: Mapping[str, Any]) -> Usage:
         return Usage(output=output, reasoning=reasoning)
     cache_read = int_or_none(raw.get("cache_read_input_tokens")) or 0
     split = raw.get("cache_creation")
-    split_5m = int_or_none(split.get("ephemeral_5m_input_tokens")) if isinstance(split, dict) else None
-    split_1h = int_or_none(split.get("ephemeral_1h_input_tokens")) if isinstance(split, dict) else None
-    if split_5m is None and split_1h is None:
-        write_5m, write_1h = int_or_none(raw.get("cache_creation_input_tokens")) or 0, 0
+    write_5m = (int_or_none(split.get("ephemeral_5m_input_tokens")) or 0) if isinstance(split, dict) else 0
+    write_1h = (int_or_none(split.get("ephemeral_1h_input_tokens")) or 0) if isinstance(split, dict) else 0
+    total = int_or_none(raw.get("cache_creation_input_tokens")) or 0
+    unsplit = max(0, total - write_5m - write_1h)
+    if cache_ttl == "1h":
+        write_1h += unsplit
     else:
-        write_5m, write_1h = split_5m or 0, split_1h or 0
+        write_5m += unsplit
     return Usage(uncached, cache_read, write_5m, write_1h, output, reasoning)
 
 
-def stream_usage(start: Mapping[str, Any] | None, final: Mapping[str, Any] | None) -> tuple[Usage, dict[str, Any]]:
+def stream_usage(
+    start: Mapping[str, Any] | None, final: Mapping[str, Any] | None, cache_ttl: Literal["5m", "1h"] = "5m"
+) -> tuple[Usage, dict[str, Any]]:
     """A streamed message's usage and raw record: ``message_start``'s usage overlaid with the last
     ``message_delta``'s (cumulative; some servers report cache fields only there).
 
     Without a ``message_delta`` usage the output is unknown: ``message_start``'s ``output_tokens`` is a
-    placeholder from before generation.
+    placeholder from before generation. ``cache_ttl`` is the request's breakpoint TTL (see ``normalize_usage``).
     """
     raw = {**(start or {}), **(final or {})}
-    usage = normalize_usage(raw) if raw else Usage()
+    usage = normalize_usage(raw, cache_ttl) if raw else Usage()
     if final is None:
         usage = dataclasses.replace(usage, output=None, reasoning=None)
     return usage, raw
@@ -166,9 +172,10 @@ def stream_usage(start: Mapping[str, Any] | None, final: Mapping[str, Any] | Non
 class _MessageStream:
     """Reads one Messages response: SSE events, or one JSON message from a server that ignored ``stream``."""
 
-    def __init__(self, site: CallSite, on_text: OnText | None) -> None:
+    def __init__(self, site: CallSite, on_text: OnText | None, cache_ttl: Literal["5m", "1h"] = "5m") -> None:
         self.site = site
         self.on_text = on_text
+        self.cache_ttl = cache_ttl  # the request's breakpoint TTL: the rate for writes the split leaves out
         self.clock = Stopwatch()
         self.parts: list[str] = []
         self.stop_reason: str | None = None
@@ -283,7 +290,7 @@ class _MessageStream:
         if not self.done and self.stop_reason is None:
             raise stream_cut(self.site, self.text)
         self.clock.stop()
-        usage, raw = stream_usage(self.start_usage, self.final_usage)
+        usage, raw = stream_usage(self.start_usage, self.final_usage, self.cache_ttl)
         return Result(
             text=self.text,
             finish_reason=FINISH_REASONS.get(self.stop_reason, self.stop_reason) if self.stop_reason else None,
@@ -328,7 +335,7 @@ class AnthropicBackend(HttpBackend):
         """Stream one message; text deltas go to ``on_text`` as they arrive, thinking never does."""
         headers = self._headers(self.api_key(request.model))
         site = self.site(request.model, f"{self.base_url}{MESSAGES_PATH}")
-        stream = _MessageStream(site, on_text)
+        stream = _MessageStream(site, on_text, request.cache_ttl)
         await self.stream(site, messages_body(request, self.provider), headers, request.timeout_s, stream)
         return stream.result()
 

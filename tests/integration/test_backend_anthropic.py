@@ -6,10 +6,14 @@ Nothing is mocked: the backend's own httpx client talks to ``AnthropicFake``, wh
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +37,7 @@ from supervisor.errors import (
     ProtocolError,
     RateLimited,
 )
+from supervisor.ledger import Ledger
 from supervisor.usage import Usage
 from tests.fakes.anthropic import THINKING_TEXT, AnthropicFake
 from tests.fakes.base import CutStream, Hang, HttpError, Malformed, MidStreamError, NoUsage, Reply
@@ -299,6 +304,83 @@ async def test_5m_writes_are_kept_apart_from_1h_writes(fake: AnthropicFake, make
     result = await make_backend(fake.url).complete(_request())
 
     assert result.usage == Usage(100, 50, 3000, 1000, 7)
+
+
+# LiteLLM #42663: a streamed server-tool run whose 5m/1h split froze at message_start (31,490 written) while
+# cache_creation_input_tokens grew to 184,457 in the final message_delta: 152,967 written tokens outside the split.
+FROZEN_SPLIT, GROWN_TOTAL = 31_490, 184_457
+
+
+def _frozen_split_stream(ttl: str) -> RawStream:
+    split = {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0}
+    split[f"ephemeral_{ttl}_input_tokens"] = FROZEN_SPLIT
+    start_usage = {
+        "input_tokens": 12,
+        "cache_creation_input_tokens": FROZEN_SPLIT,
+        "cache_read_input_tokens": 0,
+        "cache_creation": split,
+        "output_tokens": 1,
+    }
+    final_usage = {
+        "input_tokens": 12,
+        "cache_creation_input_tokens": GROWN_TOTAL,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 400,
+    }
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-opus-5-5", "content": []}
+    return RawStream(
+        _events(
+            ("message_start", {"type": "message_start", "message": {**message, "usage": start_usage}}),
+            ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}}),
+            TEXT,
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": final_usage}),
+            ("message_stop", {"type": "message_stop"}),
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("ttl", "written_5m", "written_1h", "micros"),
+    [
+        # 12 x $4 + 184,457 x $5 + 400 x $20 per million: 48 + 922,285 + 8,000
+        ("5m", GROWN_TOTAL, 0, 930_333),
+        # 12 x $4 + 184,457 x $8 + 400 x $20 per million: 48 + 1,475,656 + 8,000
+        ("1h", 0, GROWN_TOTAL, 1_483_704),
+    ],
+)
+def test_cache_writes_beyond_a_frozen_split_reach_the_ledger(
+    tmp_path: Path, supervisor_home: Path, ttl: str, written_5m: int, written_1h: int, micros: int
+) -> None:
+    with AnthropicFake() as server:
+        server.enqueue(_frozen_split_stream(ttl))
+        config = tmp_path / "supervisor.toml"
+        config.write_text(
+            f'[providers.anthropic]\nkind = "anthropic"\nbase_url = "{server.url}"\n'
+            f'api_key_env = "ANTHROPIC_API_KEY"\ncache_ttl = "{ttl}"\n'
+        )
+        ask = ["ask", "anthropic:claude-opus-5-5", "Summarise clause 7.", "--system", "You are an analyst.", "--json"]
+        done = subprocess.run(
+            [sys.executable, "-m", "supervisor", "--config", str(config), *ask],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "ANTHROPIC_API_KEY": KEY},
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert _cache_controls(server.model_requests()[0].json) == [{"type": "ephemeral", "ttl": ttl}]
+
+    answer = json.loads(done.stdout)
+    assert answer["cost"]["total_micros"] == micros
+    with Ledger(supervisor_home / "ledger.db") as ledger:
+        (row,) = ledger.calls()
+    assert row["id"] == answer["call_id"]
+    assert (row["cache_write_5m"], row["cache_write_1h"]) == (written_5m, written_1h)
+    assert row["cost_micros"] == micros
+    assert row["cost_cache_write_5m_micros"] + row["cost_cache_write_1h_micros"] == GROWN_TOTAL * (
+        5 if ttl == "5m" else 8
+    )
 
 
 async def test_stream_without_usage_is_unknown_not_zero(fake: AnthropicFake, make_backend: MakeBackend) -> None:

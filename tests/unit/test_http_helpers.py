@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Literal
 
 import httpx
 import pytest
@@ -467,3 +468,38 @@ def test_openai_usage_normalization(raw: dict[str, object], expected: Usage) -> 
 )
 def test_anthropic_usage_normalization(raw: dict[str, object], expected: Usage) -> None:
     assert anthropic_usage(raw) == expected
+
+
+FROZEN = {
+    "input_tokens": 12,
+    "cache_creation_input_tokens": 184_457,
+    "cache_creation": {"ephemeral_5m_input_tokens": 31_490, "ephemeral_1h_input_tokens": 0},
+    "output_tokens": 400,
+}
+
+
+@pytest.mark.parametrize(
+    ("raw", "ttl", "expected"),
+    [
+        # The split froze below the total: the remainder is billed at the request's TTL, never dropped.
+        (FROZEN, "5m", Usage(12, 0, 184_457, 0, 400)),
+        (FROZEN, "1h", Usage(12, 0, 31_490, 152_967, 400)),
+        # No split at all: the whole total goes at the request's TTL.
+        ({"input_tokens": 1, "cache_creation_input_tokens": 900, "output_tokens": 2}, "1h", Usage(1, 0, 0, 900, 2)),
+        # A split that covers the total is taken as is, whatever the TTL.
+        (
+            {
+                "input_tokens": 1,
+                "cache_creation_input_tokens": 900,
+                "cache_creation": {"ephemeral_5m_input_tokens": 600, "ephemeral_1h_input_tokens": 300},
+                "output_tokens": 2,
+            },
+            "1h",
+            Usage(1, 0, 600, 300, 2),
+        ),
+    ],
+)
+def test_anthropic_cache_writes_beyond_the_split_are_billed(
+    raw: dict[str, object], ttl: Literal["5m", "1h"], expected: Usage
+) -> None:
+    assert anthropic_usage(raw, ttl) == expected
