@@ -140,7 +140,12 @@ def normalize_usage(raw: Mapping[str, Any]) -> Usage:
     if prompt is None:
         return Usage(output=output, reasoning=reasoning)
     cached = int_or_none(prompt_details.get("cached_tokens")) or 0
-    written = int_or_none(prompt_details.get("cache_write_tokens")) or 0
+    # OpenAI names cache writes cache_write_tokens; LiteLLM's proxy and other gateways cache_creation_tokens.
+    # Both are the same tokens: take the larger, never the sum, and never miss one (an undercount).
+    written = max(
+        int_or_none(prompt_details.get("cache_write_tokens")) or 0,
+        int_or_none(prompt_details.get("cache_creation_tokens")) or 0,
+    )
     uncached = prompt - cached - written
     if uncached < 0:
         # Writes reported outside prompt_tokens (protocols.md says to verify the subset reading on a real

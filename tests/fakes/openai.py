@@ -13,6 +13,8 @@ Dialects (how a ``Reply``'s normalized counts are written):
 - ``"deepseek"``: adds ``prompt_cache_hit_tokens`` / ``prompt_cache_miss_tokens``, streams
   ``reasoning_content`` deltas before the answer, and sends ``: keep-alive`` comments.
 - ``"gemini"``: ``completion_tokens`` leaves out the thinking that ``total_tokens`` includes.
+- ``"litellm"``: as ``"openai"``, but cache writes under ``prompt_tokens_details.cache_creation_tokens`` (the name
+  LiteLLM's proxy and other OpenAI-compatible gateways use) instead of ``cache_write_tokens``.
 
 A ``Reply`` with ``tool_calls`` streams as OpenAI does: when there is no text, the first chunk is
 ``{"role": "assistant", "content": null, "tool_calls": [<header of call 0>]}``; each call's header fragment
@@ -46,7 +48,7 @@ from tests.fakes.base import (
     ToolUse,
 )
 
-Dialect = Literal["openai", "deepseek", "gemini"]
+Dialect = Literal["openai", "deepseek", "gemini", "litellm"]
 
 # The real context-overflow payload quoted in protocols.md §3.4.
 CONTEXT_LENGTH_EXCEEDED = {
@@ -309,13 +311,14 @@ class OpenAIFake(FakeServer):
             if reply.cache_read:
                 usage["prompt_tokens_details"] = {"cached_tokens": reply.cache_read}
             return usage
+        written_key = "cache_creation_tokens" if self.dialect == "litellm" else "cache_write_tokens"
         return {
             "prompt_tokens": prompt,
             "completion_tokens": reply.output_tokens,
             "total_tokens": prompt + reply.output_tokens,
             "prompt_tokens_details": {
                 "cached_tokens": reply.cache_read,
-                "cache_write_tokens": reply.cache_write + reply.cache_write_1h,
+                written_key: reply.cache_write + reply.cache_write_1h,
                 "audio_tokens": 0,
             },
             "completion_tokens_details": {"reasoning_tokens": reply.reasoning, "audio_tokens": 0},

@@ -82,6 +82,16 @@ GOLDEN: list[tuple[Dialect, Reply, Usage, str, datetime, int]] = [
         5156,
     ),
     (
+        # The same call through a gateway that names the writes cache_creation_tokens: still 1,024 x $1.25, not
+        # 1,024 more uncached tokens at $1 (4,900 micro-dollars).
+        "litellm",
+        Reply(input_tokens=976, cache_read=8000, cache_write=1024, output_tokens=500, reasoning=300),
+        Usage(976, 8000, 1024, 0, 500, 300),
+        "openai:gpt-6.1-terra",
+        AT_OFF_PEAK,
+        5156,
+    ),
+    (
         "deepseek",
         Reply(input_tokens=3000, cache_read=120_000, output_tokens=800, reasoning=200),
         Usage(3000, 120_000, 0, 0, 800, 200),

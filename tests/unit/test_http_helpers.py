@@ -429,6 +429,28 @@ def test_transport_errors(exc: httpx.HTTPError, started: bool, expected: type[Ba
             },
             Usage(40, 60, 90, 0, 1, None),
         ),
+        # A gateway that names the writes cache_creation_tokens (LiteLLM's proxy): the same 1,024 writes.
+        (
+            {
+                "prompt_tokens": 10_000,
+                "completion_tokens": 500,
+                "prompt_tokens_details": {"cached_tokens": 8000, "cache_creation_tokens": 1024},
+            },
+            Usage(976, 8000, 1024, 0, 500, None),
+        ),
+        # Both names for the same writes: counted once, and the larger, never the sum.
+        (
+            {
+                "prompt_tokens": 10_000,
+                "completion_tokens": 500,
+                "prompt_tokens_details": {
+                    "cached_tokens": 8000,
+                    "cache_write_tokens": 0,
+                    "cache_creation_tokens": 1024,
+                },
+            },
+            Usage(976, 8000, 1024, 0, 500, None),
+        ),
         # Only the output side reported: the prompt is unknown, so the call is unpriced.
         ({"completion_tokens": 9}, Usage(output=9)),
     ],
