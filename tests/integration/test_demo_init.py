@@ -18,13 +18,13 @@ def demo_env(home: Path) -> dict[str, str]:
     return {**os.environ, "SUPERVISOR_HOME": str(home)}
 
 
-@pytest.fixture(params=["real", "scripted"])
+@pytest.fixture(params=[pytest.param("real", marks=pytest.mark.real_model), "scripted"])
 def demo_run(
     request: pytest.FixtureRequest, tmp_path: Path, supervisor_home: Path
 ) -> tuple[str, Path, subprocess.CompletedProcess[str]]:
     mode = request.param
     if mode == "real":
-        gguf = request.getfixturevalue("embedded_gguf")  # skips when the model cannot be had (offline)
+        gguf = request.getfixturevalue("embedded_gguf")  # skips when the model cannot be had (offline), not in CI
         target = embedded_model_path("smollm2-135m", demo_env(supervisor_home))
         target.parent.mkdir(parents=True, exist_ok=True)
         target.symlink_to(gguf)

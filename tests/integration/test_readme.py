@@ -48,15 +48,33 @@ def render_cli_reference() -> str:
     return "\n".join(lines)
 
 
+CI_VENV = ".ci-venv"  # CI's own virtualenv; the README's .venv is the developer's
+
+
+def ci_test_block() -> list[str]:
+    ci = (REPO / ".ci" / "run").read_text()
+    block = ci.split("# README-TEST-COMMAND-BEGIN\n", 1)[1].split("\n# README-TEST-COMMAND-END", 1)[0]
+    return block.strip().splitlines()
+
+
 def test_quickstart_has_two_commands_the_second_is_what_ci_runs() -> None:
     commands = quickstart_commands()
     assert len(commands) == 2, commands
     demo, tests = (c.strip() for c in commands)
     assert demo.endswith("supervisor demo"), demo
     assert tests.endswith("pytest"), tests
-    ci = (REPO / ".ci" / "run").read_text()
-    block = ci.split("# README-TEST-COMMAND-BEGIN\n", 1)[1].split("\n# README-TEST-COMMAND-END", 1)[0].strip()
-    assert block == tests
+    # CI runs the same steps, one per line (so each fails CI on its own), in its own virtualenv.
+    steps = [step.strip().replace(".venv", CI_VENV) for step in tests.split("&&")]
+    assert ci_test_block() == steps
+
+
+def test_every_ci_step_fails_ci_on_its_own() -> None:
+    """``set -e`` ignores failures of all but the last command in an ``&&`` or ``||`` list: CI has none."""
+    lines = (REPO / ".ci" / "run").read_text().splitlines()
+    commands = [line for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    assert commands[0] == "set -euo pipefail", commands[:2]
+    assert [c for c in commands if "&&" in c or "||" in c or c.rstrip().endswith("\\")] == []
+    assert not any(".venv" in c.replace(CI_VENV, "") for c in commands), "CI must not touch the README's .venv"
 
 
 def test_the_demo_command_exists() -> None:
