@@ -1116,15 +1116,17 @@ def test_a_valid_plan_cannot_write_through_a_symlink_out_of_the_workspace(tmp_pa
     assert "outside the workspace" in failures
 
 
+# {canary} is an absolute path outside the workspace: a failed attempt's restore cannot remove what a shell made
+# there (a canary inside the workspace let a mutant that ran every answer through `sh -c` pass).
 SHELL_ANSWERS = [
-    f"$(touch {CANARY})",
-    f"`touch {CANARY}`",
-    f"ok; touch {CANARY}",
-    f"ok && touch ../{CANARY} || true",
-    f"ok\n$(touch {CANARY}-2)\n`touch {CANARY}-3`\n; rm -rf ../victim",
-    f"';touch {CANARY};'",
-    f'"; touch {CANARY}; echo "',
-    f"ok\x00; touch {CANARY}",
+    "$(touch {canary})",
+    "`touch {canary}`",
+    "ok; touch {canary}",
+    "true && touch {canary} || true",
+    "ok\n$(touch {canary}-2)\n`touch {canary}-3`\n; rm -rf ../victim",
+    "';touch {canary};'",
+    '"; touch {canary}; echo "',
+    "ok\x00; touch {canary}",
 ]
 SHELL_AGENT = """
 [agents.scribe]
@@ -1146,6 +1148,9 @@ verify = ["grep -qx 'exactly ok' answer.txt", {{ regex = "{regex}" }}, {{ python
 def test_shell_commands_in_answers_never_run(tmp_path: Path, answer: str) -> None:
     (tmp_path / "victim").mkdir()
     (tmp_path / "victim" / "keep.txt").write_text("keep\n")
+    (tmp_path / "outside").mkdir()
+    canary = tmp_path / "outside" / CANARY
+    answer = answer.format(canary=canary)
     harness = make_harness(
         tmp_path, SHELL_AGENT.format(regex="."), files={"answer.txt": "old\n"}, tiers=Tiers(local=lambda r: answer)
     )
@@ -1154,6 +1159,7 @@ def test_shell_commands_in_answers_never_run(tmp_path: Path, answer: str) -> Non
     runtime, _ = harness.runtime()
     result = asyncio.run(runtime.run_agent("scribe"))
     assert result.outcome == "exhausted", result
+    assert sorted(p.name for p in canary.parent.iterdir()) == [], "something executed model output"
     assert tree_digest(harness.workspace) == before_ws
     assert outside_digest(tmp_path) == before_outside
     assert_no_canary(tmp_path)
