@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -338,12 +339,37 @@ def test_untrusted_text_is_shown_not_obeyed() -> None:
     assert "boom" in line.plain
 
 
-@pytest.mark.parametrize("text", ["2026-11-01..2026-11-20", "2026-11-05", "..2026-11-20"])
-def test_date_ranges_parse(text: str) -> None:
+@pytest.mark.parametrize(
+    ("text", "since", "until", "label"),
+    [
+        ("2026-11-01..2026-11-20", date(2026, 11, 1), date(2026, 11, 20), "2026-11-01 … 2026-11-20"),
+        (" 2026-10-30 .. 2026-11-02 ", date(2026, 10, 30), date(2026, 11, 2), "2026-10-30 … 2026-11-02"),
+        ("2026-11-05", date(2026, 11, 5), date(2026, 11, 5), "2026-11-05"),
+        ("2026-11-05..2026-11-05", date(2026, 11, 5), date(2026, 11, 5), "2026-11-05"),
+        ("..2026-11-20", None, date(2026, 11, 20), "… … 2026-11-20"),
+        ("2026-02-28..", date(2026, 2, 28), None, "2026-02-28 … …"),
+    ],
+)
+def test_date_ranges_parse(text: str, since: date | None, until: date | None, label: str) -> None:
+    from supervisor.tui.data import DateRange, parse_range
+
+    assert parse_range(text) == DateRange(label, since, until)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2026-11-20..2026-11-01", "the range starts after it ends"),
+        ("yesterday", "write a range as YYYY-MM-DD..YYYY-MM-DD"),
+        ("2026-11-01..soon", "write a range as YYYY-MM-DD..YYYY-MM-DD"),
+        ("2026-02-30", "write a range as YYYY-MM-DD..YYYY-MM-DD"),
+    ],
+)
+def test_bad_date_ranges_say_how_to_write_one(text: str, message: str) -> None:
     from supervisor.tui.data import parse_range
 
-    span = parse_range(text)
-    assert span.until is None or span.until.isoformat() <= "2026-11-20"
+    with pytest.raises(ValueError, match=message):
+        parse_range(text)
 
 
 async def test_models_screen_shows_where_each_ladder_models_prices_come_from(
