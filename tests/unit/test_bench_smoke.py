@@ -1,7 +1,8 @@
-"""The benchmarks in bench/ run end to end at tiny sizes and write the JSON keys the README quotes.
+"""The benchmarks in bench/ run end to end at tiny sizes and write the JSON the README quotes.
 
-No timing is asserted here (figures come from running the benchmarks themselves); this only keeps them from
-rotting as the code under them changes.
+No speed is asserted here (figures come from running the benchmarks themselves): these check that the figures
+are sane and consistent (counts equal what was asked for, ratios and differences are those of the reported
+medians), so the benchmarks cannot rot, or report nonsense, as the code under them changes.
 """
 
 from __future__ import annotations
@@ -118,19 +119,44 @@ def test_context(tmp_path: Path) -> None:
     assert len(data["per_wake"]) == 5
 
 
+def assert_sane_summary(summary: dict[str, Any], n: int) -> None:
+    """A timing summary of exactly ``n`` samples whose statistics are ordered as statistics must be."""
+    assert summary["n"] == n
+    assert 0 < summary["min_ms"] <= summary["median_ms"] <= summary["p95_ms"]
+    assert summary["min_ms"] <= summary["mean_ms"]
+    assert summary["p95_ms"] < 60_000  # a loopback call; a minute means the units or the clock are wrong
+
+
+def assert_consistent_comparison(comparison: dict[str, Any], n: int) -> None:
+    """Both sides hold ``n`` samples, and every derived figure is computed from the reported ones."""
+    ours, bare = comparison["supervisor"], comparison["bare_httpx"]
+    assert_sane_summary(ours, n)
+    assert_sane_summary(bare, n)
+    assert comparison["ratio_median"] == pytest.approx(ours["median_ms"] / bare["median_ms"], rel=1e-9)
+    assert comparison["added_median_ms"] == pytest.approx(ours["median_ms"] - bare["median_ms"], rel=1e-9)
+    assert comparison["added_p95_ms"] == pytest.approx(ours["p95_ms"] - bare["p95_ms"], rel=1e-9)
+
+
 def test_overhead(tmp_path: Path) -> None:
     data = run("overhead", ["--iterations", "5", "--warmup", "1", "--run-iterations", "2"], tmp_path)
-    call = data["call"]
-    for key in ("added_median_ms", "added_p95_ms", "ratio_median", "supervisor", "bare_httpx"):
-        assert key in call
-    assert data["ledger_call_rows"] >= 6
-    assert "run_agent" in data
+    assert (data["iterations"], data["warmup"]) == (5, 1)
+    assert_consistent_comparison(data["call"], 5)  # the warm-up call is discarded
+    assert_sane_summary(data["bare_httpx_new_connection"], 5)
+    # A one-step run makes one call; the runs are measured after min(10, runs) warm-up runs.
+    assert_consistent_comparison(data["run_agent"], 2)
+    # Every call through the supervisor is one ledger row: (5 + 1 warm-up) calls, then (2 + 2 warm-up) runs.
+    assert data["ledger_call_rows"] == (5 + 1) + (2 + 2)
+    assert data["target"] == {"added_median_ms_max": 2.0, "met": data["call"]["added_median_ms"] < 2.0}
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals are POSIX")
 def test_startup(tmp_path: Path) -> None:
     data = run("startup", ["--runs", "1", "--warmup", "0", "--tui-runs", "1"], tmp_path)
     help_ = data["help"]
-    assert help_["supervisor_help"]["n"] == 1
-    assert "added_median_ms" in help_
+    ours, bare = help_["supervisor_help"], help_["python_pass"]
+    for summary in (ours, bare):
+        assert summary["n"] == 1
+        assert 0 < summary["min_ms"] <= summary["median_ms"] <= summary["p95_ms"] < 60_000
+    assert help_["added_median_ms"] == pytest.approx(ours["median_ms"] - bare["median_ms"], rel=1e-9)
+    assert help_["added_p95_ms"] == pytest.approx(ours["p95_ms"] - bare["p95_ms"], rel=1e-9)
     assert "available" in data["tui_first_paint"]
