@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor.backends.base import Request
+from supervisor.backends.base import Message, Request
 from supervisor.backends.scripted import ScriptedAnswer, ScriptedBackend
 from supervisor.catalog import Catalog, default_catalog_dirs, load_catalog
 from supervisor.config import Config, load_config
@@ -42,6 +42,16 @@ frontier = ["sim-frontier:sonnet"]
 """
 
 Responder = Callable[[Request], "ScriptedAnswer | str"]
+
+# The documented estimate for backends without a local tokenizer (supervisor.backends.base.estimate_tokens),
+# worked by hand: ceil(UTF-8 bytes / 3) per message, + 4 per message, + 3 per request.
+ESTIMATED_MESSAGES = (
+    Message("system", "You are terse."),  # 14 bytes -> 5
+    Message("user", "h\u00e9llo w\u00f6rld"),  # 13 bytes, 11 characters -> 5 (4 if characters were counted)
+    Message("assistant", "ok"),  # 2 bytes -> 1
+    Message("user", "Count me: 12345"),  # 15 bytes -> 5
+)
+ESTIMATED_TOKENS = (5 + 5 + 1 + 5) + 4 * 4 + 3
 
 
 def last_user(request: Request) -> str:

@@ -42,6 +42,7 @@ from supervisor.usage import Usage
 from tests.fakes.anthropic import THINKING_TEXT, AnthropicFake
 from tests.fakes.base import CutStream, Hang, HttpError, Malformed, MidStreamError, NoUsage, Reply
 from tests.fakes.openai import RawStream
+from tests.helpers import ESTIMATED_MESSAGES, ESTIMATED_TOKENS
 
 KEY = "sk-ant-test-0001"
 CANARY = "sk-CANARY-123"
@@ -648,8 +649,9 @@ async def test_health(fake: AnthropicFake, make_backend: MakeBackend) -> None:
     assert not dead.ok
 
 
-async def test_count_tokens_is_an_estimate(make_backend: MakeBackend) -> None:
-    count = make_backend("http://127.0.0.1:9").count_tokens(_request())
+async def test_count_tokens_is_the_documented_estimate(make_backend: MakeBackend) -> None:
+    request = Request(model="claude-opus-5-5", messages=ESTIMATED_MESSAGES, max_output_tokens=16)
 
-    assert not count.exact
-    assert count.tokens > 0
+    count = make_backend("http://127.0.0.1:9").count_tokens(request)
+
+    assert (count.tokens, count.exact) == (ESTIMATED_TOKENS, False)

@@ -12,7 +12,7 @@ import httpx
 import ollama
 import pytest
 
-from supervisor.backends.base import Message, Request, estimate_tokens
+from supervisor.backends.base import Message, Request
 from supervisor.backends.ollama import DEFAULT_CONTEXT_WINDOW, OllamaBackend, usage_from_metrics
 from supervisor.backends.registry import make_backend
 from supervisor.catalog import local_spec
@@ -42,6 +42,7 @@ from tests.fakes.ollama import (
     OllamaFake,
     RecordedStream,
 )
+from tests.helpers import ESTIMATED_MESSAGES, ESTIMATED_TOKENS
 
 # protocols.md section 1.3: a streamed chunk and the final chunk of /api/chat, verbatim from the Ollama docs.
 DOCS_CHUNK = (
@@ -263,7 +264,7 @@ async def test_keep_alive_is_forwarded(fake: OllamaFake, make: MakeBackend, keep
 
 async def test_a_prompt_that_does_not_fit_is_refused_before_sending(fake: OllamaFake, make: MakeBackend) -> None:
     request = ask("x" * 300, context_window=128, max_output_tokens=32)
-    prompt_estimate = estimate_tokens(request.messages)
+    prompt_estimate = 300 // 3 + 4 + 3  # the documented estimate: one 300-byte message
 
     with pytest.raises(ContextOverflow) as caught:
         await make().complete(request)
@@ -497,10 +498,10 @@ async def test_an_unusable_host_is_unavailable_not_a_crash(make: MakeBackend) ->
     assert "127.0.0.1:notaport" in health.detail
 
 
-def test_count_tokens_is_an_estimate(make: MakeBackend) -> None:
-    request = ask("count these words please")
+def test_count_tokens_is_the_documented_estimate(make: MakeBackend) -> None:
+    request = Request(model="llama3.2", messages=ESTIMATED_MESSAGES, max_output_tokens=16)
     count = make().count_tokens(request)
-    assert (count.tokens, count.exact) == (estimate_tokens(request.messages), False)
+    assert (count.tokens, count.exact) == (ESTIMATED_TOKENS, False)
 
 
 # --- the fake itself, through the official client --------------------------------------------------------

@@ -37,6 +37,7 @@ from supervisor.errors import (
 from supervisor.usage import Usage
 from tests.fakes.base import CutStream, Hang, HttpError, Malformed, MidStreamError, NoUsage, Reply
 from tests.fakes.openai import THINKING_TEXT, Dialect, OpenAIFake, RawStream
+from tests.helpers import ESTIMATED_MESSAGES, ESTIMATED_TOKENS
 
 KEY_ENV = "FAKE_COMPAT_API_KEY"
 KEY = "sk-test-key-0001"
@@ -657,8 +658,9 @@ async def test_health_of_a_dead_server_does_not_raise(make_backend: MakeBackend)
     assert "cannot reach" in health.detail
 
 
-async def test_count_tokens_is_an_estimate(make_backend: MakeBackend) -> None:
-    count = make_backend("http://127.0.0.1:9").count_tokens(_request())
+async def test_count_tokens_is_the_documented_estimate(make_backend: MakeBackend) -> None:
+    request = Request(model="fake-model", messages=ESTIMATED_MESSAGES, max_output_tokens=16)
 
-    assert not count.exact
-    assert count.tokens > 0
+    count = make_backend("http://127.0.0.1:9").count_tokens(request)
+
+    assert (count.tokens, count.exact) == (ESTIMATED_TOKENS, False)
