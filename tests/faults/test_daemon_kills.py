@@ -409,14 +409,15 @@ class Lane:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 err = self.stderr_of(proc)
-                known = ""
+                regression = ""
                 if "snapshots" in err and ("FileNotFoundError" in err or "JSONDecodeError" in err):
-                    known = (
-                        "\n(a kill landed inside Snapshot.discard/take: the known bug of "
-                        "test_kill_points[mid-run-snapshot-discard] / [mid-manifest-write], not a flaky test)"
+                    regression = (
+                        "\n(a kill landed inside Snapshot.discard/take and recovery tripped over the half-written "
+                        "snapshot: test_kill_points[mid-run-snapshot-discard] / [mid-manifest-write] guard that fix, "
+                        "so this is a regression, not a flaky test)"
                     )
                 raise AssertionError(
-                    f"{what}: the daemon exited with {proc.returncode} before its first tick{known}:\n{err[-3000:]}"
+                    f"{what}: the daemon exited with {proc.returncode} before its first tick{regression}:\n{err[-3000:]}"
                 )
             info = self._daemon_row()
             if info is not None and info["pid"] == proc.pid and info["heartbeat_at"] > info["started_at"]:

@@ -421,11 +421,20 @@ def test_artifacts_and_plans_never_keep_an_echoed_key(world: World) -> None:
 # The TUI
 
 
+# What each screen shows once its data has loaded (where a leak would be, if there were one).
+LOADED = {
+    "agents": ("waiting for approval #1", "streamy"),
+    "approvals": ("why     cmd: cat answer.txt", "[redacted:DEEPSEEK_API_KEY]"),
+    "costs": ("real spend", "By agent"),
+    "models": ("anthropic (anthropic)", "API keys (names only)"),
+    "alarms": ("no breaker alarms",),
+}
+RUN_OF = {"leaky": 1, "errors": 2, "streamy": 3}  # the order test_tui_screens_never_show_a_canary runs them in
+
+
 def test_tui_screens_never_show_a_canary(world: World) -> None:
-    try:
-        from supervisor.tui.app import SupervisorApp
-    except ImportError as exc:  # pragma: no cover - only while the TUI package is not there
-        pytest.skip(f"supervisor.tui cannot be imported: {exc}")
+    from supervisor.tui.app import SupervisorApp
+
     world.cli("run", "leaky", code=4)
     world.cli("run", "errors", code=1)
     world.cli("run", "streamy", code=1)
@@ -441,15 +450,16 @@ def test_tui_screens_never_show_a_canary(world: World) -> None:
         async with app.run_test(size=(160, 50)) as pilot:
             await _until(pilot, lambda: app.snapshot is not None)
             await _until(pilot, lambda: "leaky" in _screen_text(app))
-            for mode in ("agents", "approvals", "costs", "models", "alarms"):
+            for mode, shown in LOADED.items():
                 app.switch_mode(mode)
-                await pilot.pause(0.5)
+                await _until_shown(pilot, app, shown, f"the {mode} screen")
                 screens[mode] = _screen_text(app)
             app.switch_mode("agents")
-            for agent in ("leaky", "errors", "streamy"):
+            for agent, run_id in RUN_OF.items():
                 app.open_agent(agent)
-                await _until(pilot, lambda: "redacted" in _screen_text(app) or "run 1" in _screen_text(app), 5.0)
-                await pilot.pause(0.3)
+                # The step log down to the run's last event, and the run in the runs table.
+                shown = (f"Agent {agent}", f"■ run {run_id} ", f"#{run_id} ")
+                await _until_shown(pilot, app, shown, f"agent {agent}")
                 screens[f"agent {agent}"] = _screen_text(app)
 
     asyncio.run(go())
@@ -460,12 +470,25 @@ def test_tui_screens_never_show_a_canary(world: World) -> None:
     assert not leaked, f"TUI screens leaked: {leaked}"
 
 
-async def _until(pilot: Any, condition: Any, timeout: float = 20.0) -> None:
+async def _until(pilot: Any, condition: Any, timeout: float = 20.0, what: str = "the TUI") -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():
-        assert loop.time() < deadline, "the TUI never loaded"
+        assert loop.time() < deadline, f"{what} never showed what it should"
         await pilot.pause(0.05)
+
+
+async def _until_shown(pilot: Any, app: Any, shown: tuple[str, ...], what: str) -> None:
+    """Until the screen shows every one of ``shown`` (its data has loaded), instead of sleeping a fixed time."""
+
+    def showing() -> bool:
+        text = _screen_text(app)
+        return all(part in text for part in shown)
+
+    try:
+        await _until(pilot, showing, timeout=30.0, what=what)
+    except AssertionError:
+        raise AssertionError(f"{what} never showed {shown}; it shows:\n{_screen_text(app)[-4000:]}") from None
 
 
 def _screen_text(app: Any) -> str:
@@ -476,13 +499,11 @@ def _screen_text(app: Any) -> str:
 
 
 def test_tui_hosting_a_run_never_shows_a_canary(world: World) -> None:
-    try:
-        from supervisor.control import HostedController
-        from supervisor.runtime.runtime import Runtime
-        from supervisor.runtime.scheduler import Scheduler
-        from supervisor.tui.app import SupervisorApp
-    except ImportError as exc:  # pragma: no cover - only while the TUI package is not there
-        pytest.skip(f"supervisor.tui cannot be imported: {exc}")
+    from supervisor.control import HostedController
+    from supervisor.runtime.runtime import Runtime
+    from supervisor.runtime.scheduler import Scheduler
+    from supervisor.tui.app import SupervisorApp
+
     env = {**world.env}
     config = load_config(world.config, env, required=True)
     catalog = load_catalog(default_catalog_dirs(config.catalog_dirs(), env))
@@ -500,12 +521,13 @@ def test_tui_hosting_a_run_never_shows_a_canary(world: World) -> None:
         async with app.run_test(size=(200, 60)) as pilot:
             await _until(pilot, lambda: app.snapshot is not None)
             app.open_agent("leaky")
-            await pilot.pause(0.3)
+            await _until_shown(pilot, app, ("Agent leaky",), "the agent screen")
             app.run_now("leaky")
             await _until(pilot, gated)
-            # Until the step log shows the failed gate (the answer it printed), so a pass means "not leaked".
-            await _until(pilot, lambda: "cat answer.txt" in _screen_text(app), 10.0)
-            await pilot.pause(0.3)
+            # Until the step log shows the failed gate (the answer it printed) and the run has come to ask for the
+            # frontier (the modal repeats the gate's output), so a pass means "not leaked", not "not shown yet".
+            shown = ("cat answer.txt", "[redacted:DEEPSEEK_API_KEY]", "Frontier escalation · approval #1")
+            await _until_shown(pilot, app, shown, "the hosted run")
             screens["agent leaky"] = _screen_text(app)
             await app.action_quit()
 

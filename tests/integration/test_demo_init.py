@@ -13,6 +13,8 @@ from supervisor.init import EMBEDDED, fake_report, starter_config
 from supervisor.ledger import Ledger
 from supervisor.models_pull import embedded_model_path
 
+DEMO_TIMEOUT_S = 600  # the demo's own budget (README: under five minutes on a 2-core box, more under xdist)
+
 
 def demo_env(home: Path) -> dict[str, str]:
     return {**os.environ, "SUPERVISOR_HOME": str(home)}
@@ -34,12 +36,13 @@ def demo_run(
         capture_output=True,
         text=True,
         env=demo_env(supervisor_home),
-        timeout=600,
+        timeout=DEMO_TIMEOUT_S,
     )
     return mode, root, done
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 120)  # above the subprocess's own timeout, which reports its output
 def test_demo_headless_shows_every_principle_with_real_parts(
     demo_run: tuple[str, Path, subprocess.CompletedProcess[str]],
 ) -> None:
