@@ -97,6 +97,10 @@ class CallRecord:
     prompt_tokens_est: int | None = None
     price_source: str = ""  # "bundled openai.toml", "user /path/x.toml", "genai-prices 0.2.5", "local provider ($0)"
     turn: int | None = None  # the built-in worker's turn within the attempt (None: a single-call step)
+    requested_model: str | None = None  # the gateway: the model name the client asked for
+    auth: str | None = None  # the gateway: "key" or "port" (how the caller was identified)
+    key_id: int | None = None  # the gateway key the call was made with
+    via: str = "runtime"  # "runtime" (the supervisor's own steps) or "gateway"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,40 @@ class CapLimits:
     run_tokens: int | None = None
     agent_day_tokens: int | None = None
     agent_month_tokens: int | None = None
+    key_micros: int | None = None  # a gateway key's own dollar cap over its life (an agent step's attempt)
+    key_tokens: int | None = None
+    key_calls: int | None = None  # most calls one key may make
+    approval_micros: int | None = None  # what is left to an approval window ("up to $2 for 15 minutes")
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayKey:
+    """A gateway key as stored: only its hash, a display prefix, the agent it belongs to, and optional bindings
+    (an agent step's attempt: run, step, attempt, tier) and limits. The token itself is never stored."""
+
+    id: int
+    agent: str
+    prefix: str
+    label: str
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+    run_id: int | None = None
+    step: str | None = None
+    attempt: int | None = None
+    tier: str | None = None
+    max_calls: int | None = None
+    max_micros: int | None = None
+    max_tokens: int | None = None
+    max_output_tokens: int | None = None
+
+    def usable(self, now: datetime) -> str | None:
+        """``None`` when the key may be used now, else why not."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.expires_at is not None and parse_iso(self.expires_at) <= now:
+            return "expired"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +179,7 @@ class CapHit:
     """Why a reservation was refused: which cap, how much is already spent/held, and when the window resets."""
 
     cap: str  # e.g. "agent day_usd", "global month_usd", "run_usd", "agent day_tokens"
-    unit: Literal["micros", "tokens"]
+    unit: Literal["micros", "tokens", "calls"]
     limit: int
     spent: int  # settled spend in the window
     held: int  # open reservations in the window
@@ -159,9 +197,9 @@ class CapHit:
             )
         else:
             used, limit, need = (
-                f"{self.spent + self.held} tokens",
-                f"{self.limit} tokens",
-                f"{self.needed} tokens",
+                f"{self.spent + self.held} {self.unit}",
+                f"{self.limit} {self.unit}",
+                f"{self.needed} {self.unit}",
             )
         when = f"; resets {self.resets_at.astimezone():%Y-%m-%d %H:%M}" if self.resets_at else ""
         return f"{self.cap} cap: {used} of {limit} used, this call could need {need}{when}"
@@ -244,6 +282,8 @@ class ApprovalRow:
     decided_at: str | None
     decided_by: str | None
     simulated: bool
+    window_until: str | None = None
+    budget_micros: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +300,10 @@ class ReconcileReport:
         )
 
 
+_KEY_COLUMNS = (
+    "id, agent, prefix, label, created_at, expires_at, revoked_at, run_id, step, attempt, tier, max_calls, "
+    "max_micros, max_tokens, max_output_tokens"
+)
 _SPENT = (
     "CASE state WHEN 'held' THEN amount_micros WHEN 'released' THEN 0 ELSE coalesce(actual_micros, amount_micros) END"
 )
@@ -581,9 +625,10 @@ class Ledger:
         "price_input, price_cache_read, price_cache_write, price_cache_write_1h, price_output, price_label, "
         "cost_input_micros, cost_cache_read_micros, cost_cache_write_5m_micros, cost_cache_write_1h_micros, "
         "cost_output_micros, cost_micros, priced, unpriced_reason, latency_s, ttft_s, tokens_per_s, compute_s, "
-        "finish_reason, error_class, error, reservation_id, prompt_tokens_est, price_source, turn"
+        "finish_reason, error_class, error, reservation_id, prompt_tokens_est, price_source, turn, requested_model, "
+        "auth, key_id, via"
     )
-    _CALL_INSERT = f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 42)})"
+    _CALL_INSERT = f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({', '.join('?' * 46)})"
 
     def _call_params(self, r: CallRecord) -> tuple[Any, ...]:
         u, c = r.usage, r.cost
@@ -631,6 +676,10 @@ class Ledger:
             r.prompt_tokens_est,
             r.price_source,
             r.turn,
+            r.requested_model,
+            r.auth,
+            r.key_id,
+            r.via,
         )
 
     def record_call(self, record: CallRecord, settlement: Settlement | None = None) -> int:
@@ -675,6 +724,8 @@ class Ledger:
         tokens: int,
         limits: CapLimits,
         now: datetime | None = None,
+        key_id: int | None = None,
+        approval_id: int | None = None,
     ) -> Reservation | CapHit:
         """Hold ``amount_micros`` (the call's worst case) and ``tokens`` unless that could cross any cap.
 
@@ -694,6 +745,8 @@ class Ledger:
             # the run window sums the run's own reservations.
             windows: dict[str, tuple[str, list[Any], datetime | None]] = {
                 "run": ("SELECT {cols} FROM reservations r WHERE r.run_id = ?", [run_id], None),
+                "key": ("SELECT {cols} FROM reservations r WHERE r.key_id = ?", [key_id], None),
+                "approval": ("SELECT {cols} FROM reservations r WHERE r.approval_id = ?", [approval_id], None),
                 "agent day": (
                     "SELECT {days} FROM spend_days WHERE agent = ? AND day = ?",
                     [agent, today],
@@ -720,12 +773,23 @@ class Ledger:
                 ("run_tokens", "run", "tokens", limits.run_tokens),
                 ("agent day_tokens", "agent day", "tokens", limits.agent_day_tokens),
                 ("agent month_tokens", "agent month", "tokens", limits.agent_month_tokens),
+                ("key usd", "key", "micros", limits.key_micros),
+                ("key tokens", "key", "tokens", limits.key_tokens),
+                ("approval window usd", "approval", "micros", limits.approval_micros),
             ]
+            if limits.key_calls is not None and key_id is not None:
+                made = conn.execute(
+                    "SELECT count(*) FROM reservations WHERE key_id = ? AND state != 'released'", (key_id,)
+                ).fetchone()[0]
+                if made + 1 > limits.key_calls:
+                    return CapHit("key calls", "calls", limits.key_calls, int(made), 0, 1, None)
             for cap, window, unit, limit in checks:
                 if limit is None:
                     continue
                 needed = amount_micros if unit == "micros" else tokens
                 if needed <= 0 or (window == "run" and run_id is None):
+                    continue
+                if (window == "key" and key_id is None) or (window == "approval" and approval_id is None):
                     continue
                 sql, params, resets = windows[window]
                 if unit == "micros":
@@ -742,8 +806,8 @@ class Ledger:
                     return CapHit(cap, unit, limit, spent_total - held, held, needed, resets)
             cur = conn.execute(
                 """INSERT INTO reservations (agent, run_id, provider, model, created_at, amount_micros, tokens,
-                     owner_pid, owner_started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (agent, run_id, provider, model, iso(now), amount_micros, tokens, pid, started),
+                     owner_pid, owner_started, key_id, approval_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (agent, run_id, provider, model, iso(now), amount_micros, tokens, pid, started, key_id, approval_id),
             )
             return Reservation(int(cur.lastrowid or 0), amount_micros, tokens)
 
@@ -944,8 +1008,19 @@ class Ledger:
             ),
         )
 
-    def decide_approval(self, approval_id: int, approve: bool, by: str) -> ApprovalRow:
-        """Approve or deny a pending request (from any process); a decided request cannot be re-decided."""
+    def decide_approval(
+        self,
+        approval_id: int,
+        approve: bool,
+        by: str,
+        *,
+        window_until: datetime | None = None,
+        budget_micros: int | None = None,
+    ) -> ApprovalRow:
+        """Approve or deny a pending request (from any process); a decided request cannot be re-decided.
+
+        An approval with ``window_until`` is a window: it serves every request of the agent at that tier until
+        then (and, with ``budget_micros``, until that much is spent through it) instead of being used once."""
         with self.immediate() as conn:
             row = conn.execute("SELECT state FROM approvals WHERE id = ?", (approval_id,)).fetchone()
             if row is None:
@@ -955,8 +1030,16 @@ class Ledger:
             if row["state"] != "pending":
                 raise LedgerError(f"approval #{approval_id} is already {row['state']}")
             conn.execute(
-                "UPDATE approvals SET state = ?, decided_at = ?, decided_by = ? WHERE id = ?",
-                ("approved" if approve else "denied", iso(utcnow()), by, approval_id),
+                "UPDATE approvals SET state = ?, decided_at = ?, decided_by = ?, window_until = ?, budget_micros = ? "
+                "WHERE id = ?",
+                (
+                    "approved" if approve else "denied",
+                    iso(utcnow()),
+                    by,
+                    iso(window_until) if window_until is not None and approve else None,
+                    budget_micros if approve else None,
+                    approval_id,
+                ),
             )
         found = self.approval(approval_id)
         assert found is not None
@@ -994,6 +1077,79 @@ class Ledger:
             (agent, step, tier),
         )
         return _approval(rows[0]) if rows else None
+
+    def approval_window(self, agent: str, step: str, tier: str, now: datetime) -> ApprovalRow | None:
+        """An approved window for this agent's ``step`` at ``tier`` that is still open at ``now``."""
+        rows = self.query(
+            "SELECT * FROM approvals WHERE agent = ? AND step = ? AND tier = ? AND state = 'approved' "
+            "AND window_until IS NOT NULL AND window_until > ? ORDER BY id DESC LIMIT 1",
+            (agent, step, tier, iso(now)),
+        )
+        return _approval(rows[0]) if rows else None
+
+    # ----------------------------------------------------------------------------------------------------
+    # Gateway keys (only hashes are stored; the token is shown once, when it is created)
+
+    def create_key(
+        self,
+        *,
+        agent: str,
+        key_hash: str,
+        prefix: str,
+        label: str = "",
+        expires_at: datetime | None = None,
+        run_id: int | None = None,
+        step: str | None = None,
+        attempt: int | None = None,
+        tier: str | None = None,
+        max_calls: int | None = None,
+        max_micros: int | None = None,
+        max_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+    ) -> int:
+        return self._write(
+            """INSERT INTO gateway_keys (agent, key_hash, prefix, label, created_at, expires_at, run_id, step, attempt,
+                 tier, max_calls, max_micros, max_tokens, max_output_tokens)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                agent,
+                key_hash,
+                prefix,
+                label,
+                iso(utcnow()),
+                iso(expires_at) if expires_at else None,
+                run_id,
+                step,
+                attempt,
+                tier,
+                max_calls,
+                max_micros,
+                max_tokens,
+                max_output_tokens,
+            ),
+        )
+
+    def key_by_hash(self, key_hash: str) -> GatewayKey | None:
+        rows = self.query(f"SELECT {_KEY_COLUMNS} FROM gateway_keys WHERE key_hash = ?", (key_hash,))
+        return GatewayKey(*rows[0]) if rows else None
+
+    def gateway_key(self, key_id: int) -> GatewayKey | None:
+        rows = self.query(f"SELECT {_KEY_COLUMNS} FROM gateway_keys WHERE id = ?", (key_id,))
+        return GatewayKey(*rows[0]) if rows else None
+
+    def gateway_keys(self, agent: str | None = None) -> list[GatewayKey]:
+        where, params = ("WHERE agent = ?", [agent]) if agent else ("", [])
+        return [
+            GatewayKey(*r) for r in self.query(f"SELECT {_KEY_COLUMNS} FROM gateway_keys {where} ORDER BY id", params)
+        ]
+
+    def revoke_key(self, key_id: int) -> bool:
+        """Revoke a key; False if there is no such key or it was already revoked."""
+        with self.immediate() as conn:
+            cur = conn.execute(
+                "UPDATE gateway_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (iso(utcnow()), key_id)
+            )
+            return cur.rowcount == 1
 
     # ----------------------------------------------------------------------------------------------------
     # Events
@@ -1286,6 +1442,8 @@ def _approval(r: sqlite3.Row) -> ApprovalRow:
         decided_at=r["decided_at"],
         decided_by=r["decided_by"],
         simulated=bool(r["simulated"]),
+        window_until=r["window_until"],
+        budget_micros=r["budget_micros"],
     )
 
 

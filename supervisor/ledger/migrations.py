@@ -388,6 +388,44 @@ def m007_call_turn(db: Database) -> None:
     db.execute("ALTER TABLE calls ADD COLUMN turn INTEGER")
 
 
+@migrations()
+def m008_gateway(db: Database) -> None:
+    """The gateway: hashed per-agent keys (with the bindings and limits an agent step's short-lived key needs),
+    each call's requested model and how it was authenticated, reservations per key and per approval window, and
+    approvals that can be windows ("frontier for this agent, up to $2, for 15 minutes")."""
+    db.execute(
+        """
+        CREATE TABLE gateway_keys (
+            id INTEGER PRIMARY KEY,
+            agent TEXT NOT NULL,
+            key_hash TEXT NOT NULL UNIQUE,
+            prefix TEXT NOT NULL,
+            label TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            revoked_at TEXT,
+            run_id INTEGER,
+            step TEXT,
+            attempt INTEGER,
+            tier TEXT,
+            max_calls INTEGER,
+            max_micros INTEGER,
+            max_tokens INTEGER,
+            max_output_tokens INTEGER
+        )
+        """
+    )
+    db.execute("CREATE INDEX gateway_keys_agent ON gateway_keys(agent, id)")
+    for column in ("requested_model TEXT", "auth TEXT", "key_id INTEGER", "via TEXT NOT NULL DEFAULT 'runtime'"):
+        db.execute(f"ALTER TABLE calls ADD COLUMN {column}")
+    for column in ("key_id INTEGER", "approval_id INTEGER"):
+        db.execute(f"ALTER TABLE reservations ADD COLUMN {column}")
+    db.execute("CREATE INDEX reservations_key ON reservations(key_id) WHERE key_id IS NOT NULL")
+    db.execute("CREATE INDEX reservations_approval ON reservations(approval_id) WHERE approval_id IS NOT NULL")
+    for column in ("window_until TEXT", "budget_micros INTEGER"):
+        db.execute(f"ALTER TABLE approvals ADD COLUMN {column}")
+
+
 def apply(db: Database, **kwargs: Any) -> None:
     """Bring ``db`` up to the newest schema."""
     migrations.apply(db, **kwargs)

@@ -10,4 +10,6 @@ MIGRATION_NAMES: tuple[str, ...] = (
     "m004_status_indexes",
     "m005_spend_days",
     "m006_call_price_source",
+    "m007_call_turn",
+    "m008_gateway",
 )

@@ -8,6 +8,11 @@
    connections), with Retry-After honoured.
 4. The usage is priced by ``cost_of`` and the reservation settled to it. A call whose usage is unknown (a cut
    stream, a timeout after sending) stays charged at its worst case and is recorded as unpriced, never $0.
+
+Steps 1-2 are ``ModelCaller.open`` (it returns a ``PendingCall``) and step 4 is one of the pending call's
+finishers (``finish``, ``fail``, ``lost``, ``cancelled``); ``ModelCaller.call`` runs both around a backend call.
+The gateway uses the same two halves around a relayed or translated request, so runtime steps and gateway
+traffic share one reservation, one pricing and one ledger row shape.
 """
 
 from __future__ import annotations
@@ -15,16 +20,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from supervisor.backends.base import OnText, Request, Result
+from supervisor.backends.base import OnText, Request, Result, TokenCount
 from supervisor.backends.retry import complete_with_retry
 from supervisor.clock import utcnow
 from supervisor.cost import Cost, cost_of, worst_case_micros
 from supervisor.errors import BackendError, BackendTimeout, ContextOverflow, ProtocolError
 from supervisor.ledger import CallRecord, CapHit, CapLimits, Ledger
-from supervisor.ledger.ledger import Settlement
+from supervisor.ledger.ledger import Reservation, Settlement
 from supervisor.runtime.events import CallRecorded, CallStarted, EventBus, Notice
 from supervisor.runtime.pool import BackendPool
 from supervisor.runtime.router import Candidate
@@ -48,6 +53,17 @@ class CallOutcome:
         return self.result is not None
 
 
+@dataclass(frozen=True, slots=True)
+class CallTags:
+    """Where a call came from, for its ledger row: the runtime's own steps leave these empty; the gateway fills
+    them (the model name the client asked for, how the caller authenticated, which key)."""
+
+    requested_model: str | None = None
+    auth: str | None = None  # "key" | "port" (a per-agent loopback port) | None (the runtime itself)
+    key_id: int | None = None
+    via: str = "runtime"  # "runtime" | "gateway"
+
+
 def not_billed(reason: str) -> Cost:
     """A failed request the provider rejected before doing any work: priced, and $0."""
     return Cost(
@@ -62,6 +78,118 @@ def not_billed(reason: str) -> Cost:
     )
 
 
+@dataclass(slots=True)
+class PendingCall:
+    """A call whose worst case is reserved and not yet settled: exactly one finisher ends it.
+
+    ``finish`` (a result with usage), ``fail`` (a backend error: released if the provider did no work, kept at
+    the worst case if it may have billed), ``lost`` (sent, but the usage never arrived: kept at the worst case,
+    unpriced), ``cancelled`` (interrupted in flight: the same). Each writes the call row and settles the
+    reservation in one transaction, then publishes ``CallRecorded``.
+    """
+
+    caller: ModelCaller
+    agent: str
+    run_id: int | None
+    step: str
+    step_id: int | None
+    attempt: int
+    candidate: Candidate
+    max_output_tokens: int
+    count: TokenCount
+    held: Reservation
+    tags: CallTags = field(default_factory=CallTags)
+    started: datetime | None = None
+    turn: int | None = None  # the built-in worker's turn within the attempt (None: a single call)
+    t0: float = 0.0
+    call_id: int | None = None
+
+    @property
+    def reserved_micros(self) -> int:
+        return self.held.amount_micros
+
+    @property
+    def done(self) -> bool:
+        return self.call_id is not None
+
+    def mark_sent(self) -> None:
+        """The request is about to leave: from now on a crash means "maybe billed", not "never sent"."""
+        self.started = self.caller.clock()
+        self.t0 = time.monotonic()
+        self.caller.ledger.mark_sent(self.held.id)
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.t0 if self.t0 else 0.0
+
+    def finish(self, result: Result) -> CallOutcome:
+        spec = self.candidate.spec
+        usage = result.usage
+        started = self.started or self.caller.clock()
+        cost = cost_of(usage, spec, started)
+        actual_tokens = (
+            None if usage.prompt_tokens is None or usage.output is None else usage.prompt_tokens + usage.output
+        )
+        if self.candidate.simulated:
+            cost = replace(
+                cost,
+                price_label=f"simulated at {spec.notes.removeprefix('simulated; priced as ')} {cost.price_label}",
+            )
+        settlement = Settlement(self.held.id, cost.total_micros if cost.priced else None, actual_tokens)
+        call_id = self._record(usage, cost, result, None, self._elapsed(), settlement)
+        return CallOutcome(call_id, result, None, cost, self.count.tokens)
+
+    def fail(self, error: BackendError) -> CallOutcome:
+        maybe_billed = isinstance(error, MAYBE_BILLED)
+        if maybe_billed:
+            cost = Cost(priced=False, reason=f"{error.error_class}: the provider may have billed it; usage unknown")
+        else:
+            cost = not_billed(error.error_class)
+        # The call row and the reservation's end share one transaction: never one without the other.
+        settlement = Settlement(self.held.id, None, None, release=not maybe_billed, note=error.error_class)
+        call_id = self._record(Usage(), cost, None, error, self._elapsed(), settlement)
+        return CallOutcome(call_id, None, error, cost, self.count.tokens)
+
+    def lost(self, reason: str, result: Result | None = None) -> CallOutcome:
+        """Sent and answered, but the usage is unknown (a cut stream, an upstream without usage): the worst case
+        stays charged and the row is unpriced, never $0."""
+        cost = Cost(priced=False, reason=f"{reason}; usage unknown")
+        settlement = Settlement(self.held.id, None, None, note=reason)
+        usage = result.usage if result is not None else Usage()
+        call_id = self._record(usage, cost, result, None, self._elapsed(), settlement)
+        return CallOutcome(call_id, result, None, cost, self.count.tokens)
+
+    def cancelled(self, note: str = "cancelled in flight") -> None:
+        """Interrupted in flight: the provider may still bill it. Keep the worst case and say so."""
+        self._record(
+            Usage(),
+            Cost(priced=False, reason=f"{note}; usage unknown"),
+            None,
+            None,
+            self._elapsed(),
+            Settlement(self.held.id, None, None, note=note),
+        )
+
+    def release(self, note: str) -> None:
+        """Never sent (refused before forwarding): give the hold back; no call row."""
+        self.caller.ledger.release(self.held.id, note)
+        self.call_id = 0
+
+    def _record(
+        self,
+        usage: Usage,
+        cost: Cost,
+        result: Result | None,
+        error: BackendError | None,
+        elapsed: float,
+        settlement: Settlement | None = None,
+        started: datetime | None = None,
+    ) -> int:
+        call_id = self.caller.record(self, usage, cost, result, error, elapsed, settlement, started)
+        if settlement is not None:
+            self.call_id = call_id
+        return call_id
+
+
 class ModelCaller:
     def __init__(
         self, ledger: Ledger, pool: BackendPool, bus: EventBus, clock: Callable[[], datetime] = utcnow
@@ -71,7 +199,7 @@ class ModelCaller:
         self.bus = bus
         self.clock = clock
 
-    async def call(
+    def open(
         self,
         *,
         agent: str,
@@ -82,17 +210,14 @@ class ModelCaller:
         candidate: Candidate,
         request: Request,
         limits: CapLimits,
-        on_text: OnText | None = None,
+        count: TokenCount | None = None,
+        tags: CallTags | None = None,
         turn: int | None = None,
-    ) -> CallOutcome | CapHit:
-        """``turn``: the built-in worker's turn within ``attempt`` (each turn is one call like any other)."""
-        backend = self.pool.get(candidate.provider)
+    ) -> PendingCall | CapHit:
+        """Check the window and reserve the worst case; ``count`` skips counting when the caller already did."""
         spec = candidate.spec
-        if backend.kind == "mlx":
-            # Off the event loop: the MLX backend may load its model (and tokenizer) to count exactly.
-            count = await asyncio.to_thread(backend.count_tokens, request)
-        else:
-            count = backend.count_tokens(request)  # a byte-count estimate: cheaper than a thread hop
+        if count is None:
+            count = self.pool.get(candidate.provider).count_tokens(request)
         window = request.context_window or spec.context_window
         if count.tokens + request.max_output_tokens > window:
             raise ContextOverflow(
@@ -131,73 +256,133 @@ class ModelCaller:
                 turn=turn,
             )
         )
+        return PendingCall(
+            self,
+            agent,
+            run_id,
+            step,
+            step_id,
+            attempt,
+            candidate,
+            request.max_output_tokens,
+            count,
+            held,
+            tags or CallTags(),
+            turn=turn,
+        )
 
-        def record(
-            started: datetime,
-            usage: Usage,
-            cost: Cost,
-            result: Result | None,
-            error: BackendError | None,
-            elapsed: float,
-            settlement: Settlement | None = None,
-        ) -> int:
-            call_id = self.ledger.record_call(
-                CallRecord(
-                    agent=agent,
-                    provider=candidate.provider,
-                    model=candidate.model_id,
-                    tier=candidate.tier,
-                    started_at=started,
-                    ended_at=self.clock(),
-                    usage=usage,
-                    cost=cost,
-                    run_id=run_id,
-                    step_id=step_id,
-                    step=step,
-                    attempt=attempt,
-                    simulated=candidate.simulated,
-                    latency_s=result.total_s if result else elapsed,
-                    ttft_s=result.ttft_s if result else None,
-                    tokens_per_s=result.tokens_per_s if result else None,
-                    compute_s=result.compute_s if result else None,
-                    finish_reason=result.finish_reason if result else None,
-                    error_class=error.error_class if error else None,
-                    error=str(error) if error else "",
-                    reservation_id=held.id,
-                    prompt_tokens_est=count.tokens,
-                    price_source=spec.price_source,
-                    turn=turn,
-                ),
-                settlement,
+    def record(
+        self,
+        pending: PendingCall,
+        usage: Usage,
+        cost: Cost,
+        result: Result | None,
+        error: BackendError | None,
+        elapsed: float,
+        settlement: Settlement | None = None,
+        started: datetime | None = None,
+    ) -> int:
+        """Write one call row (with the reservation's settlement, when given) and publish ``CallRecorded``."""
+        p, candidate, tags = pending, pending.candidate, pending.tags
+        call_id = self.ledger.record_call(
+            CallRecord(
+                agent=p.agent,
+                provider=candidate.provider,
+                model=candidate.model_id,
+                tier=candidate.tier,
+                started_at=started or p.started or self.clock(),
+                ended_at=self.clock(),
+                usage=usage,
+                cost=cost,
+                run_id=p.run_id,
+                step_id=p.step_id,
+                step=p.step,
+                attempt=p.attempt,
+                simulated=candidate.simulated,
+                latency_s=result.total_s if result else elapsed,
+                ttft_s=result.ttft_s if result else None,
+                tokens_per_s=result.tokens_per_s if result else None,
+                compute_s=result.compute_s if result else None,
+                finish_reason=result.finish_reason if result else None,
+                error_class=error.error_class if error else None,
+                error=str(error) if error else "",
+                reservation_id=p.held.id,
+                prompt_tokens_est=p.count.tokens,
+                price_source=candidate.spec.price_source,
+                turn=p.turn,
+                requested_model=tags.requested_model,
+                auth=tags.auth,
+                key_id=tags.key_id,
+                via=tags.via,
+            ),
+            settlement,
+        )
+        self.bus.publish(
+            CallRecorded(
+                agent=p.agent,
+                run_id=p.run_id,
+                call_id=call_id,
+                step=p.step,
+                tier=candidate.tier,
+                model=candidate.key,
+                attempt=p.attempt,
+                input_uncached=usage.input_uncached,
+                cache_read=usage.cache_read,
+                cache_write=usage.cache_write,
+                output=usage.output,
+                cost_micros=cost.total_micros,
+                priced=cost.priced,
+                latency_s=result.total_s if result else elapsed,
+                error_class=error.error_class if error else None,
+                error=str(error) if error else "",
+                simulated=candidate.simulated,
+                output_excerpt=(result.text[:OUTPUT_EXCERPT_CHARS] if result else ""),
+                requested_model=tags.requested_model,
+                via=tags.via,
+                turn=p.turn,
             )
-            self.bus.publish(
-                CallRecorded(
-                    agent=agent,
-                    run_id=run_id,
-                    call_id=call_id,
-                    step=step,
-                    tier=candidate.tier,
-                    model=candidate.key,
-                    attempt=attempt,
-                    input_uncached=usage.input_uncached,
-                    cache_read=usage.cache_read,
-                    cache_write=usage.cache_write,
-                    output=usage.output,
-                    cost_micros=cost.total_micros,
-                    priced=cost.priced,
-                    latency_s=result.total_s if result else elapsed,
-                    error_class=error.error_class if error else None,
-                    error=str(error) if error else "",
-                    simulated=candidate.simulated,
-                    output_excerpt=(result.text[:OUTPUT_EXCERPT_CHARS] if result else ""),
-                    turn=turn,
-                )
-            )
-            return call_id
+        )
+        return call_id
+
+    async def call(
+        self,
+        *,
+        agent: str,
+        run_id: int | None,
+        step: str,
+        step_id: int | None,
+        attempt: int,
+        candidate: Candidate,
+        request: Request,
+        limits: CapLimits,
+        on_text: OnText | None = None,
+        turn: int | None = None,
+    ) -> CallOutcome | CapHit:
+        """``turn``: the built-in worker's turn within ``attempt`` (each turn is one call like any other)."""
+        backend = self.pool.get(candidate.provider)
+        if backend.kind == "mlx":
+            # Off the event loop: the MLX backend may load its model (and tokenizer) to count exactly.
+            count = await asyncio.to_thread(backend.count_tokens, request)
+        else:
+            count = backend.count_tokens(request)  # a byte-count estimate: cheaper than a thread hop
+        pending = self.open(
+            agent=agent,
+            run_id=run_id,
+            step=step,
+            step_id=step_id,
+            attempt=attempt,
+            candidate=candidate,
+            request=request,
+            limits=limits,
+            count=count,
+            turn=turn,
+        )
+        if isinstance(pending, CapHit):
+            return pending
 
         def on_retry(error: BackendError, retry: int, delay: float) -> None:
             # The rejected try cost nothing, but it happened: it gets its own $0 row.
-            record(self.clock(), Usage(), not_billed(error.error_class), None, error, 0.0)
+            self.record(pending, Usage(), not_billed(error.error_class), None, error, 0.0, started=self.clock())
             self.bus.publish(
                 Notice(
                     agent=agent,
@@ -206,50 +391,15 @@ class ModelCaller:
                 )
             )
 
-        started = self.clock()
-        t0 = time.monotonic()
-        self.ledger.mark_sent(held.id)
+        pending.mark_sent()
         pcfg = self.pool.provider(candidate.provider)
         try:
             result = await complete_with_retry(
                 backend, request, on_text=on_text, max_retries=pcfg.max_retries, on_retry=on_retry
             )
         except asyncio.CancelledError:
-            # Interrupted in flight: the provider may still bill it. Keep the worst case and say so.
-            record(
-                started,
-                Usage(),
-                Cost(priced=False, reason="cancelled in flight; usage unknown"),
-                None,
-                None,
-                time.monotonic() - t0,
-                Settlement(held.id, None, None, note="cancelled in flight"),
-            )
+            pending.cancelled()
             raise
         except BackendError as error:
-            elapsed = time.monotonic() - t0
-            maybe_billed = isinstance(error, MAYBE_BILLED)
-            if maybe_billed:
-                cost = Cost(
-                    priced=False,
-                    reason=f"{error.error_class}: the provider may have billed it; usage unknown",
-                )
-            else:
-                cost = not_billed(error.error_class)
-            # The call row and the reservation's end share one transaction: never one without the other.
-            settlement = Settlement(held.id, None, None, release=not maybe_billed, note=error.error_class)
-            call_id = record(started, Usage(), cost, None, error, elapsed, settlement)
-            return CallOutcome(call_id, None, error, cost, count.tokens)
-        usage = result.usage
-        cost = cost_of(usage, spec, started)
-        actual_tokens = (
-            None if usage.prompt_tokens is None or usage.output is None else usage.prompt_tokens + usage.output
-        )
-        if candidate.simulated:
-            cost = replace(
-                cost,
-                price_label=f"simulated at {spec.notes.removeprefix('simulated; priced as ')} {cost.price_label}",
-            )
-        settlement = Settlement(held.id, cost.total_micros if cost.priced else None, actual_tokens)
-        call_id = record(started, usage, cost, result, None, time.monotonic() - t0, settlement)
-        return CallOutcome(call_id, result, None, cost, count.tokens)
+            return pending.fail(error)
+        return pending.finish(result)

@@ -145,6 +145,8 @@ class CallRecorded(Event):
     simulated: bool = False
     output_excerpt: str = ""  # the start of the answer, so a view attached to a daemon sees what the model said
     turn: int | None = None  # the built-in worker's turn (None: a single-call step)
+    requested_model: str | None = None  # gateway calls: the model name the client asked for
+    via: str = "runtime"  # "runtime" or "gateway"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,6 +304,28 @@ class WorkerFinished(Event):
     summary: str = ""
     files_changed: list[str] = field(default_factory=list)
     input_bound_tokens: int | None = None  # no turn's request was larger (estimated tokens; see runtime.transcript)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSubstituted(Event):
+    """The gateway served a request with another model than the client asked for (never silently)."""
+
+    kind: ClassVar[str] = "model_substituted"
+    requested: str
+    served: str
+    tier: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayRefused(Event):
+    """The gateway refused a request before forwarding it (a cap, an approval, offline, the breaker, a policy)."""
+
+    kind: ClassVar[str] = "gateway_refused"
+    requested: str
+    reason: str
+    status: int
+    approval_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

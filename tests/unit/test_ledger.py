@@ -171,6 +171,10 @@ def test_upgrading_an_m001_ledger_applies_m002_and_keeps_every_row(ledger_path: 
             table: [tuple(r) for r in old.query(f"SELECT {cols} FROM {table} ORDER BY rowid")]
             for table, cols in selects.items()
         }
+        before = {
+            table: [tuple(r) for r in old.query(f"SELECT {columns[table]} FROM {table} ORDER BY rowid")]
+            for table in columns
+        }
 
     with Ledger(ledger_path) as upgraded:
         assert upgraded.applied_migrations() == ALL_MIGRATIONS
@@ -179,6 +183,8 @@ def test_upgrading_an_m001_ledger_applies_m002_and_keeps_every_row(ledger_path: 
             after = [tuple(r) for r in upgraded.query(f"SELECT {selects[table]} FROM {table} ORDER BY rowid")]
             assert after == rows, table
         assert [(r["price_source"], r["turn"]) for r in upgraded.calls()] == [("", None), ("", None)]
+        # m008 adds the gateway's columns: rows from before it are the runtime's own calls
+        assert [(r["via"], r["requested_model"], r["auth"]) for r in upgraded.calls()] == [("runtime", None, None)] * 2
         assert [r["id"] for r in upgraded.calls()] == sorted(call_ids, reverse=True)
         assert upgraded.events_after(0)[0].id == event_id
         approval = upgraded.approval(approval_id)
