@@ -47,6 +47,14 @@ def _nonneg_int(text: str) -> int:
     return value
 
 
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = text[:-1], text[-1:]
+    if unit not in units or not number.isdigit() or int(number) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write e.g. 90s, 15m or 2h")
+    return float(int(number) * units[unit])
+
+
 def build_parser() -> argparse.ArgumentParser:
     # The same two options work before or after the command. The subcommands' copies default to SUPPRESS, so an
     # option given before the command is not overwritten by the subcommand's default.
@@ -212,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON")
     p = add("approve", "approve one escalation (it runs once at the frontier tier)", "approve")
     p.add_argument("id", type=int, metavar="ID")
+    p.add_argument(
+        "--window", type=_duration, metavar="DURATION", help="gateway: a window (e.g. 15m) instead of one request"
+    )
+    p.add_argument("--up-to", type=float, metavar="USD", help="gateway: the most the window may spend")
     p = add("deny", "deny one escalation (the run ends as denied)", "deny")
     p.add_argument("id", type=int, metavar="ID")
 
@@ -221,6 +233,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
 
     add("daemon", "run scheduled agents until stopped (one per data dir)", "daemon")
+
+    p = add("gateway", "serve the local gateway in the foreground (OpenAI, Anthropic and Ollama protocols)", "gateway")
+    p.add_argument("--port", type=_nonneg_int, metavar="N", help="listen port (default: [gateway] port, 7878)")
+
+    p = add("keys", "gateway keys: each one belongs to an agent", "keys")
+    keys_sub = p.add_subparsers(dest="keys_command", metavar="SUBCOMMAND", parser_class=_Parser, required=True)
+    kc = keys_sub.add_parser(
+        "create",
+        help="mint a key for an agent and print it once",
+        description="mint a key for an agent and print it once",
+        parents=[common],
+    )
+    kc.set_defaults(handler="keys_create")
+    kc.add_argument("agent", metavar="AGENT", help="the agent whose calls the key makes")
+    kc.add_argument("--json", action="store_true", help='print {"agent", "key", "id"}')
+    kl = keys_sub.add_parser(
+        "list", help="keys and their agents (never the keys themselves)", description="keys and their agents (never the keys themselves)", parents=[common]
+    )
+    kl.set_defaults(handler="keys_list")
+    kl.add_argument("--json", action="store_true", help="print JSON")
+    kr = keys_sub.add_parser("revoke", help="revoke a key", description="revoke a key", parents=[common])
+    kr.set_defaults(handler="keys_revoke")
+    kr.add_argument("id", type=int, metavar="ID")
 
     p = add("init", "write a starter supervisor.toml for this machine", "init")
     p.add_argument("--force", action="store_true", help="overwrite an existing config")

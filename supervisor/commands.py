@@ -697,7 +697,26 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
     from supervisor.errors import LedgerError
 
     ctx = _ctx(args)
+    window = getattr(args, "window", None)
+    up_to = getattr(args, "up_to", None)
+    if up_to is not None and window is None:
+        raise UsageError("--up-to needs --window", "e.g. `supervisor approve ID --window 15m --up-to 2`")
     try:
+        if window is not None:
+            from datetime import timedelta
+
+            from supervisor.cost import usd_to_micros
+
+            row = ctx.ledger.decide_approval(
+                args.id,
+                True,
+                "cli",
+                window_until=datetime.now(UTC) + timedelta(seconds=window),
+                budget_micros=usd_to_micros(up_to) if up_to is not None else None,
+            )
+            budget = f", up to {usd(row.budget_micros)}" if row.budget_micros is not None else ""
+            print(f"approval #{row.id} approved as a window until {row.window_until}{budget}: {row.agent} -> {row.model}")
+            return 0
         row = AttachedController(ctx.ledger, by="cli").decide(args.id, approve)
     except LedgerError as exc:
         raise UsageError(exc.message, exc.hint) from None
@@ -761,6 +780,89 @@ def cmd_daemon(args: argparse.Namespace) -> int:
         force_offline=bool(getattr(args, "offline", False)),
         on_start=banner,
     )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the gateway and its keys
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from supervisor.console import Printer
+    from supervisor.gateway.server import Gateway
+    from supervisor.runtime.runtime import recover
+
+    ctx = _ctx(args)
+    runtime = _runtime(ctx)
+    runtime.bus.subscribe(Printer(as_json=False))
+    recover(runtime)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            async with Gateway(runtime, port=args.port) as gateway:
+                print(f"gateway listening on {gateway.url}", flush=True)
+                await stop.wait()
+        finally:
+            await runtime.aclose()
+
+    asyncio.run(main())
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:  # pragma: no cover - argparse requires a subcommand
+    return 2
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from supervisor.gateway.keys import mint_key
+
+    ctx = _ctx(args)
+    _require_config(ctx).agent(args.agent)
+    ctx.ledger.ensure_agent(args.agent)
+    minted = mint_key(ctx.ledger, args.agent)
+    if args.json:
+        print_json({"agent": minted.agent, "key": minted.token, "id": minted.id})
+        return 0
+    print(minted.token)
+    print(
+        f"key #{minted.id} for agent {minted.agent}: shown once, stored only as a hash; "
+        f"`supervisor keys revoke {minted.id}` revokes it",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    ctx = _ctx(args)
+    keys = ctx.ledger.gateway_keys()
+    if args.json:
+        print_json([asdict(k) for k in keys])
+        return 0
+    if not keys:
+        print("no gateway keys; `supervisor keys create AGENT` makes one")
+        return 0
+    rows = [
+        [str(k.id), k.agent, k.prefix + "...", k.created_at[:16].replace("T", " "), "revoked" if k.revoked_at else "active"]
+        for k in keys
+    ]
+    print(table(["id", "agent", "key", "created (UTC)", "state"], rows))
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    ctx = _ctx(args)
+    if not ctx.ledger.revoke_key(args.id):
+        raise UsageError(f"no active gateway key #{args.id}", "`supervisor keys list` shows them")
+    print(f"key #{args.id} revoked")
+    return 0
 
 
 # ------------------------------------------------------------------------------------------------------------

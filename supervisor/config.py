@@ -387,12 +387,17 @@ def parse_schedule(text: str) -> Schedule:
 
 
 class AgentConfig(_Model):
-    """One agent: a goal, a workspace, a ladder of tiers, caps, and steps (or a planner)."""
+    """One agent: a goal, a workspace, a ladder of tiers, caps, and steps (or a planner).
+
+    An agent with neither ``steps`` nor ``verify`` is an *external* agent: a program the user already runs
+    (Claude Code, Aider, an SDK script) that calls models through the gateway. It holds a ladder, a frontier
+    policy and caps for that traffic, and the gateway options below."""
 
     goal: str = Field(min_length=1)
     """What the agent is for; every prompt starts with it."""
-    workspace: str
-    """Directory the agent works in (``~`` expanded; relative paths are relative to the config file)."""
+    workspace: str | None = None
+    """Directory the agent works in (``~`` expanded; relative paths are relative to the config file); needed by
+    agents with steps or a planner, optional for external agents."""
     schedule: str | None = None
     """"every 15m", "every 2h" or "daily 09:30"; unset means runs only on demand."""
     ladder: list[Tier] = Field(default_factory=lambda: list(TIERS))
@@ -417,7 +422,22 @@ class AgentConfig(_Model):
     steps: list[StepConfig] = Field(default_factory=list)
     """The steps, in order; empty means planner mode."""
     enabled: bool = True
-    """A disabled agent is never scheduled."""
+    """A disabled agent is never scheduled (and an external one's gateway traffic is refused)."""
+    models: dict[str, str] = Field(default_factory=dict)
+    """Gateway: model names a client asks for -> a tier alias (local, cheap, frontier, auto) or a catalog key
+    (``provider:id``), e.g. ``{ "claude-sonnet-5-5" = "cheap" }``."""
+    substitution: bool = True
+    """Gateway: serve a model name that is neither a tier, a catalog key nor in ``models`` with ``auto`` (the
+    lowest allowed tier); false refuses such requests instead."""
+    max_output_tokens: int | None = Field(default=None, gt=0)
+    """Gateway: the output ceiling injected when a client sends none, and the most a client may ask for
+    (default: ``[gateway] max_output_tokens``)."""
+    hold_open_s: float | None = Field(default=None, gt=0, le=3600)
+    """Gateway: hold a request that needs a frontier approval open (with keep-alive pings) for up to this many
+    seconds while a human decides, instead of refusing it at once."""
+    gateway_port: int | None = Field(default=None, ge=1, le=65535)
+    """Gateway: a loopback port bound to this agent, for clients that cannot send a key (its calls are recorded
+    as authenticated by port)."""
 
     @field_validator("verify", mode="before")
     @classmethod
@@ -467,14 +487,39 @@ class AgentConfig(_Model):
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise ValueError(f"step names must be unique; repeated: {', '.join(sorted(dupes))}")
-        if not self.steps and not self.verify:
-            raise ValueError("an agent needs `steps`, or (planner mode) a `verify` gate for the planner's result")
         _check_commands(self.commands)
         if self.commands and self.steps:
             raise ValueError(
                 "the agent's `commands` are for planner mode (no steps); give a step with tools its own `commands`"
             )
+        if self.external:
+            if self.schedule:
+                raise ValueError(
+                    "an external agent (no `steps`, no planner `verify`) has nothing to run on a schedule; add "
+                    "steps, or remove `schedule`"
+                )
+            if self.tools or self.rules or self.commands:
+                raise ValueError(
+                    "`tools`, `commands` and `rules` need `steps` or a planner `verify` gate; an agent with neither "
+                    "is an external agent, whose programs call models through the gateway"
+                )
+        elif self.workspace is None:
+            raise ValueError("an agent with steps or a planner needs `workspace` (the directory it works in)")
+        for name, target in self.models.items():
+            if target not in (*TIERS, "auto"):
+                try:
+                    split_model_key(target)
+                except ConfigError:
+                    raise ValueError(
+                        f"models.{name}: {target!r} is neither a tier (local, cheap, frontier, auto) nor a catalog "
+                        "key (provider:id)"
+                    ) from None
         return self
+
+    @property
+    def external(self) -> bool:
+        """No steps and no planner gate: an agent that only calls models through the gateway."""
+        return not self.steps and not self.verify
 
     @property
     def schedule_spec(self) -> Schedule | None:
@@ -482,7 +527,7 @@ class AgentConfig(_Model):
 
     @property
     def planner_mode(self) -> bool:
-        return not self.steps
+        return not self.steps and bool(self.verify)
 
 
 class TiersConfig(_Model):
@@ -583,6 +628,35 @@ class LimitsConfig(_Model):
     are cut to one line, so a turn's input stays bounded however long the loop runs."""
 
 
+class GatewayConfig(_Model):
+    """The local gateway (``supervisor gateway``; the daemon and the hosted TUI serve it too when this table is
+    present): where it listens and the limits it enforces on every request."""
+
+    host: str = "127.0.0.1"
+    """Listen address. Anything but a loopback address needs ``allow_non_loopback = true``."""
+    port: int = Field(default=7878, ge=0, le=65535)
+    """Listen port (0: any free port)."""
+    allow_non_loopback: bool = False
+    """Listen on a non-loopback address (every request still needs a key; per-agent ports stay loopback)."""
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    """Largest request body accepted (Claude Code sends ~200 KB)."""
+    max_output_tokens: int = Field(default=4096, gt=0)
+    """Output ceiling injected when a client sends none, and the most a request may ask for (an agent's
+    ``max_output_tokens`` overrides it)."""
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    """A client must send its whole request (headers and body) within this many seconds."""
+    idle_timeout_s: float = Field(default=75.0, gt=0)
+    """A kept-alive connection with no request for this long is closed."""
+    upstream_timeout_s: float = Field(default=600.0, gt=0)
+    """Most one forwarded call may take, start to end (a slow local model included)."""
+    hold_open_max_s: float = Field(default=300.0, gt=0, le=3600)
+    """Upper bound for an agent's ``hold_open_s`` (clients time out: Codex after 300 s idle)."""
+    ping_interval_s: float = Field(default=10.0, gt=0)
+    """Keep-alive pings while a request is held open."""
+    allowed_origins: list[str] = Field(default_factory=list)
+    """Browser origins allowed to call the gateway; a request with any other ``Origin`` header is refused."""
+
+
 class ConfigFile(_Model):
     """The whole file."""
 
@@ -600,6 +674,8 @@ class ConfigFile(_Model):
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    gateway: GatewayConfig | None = None
+    """The local gateway; absent: only ``supervisor gateway`` serves it, with the defaults."""
     agents: dict[str, AgentConfig] = Field(default_factory=dict)
 
 
@@ -640,7 +716,13 @@ class Config:
             ) from None
 
     def workspace(self, name: str) -> Path:
-        return self._path(self.agent(name).workspace, f"agent {name!r}: workspace")
+        agent = self.agent(name)
+        if agent.workspace is None:
+            raise ConfigError(
+                f"agent {name!r} has no workspace: it is an external agent (no steps), served by the gateway",
+                f"give agents.{name} steps and a workspace to run it, or call models through `supervisor gateway`",
+            )
+        return self._path(agent.workspace, f"agent {name!r}: workspace")
 
     def catalog_dirs(self) -> list[Path]:
         return [self._path(d, "catalog_dirs") for d in self.file.catalog_dirs]
@@ -725,9 +807,20 @@ def parse_config(data: Mapping[str, Any], source: str, path: Path | None, enviro
                     f"{source}: tiers.{tier}: model {key!r} names provider {provider!r}, which is not configured "
                     f"(add [providers.{provider}] or use one of: {', '.join(sorted(providers))})"
                 )
-    for name, _agent in file.agents.items():
+    ports: dict[int, str] = {}
+    for name, agent in file.agents.items():
         if not AGENT_NAME.match(name):
             problems.append(f"{source}: agent {name!r}: name: use letters, digits, '-', '_' or '.' (up to 64)")
+        if agent.gateway_port is not None:
+            if agent.gateway_port in ports:
+                problems.append(
+                    f"{source}: agent {name!r}: gateway_port: {agent.gateway_port} is already agent "
+                    f"{ports[agent.gateway_port]!r}'s"
+                )
+            ports[agent.gateway_port] = name
+    gateway = file.gateway
+    if gateway is not None and gateway.port in ports and gateway.port != 0:
+        problems.append(f"{source}: gateway.port: {gateway.port} is also agent {ports[gateway.port]!r}'s gateway_port")
     if environ.get("SUPERVISOR_OFFLINE", "").lower() in {"1", "true", "yes"}:
         file = file.model_copy(update={"offline": True})
     if problems:

@@ -42,6 +42,11 @@ def check_config(config: Config, catalog: Catalog) -> tuple[list[str], list[str]
                 warnings.append(f"{source}: tiers.{tier}: {key} needs {pcfg.api_key_env}, which is not set")
     for name, agent in config.agents.items():
         where = f"{source}: agent {name!r}"
+        if agent.external:
+            for tier in agent.ladder:
+                if not config.tiers.models(tier):
+                    warnings.append(f"{where}: ladder: tier {tier!r} has no models in [tiers], so it is skipped")
+            continue
         workspace = config.workspace(name)
         if not workspace.is_dir():
             warnings.append(f"{where}: workspace {workspace} does not exist yet")

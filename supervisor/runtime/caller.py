@@ -213,6 +213,8 @@ class ModelCaller:
         count: TokenCount | None = None,
         tags: CallTags | None = None,
         turn: int | None = None,
+        key_id: int | None = None,
+        approval_id: int | None = None,
     ) -> PendingCall | CapHit:
         """Check the window and reserve the worst case; ``count`` skips counting when the caller already did."""
         spec = candidate.spec
@@ -238,6 +240,8 @@ class ModelCaller:
             tokens=count.tokens + request.max_output_tokens,
             limits=limits,
             now=now,
+            key_id=key_id,
+            approval_id=approval_id,
         )
         if isinstance(held, CapHit):
             return held

@@ -192,6 +192,11 @@ class Runtime:
     ) -> RunResult:
         """One run of ``agent``; ``approval_timeout_s=None`` waits for approvals as long as it takes."""
         cfg = self.config.agent(agent)
+        if cfg.external:
+            raise SupervisorError(
+                f"agent {agent!r} is an external agent (no steps): it has nothing to run",
+                "its programs call models through the gateway (`supervisor gateway`); give it steps to run it here",
+            )
         row = self.ledger.agent(agent)
         if row is not None and row["state"] == "paused":
             reason = f"paused by {row['paused_by'] or 'a human'}: {row['state_reason']}; `supervisor resume {agent}`"

@@ -683,7 +683,7 @@ class SupervisorApp(App[int]):
         if self.runtime is not None:
             return self._sampler.sample(hosted_roots(self.runtime, agent))
         pid = self.daemon_pid
-        if pid is not None and agent in self.config.agents:
+        if pid is not None and agent in self.config.agents and not self.config.agents[agent].external:
             return self._sampler.sample(daemon_pids(pid, self.config.workspace(agent)), descendants=False)
         return []
 

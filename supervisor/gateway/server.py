@@ -1,0 +1,886 @@
+"""The gateway: one loopback door through which the agents people already run reach models under our caps.
+
+``async with Gateway(runtime) as gw: gw.url`` serves in the caller's event loop (the daemon's, the hosted TUI's,
+``supervisor gateway``'s, or a test's), so approvals, caps and events are the runtime's own. Each request:
+
+1. security: a loopback ``Host``, no foreign ``Origin``, a JSON body under the size limit;
+2. who: a gateway key (``Authorization: Bearer`` or ``x-api-key``) or a per-agent loopback port -> an agent
+   (and, for a key bound to an agent step's attempt, its run, step, attempt, tier and limits);
+3. where: the model name -> candidates (``routing``); offline, unpriced, tool-less and frontier-policy rules;
+4. caps: ``ModelCaller.open`` reserves the worst case (prompt estimate + the output budget, injected or clamped
+   to the agent's ceiling) against the agent's, the global and the key's caps in one ``BEGIN IMMEDIATE``;
+5. send: the same protocol upstream -> a pass-through relay (event by event, usage read from a copy);
+   otherwise a translation through the backend and the client protocol's encoder;
+6. settle: the pending call finishes from the real usage (or keeps its worst case when usage is lost) and
+   becomes one ledger row under the agent, with the model asked for, the model served and how it authenticated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from typing import Any
+
+import httpx
+
+from supervisor.backends.base import Request, Result, TokenCount
+from supervisor.config import AgentConfig, GatewayConfig
+from supervisor.errors import BackendError, BackendUnavailable, ContextOverflow, SupervisorError
+from supervisor.gateway import interim as codecs
+from supervisor.gateway.http import ClientGone, HttpRequest, HttpResponse, HttpServer, ServerLimits
+from supervisor.gateway.keys import bearer_token, lookup_key
+from supervisor.gateway.routing import RouteRefused, resolve
+from supervisor.ledger import CapHit, CapLimits, GatewayKey
+from supervisor.ledger.ledger import utcnow
+from supervisor.runtime import breaker
+from supervisor.runtime.budget import cap_limits, caps_left, estimate_call
+from supervisor.runtime.caller import CallTags, PendingCall
+from supervisor.runtime.events import EscalationRequested, GatewayRefused, ModelSubstituted, Notice
+from supervisor.runtime.router import Candidate
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "::1", "localhost"})
+GATEWAY_STEP = "gateway"
+APPROVAL_POLL_S = 0.25
+SHUTDOWN_GRACE_S = 10.0
+MANAGEMENT_ROUTES = frozenset({"/api/pull", "/api/push", "/api/create", "/api/delete", "/api/copy", "/api/blobs"})
+FORWARDED_HEADERS = ("request-id", "x-request-id", "openai-processing-ms", "anthropic-organization-id")
+ROUTES: dict[str, str] = {
+    "/v1/chat/completions": "openai_chat",
+    "/chat/completions": "openai_chat",
+    "/v1/messages": "anthropic",
+    "/api/chat": "ollama_chat",
+    "/api/generate": "ollama_generate",
+}
+UPSTREAM_PROTOCOL = {"openai_compat": "openai_chat", "anthropic": "anthropic", "ollama": "ollama"}
+
+
+class Refusal(Exception):
+    """A request answered with an error before (or instead of) forwarding it."""
+
+    def __init__(self, status: int, kind: str, message: str, *, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.retry_after_s = retry_after_s
+
+
+def _host_name(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class Gateway:
+    """The gateway server, bound to a runtime. Start it with ``async with`` (or ``start``/``aclose``)."""
+
+    def __init__(
+        self,
+        runtime: Any,
+        config: GatewayConfig | None = None,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        agent_ports: bool = True,
+    ) -> None:
+        self.runtime = runtime
+        self.config = config or runtime.config.file.gateway or GatewayConfig()
+        self.host = host or self.config.host
+        self.port = self.config.port if port is None else port
+        self.agent_ports = agent_ports
+        self.server = HttpServer(
+            self.handle,
+            ServerLimits(self.config.max_body_bytes, self.config.request_timeout_s, self.config.idle_timeout_s),
+            on_error=self._internal_error,
+        )
+        self.bound_port = 0
+        self.port_agents: dict[int, str] = {}
+        self._upstream: httpx.AsyncClient | None = None
+        self.requests_seen = 0  # every request that reached the handler (tests check SDKs do not retry refusals)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Lifecycle
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.bound_port}"
+
+    async def start(self) -> Gateway:
+        if self.host not in LOOPBACK_ADDRESSES and not self.config.allow_non_loopback:
+            raise SupervisorError(
+                f"the gateway would listen on {self.host}, which is not a loopback address",
+                "set allow_non_loopback = true under [gateway] to serve other machines (every request still "
+                "needs a key), or listen on 127.0.0.1",
+            )
+        if self.host not in LOOPBACK_ADDRESSES and not self.runtime.ledger.gateway_keys():
+            raise SupervisorError(
+                f"refusing to listen on {self.host} with no gateway keys",
+                "create one with `supervisor keys create AGENT` first",
+            )
+        try:
+            self.bound_port = await self.server.listen(self.host, self.port)
+            if self.agent_ports:
+                for name, agent in self.runtime.config.agents.items():
+                    if agent.gateway_port is not None:
+                        self.port_agents[await self.server.listen("127.0.0.1", agent.gateway_port)] = name
+        except OSError as exc:
+            self.server.stop_listening()
+            raise SupervisorError(
+                f"the gateway cannot listen on {self.host}:{self.port}: {exc.strerror or exc}",
+                "is another gateway running? choose another port with --port or [gateway] port",
+            ) from None
+        return self
+
+    async def aclose(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Stop accepting; requests in flight finish within ``grace_s`` or are cancelled (their holds settled)."""
+        await self.server.close(grace_s)
+        if self._upstream is not None:
+            client, self._upstream = self._upstream, None
+            await client.aclose()
+
+    async def __aenter__(self) -> Gateway:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def upstream(self) -> httpx.AsyncClient:
+        if self._upstream is None:
+            self._upstream = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.config.upstream_timeout_s, connect=5.0),
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+            )
+        return self._upstream
+
+    def _internal_error(self, exc: BaseException) -> None:
+        self.runtime.bus.publish(
+            Notice(message=f"gateway: internal error ({type(exc).__name__}): {exc}", level="error")
+        )
+
+    # ----------------------------------------------------------------------------------------------------
+    # Requests
+
+    async def handle(self, req: HttpRequest, resp: HttpResponse) -> None:
+        self.requests_seen += 1
+        protocol = self._protocol_for(req)
+        codec = codecs.get_codec(protocol if protocol in codecs.CODECS else "openai_chat")
+        try:
+            self._check_security(req)
+            await self._route(req, resp, protocol, codec)
+        except Refusal as refusal:
+            if resp.started:
+                return
+            status, headers, body = codec.error(
+                refusal.status, refusal.kind, self._scrub(refusal.message), retry_after_s=refusal.retry_after_s
+            )
+            resp.send(status, list(headers.items()), body)
+
+    def _protocol_for(self, req: HttpRequest) -> str:
+        if req.path in ROUTES:
+            return ROUTES[req.path]
+        if req.path.startswith("/api/"):
+            return "ollama_chat"
+        if req.path.startswith("/v1/messages") or "anthropic-version" in req.headers:
+            return "anthropic"
+        return "openai_chat"
+
+    def _check_security(self, req: HttpRequest) -> None:
+        host = _host_name(req.headers.get("host", ""))
+        allowed = LOOPBACK_HOSTS | ({self.host.lower()} if self.config.allow_non_loopback else set())
+        if host not in allowed:
+            raise Refusal(403, "permission", f"Host {host or '(none)'!r} is not a loopback name; refused")
+        origin = req.headers.get("origin")
+        if origin is not None and origin not in self.config.allowed_origins:
+            raise Refusal(
+                403,
+                "permission",
+                f"requests from the browser origin {origin!r} are refused (add it to [gateway] allowed_origins)",
+            )
+
+    def _scrub(self, text: str) -> str:
+        return str(self.runtime.ledger.redactor.scrub(text))
+
+    async def _route(self, req: HttpRequest, resp: HttpResponse, protocol: str, codec: Any) -> None:
+        path, method = req.path, req.method
+        if path in ("/", "") and method in ("GET", "HEAD"):
+            resp.send(
+                200, [("content-type", "text/plain")], b"" if method == "HEAD" else b"frugal-supervisor gateway\n"
+            )
+            return
+        if path == "/api/version" and method == "GET":
+            resp.send(200, [("content-type", "application/json")], b'{"version":"0.14.0"}')
+            return
+        if path in MANAGEMENT_ROUTES or path.startswith("/api/blobs"):
+            raise Refusal(
+                403,
+                "permission",
+                f"{path} is refused: the gateway does not manage models (pull them with ollama itself)",
+            )
+        if path == "/v1/messages/count_tokens":
+            raise Refusal(404, "not_found", "count_tokens is not served: no exact count is available here")
+        if path == "/v1/responses":
+            raise Refusal(
+                404,
+                "not_found",
+                "the Responses API is not served by this build yet; use /v1/chat/completions",
+            )
+        agent_name, key, auth = self._authenticate(req)
+        if path in ("/v1/models", "/models") and method == "GET":
+            self._models(req, resp, agent_name, key)
+            return
+        if path in ("/api/tags", "/api/ps") and method == "GET":
+            self._ollama_tags(resp, agent_name, key, path)
+            return
+        if path == "/api/show" and method == "POST":
+            resp.send(
+                200,
+                [("content-type", "application/json")],
+                codecs.dumps({"details": {"format": "gateway"}, "model_info": {}, "capabilities": ["completion"]}),
+            )
+            return
+        if path not in ROUTES:
+            raise Refusal(404, "not_found", f"no route {method} {path}")
+        if method != "POST":
+            raise Refusal(405, "invalid_request", f"{path} takes POST")
+        content_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise Refusal(415, "invalid_request", "the body must be JSON sent as Content-Type: application/json")
+        try:
+            body = json.loads(req.body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise Refusal(400, "invalid_request", f"the body is not valid JSON: {exc}") from None
+        try:
+            inbound = codec.parse(body)
+        except codecs.CodecError as exc:
+            raise Refusal(400, "invalid_request", exc.message) from None
+        await self._serve(req, resp, codec, inbound, agent_name, key, auth)
+
+    def _authenticate(self, req: HttpRequest) -> tuple[str, GatewayKey | None, str]:
+        token = bearer_token(req.headers)
+        now = utcnow()
+        if token is not None:
+            key = lookup_key(self.runtime.ledger, token)
+            if key is None:
+                raise Refusal(
+                    401, "authentication", "unknown gateway key (create one with `supervisor keys create AGENT`)"
+                )
+            why = key.usable(now)
+            if why is not None:
+                raise Refusal(401, "authentication", f"gateway key {key.prefix}... is {why}")
+            return key.agent, key, "key"
+        bound = self.port_agents.get(req.local_port)
+        if bound is not None:
+            return bound, None, "port"
+        raise Refusal(
+            401,
+            "authentication",
+            "a gateway key is required: send it as `Authorization: Bearer KEY` or `x-api-key: KEY` "
+            "(`supervisor keys create AGENT` makes one)",
+        )
+
+    def _agent(self, name: str) -> AgentConfig:
+        agent = self.runtime.config.agents.get(name)
+        if agent is None:
+            raise Refusal(403, "permission", f"agent {name!r} is no longer in the config; its keys do not work")
+        if not agent.enabled:
+            raise Refusal(403, "permission", f"agent {name!r} is disabled (enabled = false)")
+        return agent  # type: ignore[no-any-return]
+
+    def _allowed_names(self, agent_name: str, key: GatewayKey | None) -> list[str]:
+        agent = self._agent(agent_name)
+        names: list[str] = ["auto", *agent.ladder] if key is None or key.tier is None else [key.tier]
+        names.extend(agent.models)
+        config = self.runtime.config
+        for tier in agent.ladder if key is None or key.tier is None else [key.tier]:
+            names.extend(config.tiers.models(tier))
+        return list(dict.fromkeys(names))
+
+    def _models(self, req: HttpRequest, resp: HttpResponse, agent_name: str, key: GatewayKey | None) -> None:
+        names = self._allowed_names(agent_name, key)
+        if "anthropic-version" in req.headers:
+            data: list[dict[str, Any]] = [
+                {"type": "model", "id": n, "display_name": n, "created_at": "2026-01-01T00:00:00Z"} for n in names
+            ]
+            payload: dict[str, Any] = {
+                "data": data,
+                "has_more": False,
+                "first_id": names[0] if names else None,
+                "last_id": names[-1] if names else None,
+            }
+        else:
+            payload = {
+                "object": "list",
+                "data": [{"id": n, "object": "model", "created": 0, "owned_by": "frugal-supervisor"} for n in names],
+            }
+        resp.send(200, [("content-type", "application/json")], codecs.dumps(payload))
+
+    def _ollama_tags(self, resp: HttpResponse, agent_name: str, key: GatewayKey | None, path: str) -> None:
+        names = self._allowed_names(agent_name, key) if path == "/api/tags" else []
+        models = [
+            {"name": n, "model": n, "modified_at": "2026-01-01T00:00:00Z", "size": 0, "digest": "", "details": {}}
+            for n in names
+        ]
+        resp.send(200, [("content-type", "application/json")], codecs.dumps({"models": models}))
+
+    # ----------------------------------------------------------------------------------------------------
+    # One model request
+
+    async def _serve(
+        self,
+        req: HttpRequest,
+        resp: HttpResponse,
+        codec: Any,
+        inbound: codecs.InboundRequest,
+        agent_name: str,
+        key: GatewayKey | None,
+        auth: str,
+    ) -> None:
+        runtime = self.runtime
+        agent = self._agent(agent_name)
+        self._check_paused(agent_name, inbound.model)
+        try:
+            route = resolve(runtime.config, runtime.router, agent_name, agent, key, inbound.model)
+        except RouteRefused as exc:
+            self._refused(agent_name, inbound.model, exc.status, exc.message)
+            raise Refusal(exc.status, exc.kind, exc.message) from None
+        if inbound.needs_server_state:
+            raise Refusal(
+                400, "invalid_request", "requests that need server state (previous_response_id, store) are not served"
+            )
+        limits = self._limits(agent, key)
+        tried: list[str] = list(route.skipped)
+        for candidate, substituted in route.candidates:
+            if candidate.tier == "frontier" and agent.frontier == "never":
+                tried.append(f'{candidate.key}: frontier = "never" for agent {agent_name}')
+                continue
+            mode = self._mode(inbound, candidate)
+            if inbound.tools and mode == "translate" and not self._supports_tools(candidate):
+                tried.append(f"{candidate.key}: cannot call tools, and the request has tools")
+                continue
+            approval_id: int | None = None
+            if candidate.tier == "frontier" and agent.frontier == "ask":
+                approval_id = await self._frontier_approval(resp, codec, inbound, agent, agent_name, candidate)
+            max_out = self._max_output(agent, key, candidate, inbound)
+            request = Request(
+                model=candidate.model_id,
+                messages=inbound.messages,
+                max_output_tokens=max_out,
+                temperature=inbound.temperature if inbound.temperature is not None else 0.0,
+                stop=inbound.stop,
+                timeout_s=self.config.upstream_timeout_s,
+                context_window=candidate.spec.context_window,
+                tools=inbound.tools,
+            )
+            count = await self._count(candidate, request, req.body)
+            window_limits = limits
+            if approval_id is not None:
+                row = runtime.ledger.approval(approval_id)
+                if row is not None and row.budget_micros is not None:
+                    window_limits = _with(limits, approval_micros=row.budget_micros)
+            try:
+                pending = runtime.caller.open(
+                    agent=agent_name,
+                    run_id=key.run_id if key else None,
+                    step=(key.step if key and key.step else GATEWAY_STEP),
+                    step_id=None,
+                    attempt=(key.attempt if key and key.attempt else 1),
+                    candidate=candidate,
+                    request=request,
+                    limits=window_limits,
+                    count=count,
+                    tags=CallTags(
+                        requested_model=inbound.model, auth=auth, key_id=key.id if key else None, via="gateway"
+                    ),
+                    key_id=key.id if key else None,
+                    approval_id=approval_id if window_limits is not limits else None,
+                )
+            except ContextOverflow as exc:
+                tried.append(str(exc))
+                continue
+            if isinstance(pending, CapHit):
+                self._cap_refusal(agent_name, inbound.model, pending)
+            served_headers = [("x-supervisor-served-model", candidate.key)]
+            if substituted:
+                served_headers.append(("x-supervisor-substituted", f"{inbound.model} -> {candidate.key}"))
+                runtime.bus.publish(
+                    ModelSubstituted(
+                        agent=agent_name,
+                        run_id=key.run_id if key else None,
+                        requested=inbound.model,
+                        served=candidate.key,
+                        tier=candidate.tier,
+                        reason=route.reason,
+                    )
+                )
+            try:
+                if mode == "pass_through":
+                    await self._relay(req, resp, codec, inbound, candidate, pending, served_headers)
+                else:
+                    await self._translate(resp, codec, inbound, candidate, request, pending, served_headers)
+            except asyncio.CancelledError:
+                if not pending.done:
+                    pending.cancelled("the client went away or the gateway stopped")
+                raise
+            except ClientGone:
+                if not pending.done:
+                    pending.cancelled("the client went away")
+                raise
+            finally:
+                if not pending.done:
+                    pending.cancelled("interrupted")
+            self._after_call(agent_name, agent)
+            return
+        offline = runtime.config.offline and any("offline" in t for t in tried)
+        message = f"no model may serve {inbound.model!r} for agent {agent_name!r}: " + (
+            "; ".join(tried) or "no tier has models"
+        )
+        if offline:
+            self._refused(agent_name, inbound.model, 503, message)
+            raise Refusal(503, "offline", f"offline mode: API tiers are off. {message}")
+        self._refused(agent_name, inbound.model, 400, message)
+        raise Refusal(400, "invalid_request", message)
+
+    def _mode(self, inbound: codecs.InboundRequest, candidate: Candidate) -> str:
+        kind = self.runtime.config.providers[candidate.provider].kind
+        upstream = UPSTREAM_PROTOCOL.get(kind)
+        if upstream == "ollama" and inbound.protocol in ("ollama_chat", "ollama_generate"):
+            return "pass_through"
+        if upstream is not None and upstream == inbound.protocol:
+            return "pass_through"
+        return "translate"
+
+    def _supports_tools(self, candidate: Candidate) -> bool:
+        try:
+            backend = self.runtime.pool.get(candidate.provider)
+        except BackendError:
+            return False
+        return bool(getattr(backend, "supports_tools", False))
+
+    def _limits(self, agent: AgentConfig, key: GatewayKey | None) -> CapLimits:
+        limits: CapLimits = cap_limits(self.runtime.config, agent)
+        if key is None:
+            return limits
+        return _with(limits, key_micros=key.max_micros, key_tokens=key.max_tokens, key_calls=key.max_calls)
+
+    def _max_output(
+        self, agent: AgentConfig, key: GatewayKey | None, candidate: Candidate, inbound: codecs.InboundRequest
+    ) -> int:
+        ceiling = (key.max_output_tokens if key else None) or agent.max_output_tokens or self.config.max_output_tokens
+        ceiling = min(ceiling, candidate.spec.max_output_tokens)
+        asked = inbound.max_output_tokens
+        return ceiling if asked is None else max(1, min(asked, ceiling))
+
+    async def _count(self, candidate: Candidate, request: Request, raw: bytes) -> TokenCount:
+        """The prompt's worst-case size: the whole body at 3 bytes per token (tool schemas count too), or the
+        model's own tokenizer for in-process MLX."""
+        backend = None
+        with contextlib.suppress(BackendError):
+            backend = self.runtime.pool.get(candidate.provider)
+        if backend is not None and backend.kind == "mlx":
+            count: TokenCount = await asyncio.to_thread(backend.count_tokens, request)
+            return count
+        return TokenCount(math.ceil(len(raw) / 3) + 16, exact=False)
+
+    def _check_paused(self, agent_name: str, requested: str) -> None:
+        row = self.runtime.ledger.agent(agent_name)
+        if row is None or row["state"] != "paused":
+            return
+        trips = self.runtime.ledger.events_after(0, agent=agent_name, kinds=["breaker_tripped"])
+        evidence = ""
+        if trips and row["paused_by"] == "breaker":
+            data = trips[-1].data
+            evidence = f" Evidence: {data.get('message', '')} {json.dumps(data.get('evidence', {}))}"
+        message = (
+            f"agent {agent_name!r} is paused ({row['state_reason']}).{evidence} "
+            f"`supervisor resume {agent_name}` lets it call models again"
+        )
+        self._refused(agent_name, requested, 403, message)
+        raise Refusal(403, "permission", message)
+
+    def _refused(self, agent: str, requested: str, status: int, reason: str, approval_id: int | None = None) -> None:
+        self.runtime.bus.publish(
+            GatewayRefused(agent=agent, requested=requested, reason=reason, status=status, approval_id=approval_id)
+        )
+
+    def _cap_refusal(self, agent: str, requested: str, hit: CapHit) -> None:
+        now = utcnow()
+        reset_s = int((hit.resets_at - now).total_seconds()) + 1 if hit.resets_at else 3600
+        message = f"{hit.describe()}. Nothing was sent. Raise the cap in supervisor.toml, or wait for the reset."
+        self._refused(agent, requested, 429, message)
+        raise Refusal(429, "cap_reached", message, retry_after_s=max(61, reset_s))
+
+    def _after_call(self, agent_name: str, agent: AgentConfig) -> None:
+        """The runaway breaker watches gateway traffic like the runtime's: rising input with lean output, or an
+        hour's spend over its share of the day cap, pauses the agent; its next request is refused."""
+        runtime = self.runtime
+        cfg = runtime.config.file.breaker
+        trip = breaker.check_rising_input(runtime.ledger, agent_name, GATEWAY_STEP, cfg)
+        if trip is None and agent.caps.day_usd:
+            limits = cap_limits(runtime.config, agent)
+            trip = breaker.check_hourly_spend(runtime.ledger, agent_name, limits.agent_day_micros, cfg, utcnow())
+        if trip is not None:
+            runtime._trip(agent_name, None, trip)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Frontier approvals
+
+    async def _frontier_approval(
+        self,
+        resp: HttpResponse,
+        codec: Any,
+        inbound: codecs.InboundRequest,
+        agent: AgentConfig,
+        agent_name: str,
+        candidate: Candidate,
+    ) -> int | None:
+        """An open approval window's id (its budget caps the call), or None after using a one-time approval;
+        otherwise a pending request is created (or reused) and the request refused, or held open."""
+        ledger = self.runtime.ledger
+        now = utcnow()
+        window = ledger.approval_window(agent_name, GATEWAY_STEP, "frontier", now)
+        if window is not None:
+            return int(window.id)
+        row = ledger.open_approval_for(agent_name, GATEWAY_STEP, "frontier")
+        if row is not None and row.state == "approved" and row.window_until is None and ledger.consume_approval(row.id):
+            return None
+        approval_id = (
+            row.id
+            if row is not None and row.state == "pending"
+            else self._request_approval(agent_name, candidate, inbound)
+        )
+        hold = min(agent.hold_open_s or 0.0, self.config.hold_open_max_s)
+        if hold > 0:
+            decided = await self._hold(resp, codec, inbound, approval_id, hold)
+            if decided is not None:
+                return decided
+        how = (
+            f"`supervisor approve {approval_id}` (or `y` in the TUI) lets one request through; "
+            f"`supervisor approve {approval_id} --window 15m --up-to 2` opens a window; then retry"
+        )
+        message = f"frontier model {candidate.key} needs approval #{approval_id} for agent {agent_name!r}: {how}"
+        self._refused(agent_name, inbound.model, 429, message, approval_id)
+        raise Refusal(429, "approval_required", message, retry_after_s=120)
+
+    def _request_approval(self, agent_name: str, candidate: Candidate, inbound: codecs.InboundRequest) -> int:
+        from supervisor.backends.base import estimate_tokens
+
+        runtime = self.runtime
+        now = utcnow()
+        prompt = estimate_tokens(inbound.messages)
+        output = inbound.max_output_tokens or self.config.max_output_tokens
+        estimate = estimate_call(candidate.spec, 0, prompt, min(output, candidate.spec.max_output_tokens), now)
+        left = caps_left(runtime.ledger, runtime.config, agent_name, None, now)
+        reason = f"gateway request for {inbound.model!r} routed to the frontier ({prompt:,} prompt tokens)"
+        approval_id = int(
+            runtime.ledger.request_approval(
+                agent=agent_name,
+                run_id=None,
+                step=GATEWAY_STEP,
+                tier="frontier",
+                model=candidate.key,
+                reason=reason,
+                est_cold_micros=estimate.cold_micros,
+                est_warm_micros=estimate.warm_micros,
+                caps_left=left,
+                simulated=candidate.simulated,
+            )
+        )
+        runtime.bus.publish(
+            EscalationRequested(
+                agent=agent_name,
+                approval_id=approval_id,
+                step=GATEWAY_STEP,
+                model=candidate.key,
+                reason=reason,
+                est_cold_micros=estimate.cold_micros,
+                est_warm_micros=estimate.warm_micros,
+                caps_left=left,
+                simulated=candidate.simulated,
+            )
+        )
+        return approval_id
+
+    async def _hold(
+        self, resp: HttpResponse, codec: Any, inbound: codecs.InboundRequest, approval_id: int, hold_s: float
+    ) -> int | None:
+        """Wait up to ``hold_s`` for a decision, pinging a streaming client; approved -> proceed (window id or
+        None), denied -> refuse, undecided -> refuse (the request stays pending for the next try)."""
+        ledger = self.runtime.ledger
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + hold_s
+        next_ping = loop.time() + self.config.ping_interval_s
+        encoder = None
+        while loop.time() < deadline:
+            row = ledger.approval(approval_id)
+            if row is None:
+                return None
+            if row.state == "denied":
+                raise Refusal(403, "permission", f"approval #{approval_id} was denied")
+            if row.state == "approved":
+                if row.window_until is not None:
+                    return int(row.id)
+                if ledger.consume_approval(approval_id):
+                    return None
+            if inbound.stream and loop.time() >= next_ping:
+                if encoder is None:
+                    encoder = codec.stream(model=inbound.model, include_usage=inbound.include_usage)
+                    resp.start(200, [("content-type", encoder.media_type), ("cache-control", "no-cache")])
+                ping = encoder.ping()
+                if ping:
+                    resp.write(ping)
+                next_ping = loop.time() + self.config.ping_interval_s
+            await asyncio.sleep(APPROVAL_POLL_S)
+        return None
+
+    # ----------------------------------------------------------------------------------------------------
+    # Pass-through relay
+
+    def _upstream_request(
+        self, req: HttpRequest, inbound: codecs.InboundRequest, candidate: Candidate, body: dict[str, Any]
+    ) -> tuple[str, dict[str, str]]:
+        pcfg = self.runtime.config.providers[candidate.provider]
+        backend = self.runtime.pool.get(candidate.provider)
+        headers = {"content-type": "application/json", **dict(pcfg.headers)}
+        if pcfg.kind == "openai_compat":
+            key = backend.api_key(candidate.model_id)
+            if key:
+                headers["authorization"] = f"Bearer {key}"
+            return f"{(pcfg.base_url or '').rstrip('/')}/chat/completions", headers
+        if pcfg.kind == "anthropic":
+            key = backend.api_key(candidate.model_id)
+            if key:
+                headers["x-api-key"] = key
+            headers["anthropic-version"] = req.headers.get("anthropic-version", pcfg.anthropic_version)
+            if "anthropic-beta" in req.headers:
+                headers["anthropic-beta"] = req.headers["anthropic-beta"]
+            return f"{(pcfg.base_url or '').rstrip('/')}/v1/messages", headers
+        host = (pcfg.host or "http://127.0.0.1:11434").rstrip("/")
+        if not host.startswith(("http://", "https://")):
+            host = f"http://{host}"
+        path = "/api/chat" if inbound.protocol == "ollama_chat" else "/api/generate"
+        return host + path, headers
+
+    async def _relay(
+        self,
+        req: HttpRequest,
+        resp: HttpResponse,
+        codec: Any,
+        inbound: codecs.InboundRequest,
+        candidate: Candidate,
+        pending: PendingCall,
+        served_headers: list[tuple[str, str]],
+    ) -> None:
+        from supervisor.backends._http import CallSite, error_from_response, error_from_transport
+
+        pcfg = self.runtime.config.providers[candidate.provider]
+        max_tokens_key = None
+        if pcfg.kind == "openai_compat":
+            from supervisor.backends.openai_compat import max_tokens_field
+
+            max_tokens_key = max_tokens_field(pcfg.base_url or "")
+        body = codec.pass_through_body(
+            inbound,
+            upstream_model=candidate.model_id,
+            max_output_tokens=pending.max_output_tokens,
+            max_tokens_key=max_tokens_key,
+        )
+        try:
+            url, headers = self._upstream_request(req, inbound, candidate, body)
+        except BackendUnavailable as exc:
+            pending.release(f"unavailable: {exc.error_class}")
+            raise Refusal(503, "unavailable", str(exc)) from None
+        backend = self.runtime.pool.get(candidate.provider)
+        site = CallSite(
+            candidate.provider, candidate.model_id, url, pcfg.api_key_env, getattr(backend, "_api_key", None)
+        )
+        tee = codec.usage_tee(streaming=inbound.stream)
+        drop_usage_chunk = inbound.protocol == "openai_chat" and inbound.stream and not inbound.include_usage
+        pending.mark_sent()
+        t0 = time.monotonic()
+        ttft: float | None = None
+        started = False
+        try:
+            async with self.upstream().stream(
+                "POST", url, content=codecs.dumps(body), headers=headers, timeout=self.config.upstream_timeout_s
+            ) as upstream:
+                if upstream.status_code >= 400:
+                    raw = await upstream.aread()
+                    error = error_from_response(site, upstream.status_code, upstream.headers, raw)
+                    pending.fail(error)
+                    out_headers = [("content-type", upstream.headers.get("content-type", "application/json"))]
+                    out_headers += [(h, upstream.headers[h]) for h in ("retry-after",) if h in upstream.headers]
+                    resp.send(
+                        upstream.status_code,
+                        out_headers + served_headers,
+                        self._scrub(raw.decode("utf-8", "replace")).encode(),
+                    )
+                    return
+                out_headers = [("content-type", upstream.headers.get("content-type", "application/json"))]
+                out_headers += [(h, upstream.headers[h]) for h in FORWARDED_HEADERS if h in upstream.headers]
+                out_headers += served_headers
+                streaming = "json" not in out_headers[0][1] or (inbound.protocol.startswith("ollama") and inbound.stream)
+                if not streaming:
+                    raw = await upstream.aread()
+                    tee.feed(raw)
+                    ttft = time.monotonic() - t0
+                    resp.send(upstream.status_code, out_headers, raw)
+                else:
+                    resp.start(upstream.status_code, [*out_headers, ("cache-control", "no-cache")])
+                    started = True
+                    splitter = _SSEEvents() if drop_usage_chunk else None
+                    async for chunk in upstream.aiter_raw():
+                        if ttft is None:
+                            ttft = time.monotonic() - t0
+                        tee.feed(chunk)
+                        if splitter is not None:
+                            chunk = splitter.without_usage_chunk(chunk)
+                        resp.write(chunk)
+                        await resp.drain()
+                    if splitter is not None:
+                        resp.write(splitter.rest())
+                    resp.end()
+        except httpx.HTTPError as exc:
+            error = error_from_transport(
+                site, exc, response_started=started, partial_text="", timeout_s=self.config.upstream_timeout_s
+            )
+            outcome = tee.close()
+            if started:
+                pending.lost(f"the upstream stream broke: {error.error_class}")
+                with contextlib.suppress(ClientGone):
+                    encoder = codec.stream(model=inbound.model, include_usage=False)
+                    resp.write(encoder.error("api_error", self._scrub(str(error))))
+                    resp.end()
+                return
+            del outcome
+            pending.fail(error)
+            raise Refusal(
+                502 if error.retryable else 400,
+                "unavailable" if error.retryable else "invalid_request",
+                self._scrub(str(error)),
+            ) from None
+        total = time.monotonic() - t0
+        outcome = tee.close()
+        result = Result(
+            text=outcome.text_excerpt,
+            finish_reason=outcome.finish_reason,
+            usage=outcome.usage,
+            ttft_s=ttft,
+            total_s=total,
+            raw_usage=outcome.raw_usage,
+        )
+        if outcome.usage.input_uncached is not None and outcome.usage.output is not None and outcome.complete:
+            pending.finish(result)
+        elif outcome.error:
+            pending.lost(f"the upstream reported an error mid-stream: {self._scrub(outcome.error)[:200]}", result)
+        else:
+            pending.lost("the upstream response carried no usage record", result)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Translation through a backend
+
+    async def _translate(
+        self,
+        resp: HttpResponse,
+        codec: Any,
+        inbound: codecs.InboundRequest,
+        candidate: Candidate,
+        request: Request,
+        pending: PendingCall,
+        served_headers: list[tuple[str, str]],
+    ) -> None:
+        try:
+            backend = self.runtime.pool.get(candidate.provider)
+        except BackendUnavailable as exc:
+            pending.release(exc.error_class)
+            raise Refusal(503, "unavailable", str(exc)) from None
+        encoder = codec.stream(model=inbound.model, include_usage=inbound.include_usage) if inbound.stream else None
+
+        def on_text(delta: str) -> None:
+            if encoder is not None and not resp.disconnected and delta:
+                if not resp.started:
+                    resp.start(
+                        200, [("content-type", encoder.media_type), ("cache-control", "no-cache"), *served_headers]
+                    )
+                resp.write(encoder.text(delta))
+
+        pending.mark_sent()
+        try:
+            result = await backend.complete(request, on_text if encoder is not None else None)
+        except BackendError as error:
+            pending.fail(error)
+            if resp.started and encoder is not None:
+                resp.write(encoder.error("api_error", self._scrub(str(error))))
+                resp.end()
+                return
+            status, kind = (429, "rate_limit") if error.error_class == "rate_limited" else (502, "unavailable")
+            if not error.retryable:
+                status, kind = 400, "invalid_request"
+            raise Refusal(status, kind, self._scrub(str(error))) from None
+        if encoder is not None:
+            if not resp.started:
+                resp.start(200, [("content-type", encoder.media_type), ("cache-control", "no-cache"), *served_headers])
+            resp.write(encoder.finish(result))
+            resp.end()
+        else:
+            resp.send(
+                200,
+                [("content-type", "application/json"), *served_headers],
+                codec.response(result, model=inbound.model),
+            )
+        if result.usage.input_uncached is None or result.usage.output is None:
+            pending.lost("the backend reported no usage", result)
+        else:
+            pending.finish(result)
+
+
+class _SSEEvents:
+    """Splits a relayed OpenAI stream into whole events so the usage-only chunk the gateway asked for (and the
+    client did not) can be left out; every other event is forwarded as soon as it is complete."""
+
+    def __init__(self) -> None:
+        self._rest = b""
+
+    def without_usage_chunk(self, chunk: bytes) -> bytes:
+        data = self._rest + chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._rest = data
+            return b""
+        head, self._rest = data[: end + 2], data[end + 2 :]
+        if b'"usage"' not in head:
+            return head
+        kept = []
+        for event in head.split(b"\n\n"):
+            if not event:
+                continue
+            if b'"usage"' in event and _is_usage_only(event):
+                continue
+            kept.append(event + b"\n\n")
+        return b"".join(kept)
+
+    def rest(self) -> bytes:
+        rest, self._rest = self._rest, b""
+        return rest
+
+
+def _is_usage_only(event: bytes) -> bool:
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            try:
+                payload = json.loads(line[5:])
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return False
+            return isinstance(payload, dict) and not payload.get("choices") and "usage" in payload
+    return False
+
+
+def _with(limits: CapLimits, **changes: Any) -> CapLimits:
+    from dataclasses import replace
+
+    return replace(limits, **changes)

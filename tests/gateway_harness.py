@@ -1,0 +1,112 @@
+"""A running gateway in the test's event loop, forwarding to the loopback protocol fakes (priced like the real
+models they stand in for: DeepSeek Flash for cheap, Claude Sonnet 5.5 for frontier, Qwen3 on Ollama for local)."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor.catalog import default_catalog_dirs, load_catalog
+from supervisor.config import load_config
+from supervisor.gateway.keys import mint_key
+from supervisor.gateway.server import Gateway
+from supervisor.ledger import Ledger
+from supervisor.runtime.runtime import Runtime
+from supervisor.secrets import Redactor
+from tests.fakes.anthropic import AnthropicFake
+from tests.fakes.ollama import OllamaFake
+from tests.fakes.openai import OpenAIFake
+
+PROVIDER_KEYS = {
+    "DEEPSEEK_API_KEY": "sk-deepseek-CANARY-0123456789abcdef",
+    "ANTHROPIC_API_KEY": "sk-ant-CANARY-0123456789abcdef",
+}
+
+PROVIDERS = """
+[providers.deepseek]
+kind = "openai_compat"
+base_url = "{openai}"
+api_key_env = "DEEPSEEK_API_KEY"
+max_retries = 0
+
+[providers.anthropic]
+kind = "anthropic"
+base_url = "{anthropic}"
+api_key_env = "ANTHROPIC_API_KEY"
+max_retries = 0
+
+[providers.ollama]
+kind = "ollama"
+host = "{ollama}"
+local = true
+max_retries = 0
+
+[tiers]
+local = ["ollama:qwen3:4b"]
+cheap = ["deepseek:deepseek-flash"]
+frontier = ["anthropic:claude-sonnet-5-5"]
+"""
+
+AGENTS = """
+[agents.aider]
+goal = "pair programming in the terminal"
+ladder = ["local", "cheap", "frontier"]
+frontier = "allow"
+models = { "claude-sonnet-5-5" = "cheap" }
+"""
+
+
+@dataclass
+class Setup:
+    gateway: Gateway
+    runtime: Runtime
+    ledger: Ledger
+    openai: OpenAIFake
+    anthropic: AnthropicFake
+    ollama: OllamaFake
+    config_path: Path
+    environ: dict[str, str]
+
+    def key(self, agent: str = "aider", **kwargs: object) -> str:
+        return mint_key(self.ledger, agent, **kwargs).token  # type: ignore[arg-type]
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    def calls(self, agent: str | None = None) -> list[dict[str, object]]:
+        return list(reversed(self.ledger.calls(agent=agent)))
+
+
+def write_config(tmp_path: Path, urls: dict[str, str], agents: str = AGENTS, extra: str = "") -> Path:
+    path = tmp_path / "supervisor.toml"
+    path.write_text(textwrap.dedent(extra) + PROVIDERS.format(**urls) + textwrap.dedent(agents))
+    return path
+
+
+@asynccontextmanager
+async def running_gateway(
+    tmp_path: Path, agents: str = AGENTS, extra: str = "", *, offline: bool = False
+) -> AsyncIterator[Setup]:
+    with OpenAIFake(dialect="deepseek", models=("deepseek-flash",)) as openai, AnthropicFake(
+        models=("claude-sonnet-5-5",)
+    ) as anthropic, OllamaFake() as ollama:
+        urls = {"openai": openai.url, "anthropic": anthropic.url, "ollama": ollama.url}
+        config_path = write_config(tmp_path, urls, agents, extra)
+        environ = {**os.environ, **PROVIDER_KEYS}
+        config = load_config(config_path, environ, required=True)
+        if offline:
+            config = config.with_offline(True)
+        home = Path(os.environ["SUPERVISOR_HOME"])
+        ledger = Ledger(home / "ledger.db", redactor=Redactor.from_environ(environ))
+        runtime = Runtime(config, load_catalog(default_catalog_dirs()), ledger, environ=environ, home=home)
+        try:
+            async with Gateway(runtime, port=0, agent_ports=True) as gateway:
+                yield Setup(gateway, runtime, ledger, openai, anthropic, ollama, config_path, environ)
+        finally:
+            await runtime.aclose()
+            ledger.close()
