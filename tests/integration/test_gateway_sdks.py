@@ -1,9 +1,12 @@
 """The official openai, anthropic and ollama clients against a running gateway that forwards to the loopback
-protocol fakes: every call lands in the ledger under its agent, priced to the micro-dollar."""
+protocol fakes: every call lands in the ledger under its agent, priced to the micro-dollar, and every refusal is
+the SDK's own exception with exactly one request made."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import ollama
@@ -13,23 +16,256 @@ import pytest
 from supervisor.cost import cost_of
 from supervisor.usage import Usage
 from tests.fakes.base import Reply
-from tests.gateway_harness import running_gateway
+from tests.gateway_harness import Setup, running_gateway
 
 
-async def test_openai_chat_passes_through_and_prices_the_call(tmp_path: Path) -> None:
+def expected_micros(g: Setup, key: str, usage: Usage) -> int:
+    spec = g.runtime.catalog.get(key)
+    assert spec is not None
+    return cost_of(usage, spec, datetime.now(UTC)).total_micros
+
+
+def only_call(g: Setup, agent: str = "aider") -> dict[str, Any]:
+    rows = g.calls(agent)
+    assert len(rows) == 1, rows
+    assert g.ledger.held_reservations() == []
+    return rows[0]
+
+
+def oai(g: Setup, key: str | None = None) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=key or g.key())
+
+
+def anth(g: Setup, key: str | None = None) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=g.url, api_key=key or g.key())
+
+
+def oll(g: Setup, key: str | None = None) -> ollama.AsyncClient:
+    return ollama.AsyncClient(host=g.url, headers={"Authorization": f"Bearer {key or g.key()}"})
+
+
+# ------------------------------------------------------------------------------------------------------------
+# OpenAI Chat Completions (pass-through to the OpenAI-compatible fake, DeepSeek's hit/miss usage)
+
+
+async def test_openai_chat_json_passes_through_and_prices_the_call(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as g:
         g.openai.enqueue(Reply("hello there", input_tokens=100, cache_read=40, output_tokens=7))
-        client = openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=g.key(), max_retries=0)
-        raw = await client.chat.completions.with_raw_response.create(
+        raw = await oai(g).chat.completions.with_raw_response.create(
             model="cheap", messages=[{"role": "user", "content": "hi"}]
         )
-        reply = raw.parse()
-        assert reply.choices[0].message.content == "hello there"
+        assert raw.parse().choices[0].message.content == "hello there"
         assert raw.headers["x-supervisor-served-model"] == "deepseek:deepseek-flash"
-        [row] = g.calls("aider")
-        spec = g.runtime.catalog.get("deepseek:deepseek-flash")
-        expected = cost_of(Usage(100, 40, 0, 0, 7, None), spec, __import__("datetime").datetime.now(__import__("datetime").UTC))
+        assert "x-supervisor-substituted" not in raw.headers
+        row = only_call(g)
         assert (row["input_uncached"], row["cache_read"], row["output"]) == (100, 40, 7)
-        assert row["cost_micros"] == expected.total_micros
-        assert row["requested_model"] == "cheap" and row["via"] == "gateway" and row["auth"] == "key"
+        assert row["cost_micros"] == expected_micros(g, "deepseek:deepseek-flash", Usage(100, 40, 0, 0, 7, None))
+        assert (row["requested_model"], row["via"], row["auth"], row["provider"]) == ("cheap", "gateway", "key", "deepseek")
+        sent = g.openai.model_requests()[-1]
+        headers = {k.lower(): v for k, v in sent.headers.items()}
+        assert headers["authorization"] == "Bearer " + g.environ["DEEPSEEK_API_KEY"]
+        assert sent.json["model"] == "deepseek-flash" and sent.json["max_tokens"] == 4096  # injected ceiling
+
+
+async def test_openai_chat_stream_relays_events_and_drops_the_usage_chunk_nobody_asked_for(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        g.openai.enqueue(Reply("one two three", input_tokens=50, cache_read=10, output_tokens=3, chunks=3))
+        stream = await oai(g).chat.completions.create(
+            model="cheap", messages=[{"role": "user", "content": "count"}], stream=True, max_tokens=50
+        )
+        chunks = [c async for c in stream]
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two three"
+        assert all(c.choices for c in chunks), "the usage-only chunk the gateway added reached the client"
+        sent = g.openai.model_requests()[-1].json
+        assert sent["stream_options"] == {"include_usage": True} and sent["max_tokens"] == 50
+        row = only_call(g)
+        assert (row["input_uncached"], row["cache_read"], row["output"]) == (50, 10, 3)
+        assert row["cost_micros"] == expected_micros(g, "deepseek:deepseek-flash", Usage(50, 10, 0, 0, 3, None))
+
+
+async def test_openai_chat_stream_keeps_the_usage_chunk_when_the_client_asks(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        g.openai.enqueue(Reply("ok", input_tokens=20, output_tokens=2))
+        stream = await oai(g).chat.completions.create(
+            model="cheap",
+            messages=[{"role": "user", "content": "x"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [c async for c in stream]
+        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+        assert only_call(g)["output"] == 2
+
+
+async def test_models_list_names_what_the_key_may_use_in_each_shape(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        key = g.key()
+        ids = [m.id async for m in oai(g, key).models.list()]
+        assert ids[:4] == ["auto", "local", "cheap", "frontier"]
+        assert "claude-sonnet-5-5" in ids and "deepseek:deepseek-flash" in ids
+        page = await anth(g, key).models.list()
+        assert [m.id for m in page.data] == ids
+        tags = await oll(g, key).list()
+        assert [m.model for m in tags.models] == ids
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Anthropic Messages (pass-through; cumulative stream usage with cache writes)
+
+
+async def test_anthropic_messages_json_and_stream_price_cache_writes(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        key = g.key()
+        client = anth(g, key)
+        g.anthropic.enqueue(Reply("plain", input_tokens=30, cache_write=200, cache_read=5, output_tokens=4))
+        message = await client.messages.create(
+            model="frontier", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert message.content[0].text == "plain"  # type: ignore[union-attr]
+        g.anthropic.enqueue(Reply("streamed reply", input_tokens=12, cache_read=300, output_tokens=9, chunks=4))
+        async with client.messages.stream(
+            model="anthropic:claude-sonnet-5-5", max_tokens=64, messages=[{"role": "user", "content": "hi"}]
+        ) as stream:
+            text = "".join([t async for t in stream.text_stream])
+        assert text == "streamed reply"
+        first, second = g.calls("aider")
+        assert (first["input_uncached"], first["cache_write_5m"], first["cache_read"], first["output"]) == (30, 200, 5, 4)
+        assert first["cost_micros"] == expected_micros(g, "anthropic:claude-sonnet-5-5", Usage(30, 5, 200, 0, 4, None))
+        assert (second["input_uncached"], second["cache_read"], second["output"]) == (12, 300, 9)
+        assert second["cost_micros"] == expected_micros(g, "anthropic:claude-sonnet-5-5", Usage(12, 300, 0, 0, 9, None))
+        sent = g.anthropic.model_requests()[-1]
+        headers = {k.lower(): v for k, v in sent.headers.items()}
+        assert headers["x-api-key"] == g.environ["ANTHROPIC_API_KEY"] and key not in str(sent.headers)
         assert g.ledger.held_reservations() == []
+
+
+async def test_a_mapped_name_is_a_visible_substitution(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        g.openai.enqueue(Reply("from the cheap tier", input_tokens=10, output_tokens=3))
+        raw = await oai(g).chat.completions.with_raw_response.create(
+            model="claude-sonnet-5-5", messages=[{"role": "user", "content": "hi"}]
+        )
+        assert raw.headers["x-supervisor-substituted"] == "claude-sonnet-5-5 -> deepseek:deepseek-flash"
+        row = only_call(g)
+        assert (row["requested_model"], row["provider"], row["model"]) == ("claude-sonnet-5-5", "deepseek", "deepseek-flash")
+        events = g.ledger.events_after(0, kinds=["model_substituted"])
+        assert [(e.agent, e.data["requested"], e.data["served"]) for e in events] == [
+            ("aider", "claude-sonnet-5-5", "deepseek:deepseek-flash")
+        ]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Ollama native (pass-through to the Ollama fake; counts from the final line)
+
+
+async def test_ollama_chat_stream_and_json(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        client = oll(g)
+        g.ollama.enqueue(Reply("local answer", input_tokens=25, output_tokens=6, chunks=3))
+        parts = [p async for p in await client.chat(model="local", messages=[{"role": "user", "content": "hi"}], stream=True)]
+        assert "".join(p.message.content or "" for p in parts) == "local answer"
+        assert parts[-1].done and parts[-1].eval_count == 6
+        g.ollama.enqueue(Reply("whole", input_tokens=8, output_tokens=2))
+        whole = await client.chat(model="qwen3:4b", messages=[{"role": "user", "content": "hi"}])
+        assert whole.message.content == "whole"
+        first, second = g.calls("aider")
+        assert (first["input_uncached"], first["output"], first["cost_micros"]) == (25, 6, 0)
+        assert (second["input_uncached"], second["output"], second["requested_model"]) == (8, 2, "qwen3:4b")
+        assert g.ollama.chat_bodies()[-1]["options"]["num_predict"] == 4096
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Refusals: the SDK's own exception, exactly one request
+
+
+async def test_a_bad_key_is_a_401_in_each_protocol_with_one_request(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        with pytest.raises(openai.AuthenticationError):
+            await oai(g, "sk-sup-wrong").chat.completions.create(model="cheap", messages=[{"role": "user", "content": "x"}])
+        assert g.gateway.requests_seen == 1
+        with pytest.raises(anthropic.AuthenticationError):
+            await anth(g, "sk-sup-wrong").messages.create(
+                model="cheap", max_tokens=5, messages=[{"role": "user", "content": "x"}]
+            )
+        assert g.gateway.requests_seen == 2
+        with pytest.raises(ollama.ResponseError) as info:
+            await oll(g, "sk-sup-wrong").chat(model="local", messages=[{"role": "user", "content": "x"}])
+        assert info.value.status_code == 401 and g.gateway.requests_seen == 3
+        revoked = g.key()
+        g.ledger.revoke_key(g.ledger.gateway_keys()[-1].id)
+        with pytest.raises(openai.AuthenticationError, match="revoked"):
+            await oai(g, revoked).chat.completions.create(model="cheap", messages=[{"role": "user", "content": "x"}])
+        assert g.calls() == [] and g.openai.model_requests() == []
+
+
+CAPPED = """
+[agents.aider]
+goal = "pair programming"
+ladder = ["cheap", "frontier"]
+frontier = "allow"
+caps = { day_usd = 0.001 }
+"""
+
+
+async def test_a_cap_is_a_non_retryable_429_naming_the_cap_with_one_request(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, CAPPED) as g:
+        key = g.key()
+        with pytest.raises(openai.RateLimitError) as info:
+            await oai(g, key).chat.completions.create(
+                model="frontier", messages=[{"role": "user", "content": "x"}], max_tokens=4000
+            )
+        assert g.gateway.requests_seen == 1
+        response = info.value.response
+        assert response.headers["x-should-retry"] == "false" and int(response.headers["retry-after"]) > 60
+        assert "agent day_usd cap" in str(info.value) and "resets" in str(info.value)
+        with pytest.raises(anthropic.RateLimitError, match="day_usd"):
+            await anth(g, key).messages.create(
+                model="frontier", max_tokens=4000, messages=[{"role": "user", "content": "x"}]
+            )
+        assert g.gateway.requests_seen == 2
+        assert g.anthropic.model_requests() == [] and g.calls() == [] and g.ledger.held_reservations() == []
+        assert [e.data["status"] for e in g.ledger.events_after(0, kinds=["gateway_refused"])] == [429, 429]
+
+
+async def test_offline_refuses_api_tiers_at_once_and_local_keeps_serving(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, offline=True) as g:
+        key = g.key()
+        with pytest.raises(openai.InternalServerError, match="offline"):
+            await oai(g, key).chat.completions.create(model="cheap", messages=[{"role": "user", "content": "x"}])
+        assert g.gateway.requests_seen == 1 and g.openai.model_requests() == []
+        g.ollama.enqueue(Reply("still here", input_tokens=3, output_tokens=2))
+        reply = await oll(g, key).chat(model="auto", messages=[{"role": "user", "content": "x"}])
+        assert reply.message.content == "still here"
+
+
+ASK = """
+[agents.claude]
+goal = "claude code"
+ladder = ["frontier"]
+frontier = "ask"
+"""
+
+
+async def test_frontier_for_an_ask_agent_needs_an_approval_and_a_window_serves_until_it_closes(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, ASK) as g:
+        client = anth(g, g.key("claude"))
+        with pytest.raises(anthropic.RateLimitError, match="approval #1") as info:
+            await client.messages.create(model="frontier", max_tokens=16, messages=[{"role": "user", "content": "x"}])
+        assert "supervisor approve 1" in str(info.value) and g.gateway.requests_seen == 1
+        [pending] = g.ledger.approvals()
+        assert (pending.agent, pending.step, pending.model) == ("claude", "gateway", "anthropic:claude-sonnet-5-5")
+        # A second try while pending reuses the same request.
+        with pytest.raises(anthropic.RateLimitError, match="approval #1"):
+            await client.messages.create(model="frontier", max_tokens=16, messages=[{"role": "user", "content": "x"}])
+        window_until = datetime.now(UTC).replace(microsecond=0)
+        from datetime import timedelta
+
+        g.ledger.decide_approval(1, True, "test", window_until=window_until + timedelta(minutes=15), budget_micros=2_000_000)
+        for _ in range(2):
+            g.anthropic.enqueue(Reply("approved", input_tokens=5, output_tokens=2))
+            message = await client.messages.create(
+                model="frontier", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+            )
+            assert message.content[0].text == "approved"  # type: ignore[union-attr]
+        rows = g.ledger.query("SELECT approval_id FROM reservations ORDER BY id")
+        assert [r[0] for r in rows] == [1, 1]
