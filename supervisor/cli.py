@@ -249,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("agent", metavar="AGENT", help="the agent whose calls the key makes")
     kc.add_argument("--json", action="store_true", help='print {"agent", "key", "id"}')
     kl = keys_sub.add_parser(
-        "list", help="keys and their agents (never the keys themselves)", description="keys and their agents (never the keys themselves)", parents=[common]
+        "list",
+        help="keys and their agents (never the keys themselves)",
+        description="keys and their agents (never the keys themselves)",
+        parents=[common],
     )
     kl.set_defaults(handler="keys_list")
     kl.add_argument("--json", action="store_true", help="print JSON")

@@ -715,7 +715,9 @@ def _decide(args: argparse.Namespace, approve: bool) -> int:
                 budget_micros=usd_to_micros(up_to) if up_to is not None else None,
             )
             budget = f", up to {usd(row.budget_micros)}" if row.budget_micros is not None else ""
-            print(f"approval #{row.id} approved as a window until {row.window_until}{budget}: {row.agent} -> {row.model}")
+            print(
+                f"approval #{row.id} approved as a window until {row.window_until}{budget}: {row.agent} -> {row.model}"
+            )
             return 0
         row = AttachedController(ctx.ledger, by="cli").decide(args.id, approve)
     except LedgerError as exc:
@@ -796,7 +798,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     ctx = _ctx(args)
     runtime = _runtime(ctx)
-    runtime.bus.subscribe(Printer(as_json=False))
+    runtime.bus.subscribe(Printer(as_json=False, out=sys.stderr))  # stdout carries only the "listening" line
     recover(runtime)
 
     async def main() -> None:
@@ -850,7 +852,13 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         print("no gateway keys; `supervisor keys create AGENT` makes one")
         return 0
     rows = [
-        [str(k.id), k.agent, k.prefix + "...", k.created_at[:16].replace("T", " "), "revoked" if k.revoked_at else "active"]
+        [
+            str(k.id),
+            k.agent,
+            k.prefix + "...",
+            k.created_at[:16].replace("T", " "),
+            "revoked" if k.revoked_at else "active",
+        ]
         for k in keys
     ]
     print(table(["id", "agent", "key", "created (UTC)", "state"], rows))

@@ -655,6 +655,9 @@ class GatewayConfig(_Model):
     """Keep-alive pings while a request is held open."""
     allowed_origins: list[str] = Field(default_factory=list)
     """Browser origins allowed to call the gateway; a request with any other ``Origin`` header is refused."""
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    """On SIGTERM/SIGINT, requests in flight get this long to finish; then they are cancelled upstream and their
+    holds settled (kept at the worst case: the provider may have billed them)."""
 
 
 class ConfigFile(_Model):

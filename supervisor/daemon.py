@@ -96,8 +96,11 @@ def run_daemon(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        from supervisor.gateway.server import hosted_gateway
+
         try:
-            await scheduler.run_forever(stop)
+            async with hosted_gateway(runtime):
+                await scheduler.run_forever(stop)
         finally:
             await runtime.aclose()
 

@@ -92,9 +92,11 @@ def write_config(tmp_path: Path, urls: dict[str, str], agents: str = AGENTS, ext
 async def running_gateway(
     tmp_path: Path, agents: str = AGENTS, extra: str = "", *, offline: bool = False
 ) -> AsyncIterator[Setup]:
-    with OpenAIFake(dialect="deepseek", models=("deepseek-flash",)) as openai, AnthropicFake(
-        models=("claude-sonnet-5-5",)
-    ) as anthropic, OllamaFake() as ollama:
+    with (
+        OpenAIFake(dialect="deepseek", models=("deepseek-flash",)) as openai,
+        AnthropicFake(models=("claude-sonnet-5-5",)) as anthropic,
+        OllamaFake() as ollama,
+    ):
         urls = {"openai": openai.url, "anthropic": anthropic.url, "ollama": ollama.url}
         config_path = write_config(tmp_path, urls, agents, extra)
         environ = {**os.environ, **PROVIDER_KEYS}

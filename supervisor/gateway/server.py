@@ -22,6 +22,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -45,7 +46,6 @@ LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "::1", "localhost"})
 GATEWAY_STEP = "gateway"
 APPROVAL_POLL_S = 0.25
-SHUTDOWN_GRACE_S = 10.0
 MANAGEMENT_ROUTES = frozenset({"/api/pull", "/api/push", "/api/create", "/api/delete", "/api/copy", "/api/blobs"})
 FORWARDED_HEADERS = ("request-id", "x-request-id", "openai-processing-ms", "anthropic-organization-id")
 ROUTES: dict[str, str] = {
@@ -137,9 +137,9 @@ class Gateway:
             ) from None
         return self
 
-    async def aclose(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+    async def aclose(self, grace_s: float | None = None) -> None:
         """Stop accepting; requests in flight finish within ``grace_s`` or are cancelled (their holds settled)."""
-        await self.server.close(grace_s)
+        await self.server.close(self.config.shutdown_grace_s if grace_s is None else grace_s)
         if self._upstream is not None:
             client, self._upstream = self._upstream, None
             await client.aclose()
@@ -724,7 +724,9 @@ class Gateway:
                 out_headers = [("content-type", upstream.headers.get("content-type", "application/json"))]
                 out_headers += [(h, upstream.headers[h]) for h in FORWARDED_HEADERS if h in upstream.headers]
                 out_headers += served_headers
-                streaming = "json" not in out_headers[0][1] or (inbound.protocol.startswith("ollama") and inbound.stream)
+                streaming = "json" not in out_headers[0][1] or (
+                    inbound.protocol.startswith("ollama") and inbound.stream
+                )
                 if not streaming:
                     raw = await upstream.aread()
                     tee.feed(raw)
@@ -884,3 +886,25 @@ def _with(limits: CapLimits, **changes: Any) -> CapLimits:
     from dataclasses import replace
 
     return replace(limits, **changes)
+
+
+@contextlib.asynccontextmanager
+async def hosted_gateway(runtime: Any) -> AsyncIterator[Gateway | None]:
+    """The gateway of a daemon or a hosted TUI: served when the config has a ``[gateway]`` table, in the same
+    loop as the runtime (approvals and caps are one system). A gateway that cannot start is reported as a
+    notice and the rest keeps running."""
+    if runtime.config.file.gateway is None:
+        yield None
+        return
+    gateway = Gateway(runtime)
+    try:
+        await gateway.start()
+    except SupervisorError as exc:
+        runtime.bus.publish(Notice(message=f"gateway not started: {exc.message}; {exc.hint or ''}", level="error"))
+        yield None
+        return
+    runtime.bus.publish(Notice(message=f"gateway listening on {gateway.url}"))
+    try:
+        yield gateway
+    finally:
+        await gateway.aclose()

@@ -44,11 +44,14 @@ class RuntimeHost:
         if self._stop_requested:
             self._stop.set()
         self.ready.set()
+        from supervisor.gateway.server import hosted_gateway
+
         try:
-            if self.scheduler is not None:
-                await self.scheduler.run_forever(self._stop)
-            else:
-                await self._stop.wait()
+            async with hosted_gateway(self.runtime):  # [gateway] in the config: served on this loop too
+                if self.scheduler is not None:
+                    await self.scheduler.run_forever(self._stop)
+                else:
+                    await self._stop.wait()
         finally:
             # Cancels runs started by "run now" (the scheduler's own were cancelled by its shutdown); each
             # cancelled run restores its workspace and settles its reservations before this returns.

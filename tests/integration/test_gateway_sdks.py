@@ -60,7 +60,12 @@ async def test_openai_chat_json_passes_through_and_prices_the_call(tmp_path: Pat
         row = only_call(g)
         assert (row["input_uncached"], row["cache_read"], row["output"]) == (100, 40, 7)
         assert row["cost_micros"] == expected_micros(g, "deepseek:deepseek-flash", Usage(100, 40, 0, 0, 7, None))
-        assert (row["requested_model"], row["via"], row["auth"], row["provider"]) == ("cheap", "gateway", "key", "deepseek")
+        assert (row["requested_model"], row["via"], row["auth"], row["provider"]) == (
+            "cheap",
+            "gateway",
+            "key",
+            "deepseek",
+        )
         sent = g.openai.model_requests()[-1]
         headers = {k.lower(): v for k, v in sent.headers.items()}
         assert headers["authorization"] == "Bearer " + g.environ["DEEPSEEK_API_KEY"]
@@ -129,7 +134,12 @@ async def test_anthropic_messages_json_and_stream_price_cache_writes(tmp_path: P
             text = "".join([t async for t in stream.text_stream])
         assert text == "streamed reply"
         first, second = g.calls("aider")
-        assert (first["input_uncached"], first["cache_write_5m"], first["cache_read"], first["output"]) == (30, 200, 5, 4)
+        assert (first["input_uncached"], first["cache_write_5m"], first["cache_read"], first["output"]) == (
+            30,
+            200,
+            5,
+            4,
+        )
         assert first["cost_micros"] == expected_micros(g, "anthropic:claude-sonnet-5-5", Usage(30, 5, 200, 0, 4, None))
         assert (second["input_uncached"], second["cache_read"], second["output"]) == (12, 300, 9)
         assert second["cost_micros"] == expected_micros(g, "anthropic:claude-sonnet-5-5", Usage(12, 300, 0, 0, 9, None))
@@ -147,7 +157,11 @@ async def test_a_mapped_name_is_a_visible_substitution(tmp_path: Path) -> None:
         )
         assert raw.headers["x-supervisor-substituted"] == "claude-sonnet-5-5 -> deepseek:deepseek-flash"
         row = only_call(g)
-        assert (row["requested_model"], row["provider"], row["model"]) == ("claude-sonnet-5-5", "deepseek", "deepseek-flash")
+        assert (row["requested_model"], row["provider"], row["model"]) == (
+            "claude-sonnet-5-5",
+            "deepseek",
+            "deepseek-flash",
+        )
         events = g.ledger.events_after(0, kinds=["model_substituted"])
         assert [(e.agent, e.data["requested"], e.data["served"]) for e in events] == [
             ("aider", "claude-sonnet-5-5", "deepseek:deepseek-flash")
@@ -162,7 +176,9 @@ async def test_ollama_chat_stream_and_json(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as g:
         client = oll(g)
         g.ollama.enqueue(Reply("local answer", input_tokens=25, output_tokens=6, chunks=3))
-        parts = [p async for p in await client.chat(model="local", messages=[{"role": "user", "content": "hi"}], stream=True)]
+        parts = [
+            p async for p in await client.chat(model="local", messages=[{"role": "user", "content": "hi"}], stream=True)
+        ]
         assert "".join(p.message.content or "" for p in parts) == "local answer"
         assert parts[-1].done and parts[-1].eval_count == 6
         g.ollama.enqueue(Reply("whole", input_tokens=8, output_tokens=2))
@@ -181,7 +197,9 @@ async def test_ollama_chat_stream_and_json(tmp_path: Path) -> None:
 async def test_a_bad_key_is_a_401_in_each_protocol_with_one_request(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as g:
         with pytest.raises(openai.AuthenticationError):
-            await oai(g, "sk-sup-wrong").chat.completions.create(model="cheap", messages=[{"role": "user", "content": "x"}])
+            await oai(g, "sk-sup-wrong").chat.completions.create(
+                model="cheap", messages=[{"role": "user", "content": "x"}]
+            )
         assert g.gateway.requests_seen == 1
         with pytest.raises(anthropic.AuthenticationError):
             await anth(g, "sk-sup-wrong").messages.create(
@@ -260,7 +278,9 @@ async def test_frontier_for_an_ask_agent_needs_an_approval_and_a_window_serves_u
         window_until = datetime.now(UTC).replace(microsecond=0)
         from datetime import timedelta
 
-        g.ledger.decide_approval(1, True, "test", window_until=window_until + timedelta(minutes=15), budget_micros=2_000_000)
+        g.ledger.decide_approval(
+            1, True, "test", window_until=window_until + timedelta(minutes=15), budget_micros=2_000_000
+        )
         for _ in range(2):
             g.anthropic.enqueue(Reply("approved", input_tokens=5, output_tokens=2))
             message = await client.messages.create(
