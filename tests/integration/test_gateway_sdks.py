@@ -69,7 +69,8 @@ async def test_openai_chat_json_passes_through_and_prices_the_call(tmp_path: Pat
         sent = g.openai.model_requests()[-1]
         headers = {k.lower(): v for k, v in sent.headers.items()}
         assert headers["authorization"] == "Bearer " + g.environ["DEEPSEEK_API_KEY"]
-        assert sent.json["model"] == "deepseek-flash" and sent.json["max_tokens"] == 4096  # injected ceiling
+        assert sent.json["model"] == "deepseek-flash"
+        assert sent.json["max_tokens"] == 4096
 
 
 async def test_openai_chat_stream_relays_events_and_drops_the_usage_chunk_nobody_asked_for(tmp_path: Path) -> None:
@@ -82,7 +83,8 @@ async def test_openai_chat_stream_relays_events_and_drops_the_usage_chunk_nobody
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two three"
         assert all(c.choices for c in chunks), "the usage-only chunk the gateway added reached the client"
         sent = g.openai.model_requests()[-1].json
-        assert sent["stream_options"] == {"include_usage": True} and sent["max_tokens"] == 50
+        assert sent["stream_options"] == {"include_usage": True}
+        assert sent["max_tokens"] == 50
         row = only_call(g)
         assert (row["input_uncached"], row["cache_read"], row["output"]) == (50, 10, 3)
         assert row["cost_micros"] == expected_micros(g, "deepseek:deepseek-flash", Usage(50, 10, 0, 0, 3, None))
@@ -98,7 +100,8 @@ async def test_openai_chat_stream_keeps_the_usage_chunk_when_the_client_asks(tmp
             stream_options={"include_usage": True},
         )
         chunks = [c async for c in stream]
-        assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+        assert chunks[-1].usage is not None
+        assert chunks[-1].usage.completion_tokens == 2
         assert only_call(g)["output"] == 2
 
 
@@ -107,7 +110,8 @@ async def test_models_list_names_what_the_key_may_use_in_each_shape(tmp_path: Pa
         key = g.key()
         ids = [m.id async for m in oai(g, key).models.list()]
         assert ids[:4] == ["auto", "local", "cheap", "frontier"]
-        assert "claude-sonnet-5-5" in ids and "deepseek:deepseek-flash" in ids
+        assert "claude-sonnet-5-5" in ids
+        assert "deepseek:deepseek-flash" in ids
         page = await anth(g, key).models.list()
         assert [m.id for m in page.data] == ids
         tags = await oll(g, key).list()
@@ -145,7 +149,8 @@ async def test_anthropic_messages_json_and_stream_price_cache_writes(tmp_path: P
         assert second["cost_micros"] == expected_micros(g, "anthropic:claude-sonnet-5-5", Usage(12, 300, 0, 0, 9, None))
         sent = g.anthropic.model_requests()[-1]
         headers = {k.lower(): v for k, v in sent.headers.items()}
-        assert headers["x-api-key"] == g.environ["ANTHROPIC_API_KEY"] and key not in str(sent.headers)
+        assert headers["x-api-key"] == g.environ["ANTHROPIC_API_KEY"]
+        assert key not in str(sent.headers)
         assert g.ledger.held_reservations() == []
 
 
@@ -180,7 +185,8 @@ async def test_ollama_chat_stream_and_json(tmp_path: Path) -> None:
             p async for p in await client.chat(model="local", messages=[{"role": "user", "content": "hi"}], stream=True)
         ]
         assert "".join(p.message.content or "" for p in parts) == "local answer"
-        assert parts[-1].done and parts[-1].eval_count == 6
+        assert parts[-1].done
+        assert parts[-1].eval_count == 6
         g.ollama.enqueue(Reply("whole", input_tokens=8, output_tokens=2))
         whole = await client.chat(model="qwen3:4b", messages=[{"role": "user", "content": "hi"}])
         assert whole.message.content == "whole"
@@ -208,12 +214,14 @@ async def test_a_bad_key_is_a_401_in_each_protocol_with_one_request(tmp_path: Pa
         assert g.gateway.requests_seen == 2
         with pytest.raises(ollama.ResponseError) as info:
             await oll(g, "sk-sup-wrong").chat(model="local", messages=[{"role": "user", "content": "x"}])
-        assert info.value.status_code == 401 and g.gateway.requests_seen == 3
+        assert info.value.status_code == 401
+        assert g.gateway.requests_seen == 3
         revoked = g.key()
         g.ledger.revoke_key(g.ledger.gateway_keys()[-1].id)
         with pytest.raises(openai.AuthenticationError, match="revoked"):
             await oai(g, revoked).chat.completions.create(model="cheap", messages=[{"role": "user", "content": "x"}])
-        assert g.calls() == [] and g.openai.model_requests() == []
+        assert g.calls() == []
+        assert g.openai.model_requests() == []
 
 
 CAPPED = """
@@ -234,14 +242,18 @@ async def test_a_cap_is_a_non_retryable_429_naming_the_cap_with_one_request(tmp_
             )
         assert g.gateway.requests_seen == 1
         response = info.value.response
-        assert response.headers["x-should-retry"] == "false" and int(response.headers["retry-after"]) > 60
-        assert "agent day_usd cap" in str(info.value) and "resets" in str(info.value)
+        assert response.headers["x-should-retry"] == "false"
+        assert int(response.headers["retry-after"]) > 60
+        assert "agent day_usd cap" in str(info.value)
+        assert "resets" in str(info.value)
         with pytest.raises(anthropic.RateLimitError, match="day_usd"):
             await anth(g, key).messages.create(
                 model="frontier", max_tokens=4000, messages=[{"role": "user", "content": "x"}]
             )
         assert g.gateway.requests_seen == 2
-        assert g.anthropic.model_requests() == [] and g.calls() == [] and g.ledger.held_reservations() == []
+        assert g.anthropic.model_requests() == []
+        assert g.calls() == []
+        assert g.ledger.held_reservations() == []
         assert [e.data["status"] for e in g.ledger.events_after(0, kinds=["gateway_refused"])] == [429, 429]
 
 
@@ -250,7 +262,8 @@ async def test_offline_refuses_api_tiers_at_once_and_local_keeps_serving(tmp_pat
         key = g.key()
         with pytest.raises(openai.InternalServerError, match="offline"):
             await oai(g, key).chat.completions.create(model="cheap", messages=[{"role": "user", "content": "x"}])
-        assert g.gateway.requests_seen == 1 and g.openai.model_requests() == []
+        assert g.gateway.requests_seen == 1
+        assert g.openai.model_requests() == []
         g.ollama.enqueue(Reply("still here", input_tokens=3, output_tokens=2))
         reply = await oll(g, key).chat(model="auto", messages=[{"role": "user", "content": "x"}])
         assert reply.message.content == "still here"
@@ -269,7 +282,8 @@ async def test_frontier_for_an_ask_agent_needs_an_approval_and_a_window_serves_u
         client = anth(g, g.key("claude"))
         with pytest.raises(anthropic.RateLimitError, match="approval #1") as info:
             await client.messages.create(model="frontier", max_tokens=16, messages=[{"role": "user", "content": "x"}])
-        assert "supervisor approve 1" in str(info.value) and g.gateway.requests_seen == 1
+        assert "supervisor approve 1" in str(info.value)
+        assert g.gateway.requests_seen == 1
         [pending] = g.ledger.approvals()
         assert (pending.agent, pending.step, pending.model) == ("claude", "gateway", "anthropic:claude-sonnet-5-5")
         # A second try while pending reuses the same request.
