@@ -7,7 +7,8 @@ import os
 import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 from pathlib import Path
 
 from supervisor.catalog import default_catalog_dirs, load_catalog
@@ -20,6 +21,8 @@ from supervisor.secrets import Redactor
 from tests.fakes.anthropic import AnthropicFake
 from tests.fakes.ollama import OllamaFake
 from tests.fakes.openai import OpenAIFake
+
+T = TypeVar("T")
 
 PROVIDER_KEYS = {
     "DEEPSEEK_API_KEY": "sk-deepseek-CANARY-0123456789abcdef",
@@ -70,6 +73,12 @@ class Setup:
     ollama: OllamaFake
     config_path: Path
     environ: dict[str, str]
+    clients: list[Any] = field(default_factory=list)
+
+    def track(self, client: T) -> T:
+        """An SDK client closed before the gateway stops (so no connection outlives the event loop)."""
+        self.clients.append(client)
+        return client
 
     def key(self, agent: str = "aider", **kwargs: object) -> str:
         return mint_key(self.ledger, agent, **kwargs).token  # type: ignore[arg-type]
@@ -108,7 +117,13 @@ async def running_gateway(
         runtime = Runtime(config, load_catalog(default_catalog_dirs()), ledger, environ=environ, home=home)
         try:
             async with Gateway(runtime, port=0, agent_ports=True) as gateway:
-                yield Setup(gateway, runtime, ledger, openai, anthropic, ollama, config_path, environ)
+                setup = Setup(gateway, runtime, ledger, openai, anthropic, ollama, config_path, environ)
+                try:
+                    yield setup
+                finally:
+                    for client in setup.clients:
+                        close = getattr(client, "close", None) or getattr(client, "_client").aclose
+                        await close()
         finally:
             await runtime.aclose()
             ledger.close()

@@ -174,7 +174,11 @@ class Gateway:
             self._check_security(req)
             await self._route(req, resp, protocol, codec)
         except Refusal as refusal:
-            if resp.started:
+            if resp.started:  # held open with pings: the refusal goes in-band
+                if not resp.ended and not resp.disconnected:
+                    encoder = codec.stream(model="", include_usage=False)
+                    resp.write(encoder.error(refusal.kind, self._scrub(refusal.message)))
+                    resp.end()
                 return
             status, headers, body = codec.error(
                 refusal.status, refusal.kind, self._scrub(refusal.message), retry_after_s=refusal.retry_after_s
@@ -363,9 +367,14 @@ class Gateway:
             if inbound.tools and mode == "translate" and not self._supports_tools(candidate):
                 tried.append(f"{candidate.key}: cannot call tools, and the request has tools")
                 continue
+            served_headers = [("x-supervisor-served-model", candidate.key)]
+            if substituted:
+                served_headers.append(("x-supervisor-substituted", f"{inbound.model} -> {candidate.key}"))
             approval_id: int | None = None
             if candidate.tier == "frontier" and agent.frontier == "ask":
-                approval_id = await self._frontier_approval(resp, codec, inbound, agent, agent_name, candidate)
+                approval_id = await self._frontier_approval(
+                    resp, codec, inbound, agent, agent_name, candidate, served_headers
+                )
             max_out = self._max_output(agent, key, candidate, inbound)
             request = Request(
                 model=candidate.model_id,
@@ -405,9 +414,7 @@ class Gateway:
                 continue
             if isinstance(pending, CapHit):
                 self._cap_refusal(agent_name, inbound.model, pending)
-            served_headers = [("x-supervisor-served-model", candidate.key)]
             if substituted:
-                served_headers.append(("x-supervisor-substituted", f"{inbound.model} -> {candidate.key}"))
                 runtime.bus.publish(
                     ModelSubstituted(
                         agent=agent_name,
@@ -538,6 +545,7 @@ class Gateway:
         agent: AgentConfig,
         agent_name: str,
         candidate: Candidate,
+        served_headers: list[tuple[str, str]],
     ) -> int | None:
         """An open approval window's id (its budget caps the call), or None after using a one-time approval;
         otherwise a pending request is created (or reused) and the request refused, or held open."""
@@ -556,9 +564,9 @@ class Gateway:
         )
         hold = min(agent.hold_open_s or 0.0, self.config.hold_open_max_s)
         if hold > 0:
-            decided = await self._hold(resp, codec, inbound, approval_id, hold)
-            if decided is not None:
-                return decided
+            approved, window_id = await self._hold(resp, codec, inbound, approval_id, hold, served_headers)
+            if approved:
+                return window_id
         how = (
             f"`supervisor approve {approval_id}` (or `y` in the TUI) lets one request through; "
             f"`supervisor approve {approval_id} --window 15m --up-to 2` opens a window; then retry"
@@ -607,10 +615,17 @@ class Gateway:
         return approval_id
 
     async def _hold(
-        self, resp: HttpResponse, codec: Any, inbound: codecs.InboundRequest, approval_id: int, hold_s: float
-    ) -> int | None:
-        """Wait up to ``hold_s`` for a decision, pinging a streaming client; approved -> proceed (window id or
-        None), denied -> refuse, undecided -> refuse (the request stays pending for the next try)."""
+        self,
+        resp: HttpResponse,
+        codec: Any,
+        inbound: codecs.InboundRequest,
+        approval_id: int,
+        hold_s: float,
+        served_headers: list[tuple[str, str]],
+    ) -> tuple[bool, int | None]:
+        """Wait up to ``hold_s`` for a decision, pinging a streaming client: (True, the window's id or None) once
+        approved; denied -> refused; still undecided -> (False, None), and the caller refuses (the request stays
+        pending for the next try)."""
         ledger = self.runtime.ledger
         loop = asyncio.get_running_loop()
         deadline = loop.time() + hold_s
@@ -619,24 +634,26 @@ class Gateway:
         while loop.time() < deadline:
             row = ledger.approval(approval_id)
             if row is None:
-                return None
+                return False, None
             if row.state == "denied":
                 raise Refusal(403, "permission", f"approval #{approval_id} was denied")
             if row.state == "approved":
                 if row.window_until is not None:
-                    return int(row.id)
+                    return True, int(row.id)
                 if ledger.consume_approval(approval_id):
-                    return None
+                    return True, None
             if inbound.stream and loop.time() >= next_ping:
                 if encoder is None:
                     encoder = codec.stream(model=inbound.model, include_usage=inbound.include_usage)
-                    resp.start(200, [("content-type", encoder.media_type), ("cache-control", "no-cache")])
+                    resp.start(
+                        200, [("content-type", encoder.media_type), ("cache-control", "no-cache"), *served_headers]
+                    )
                 ping = encoder.ping()
                 if ping:
                     resp.write(ping)
                 next_ping = loop.time() + self.config.ping_interval_s
             await asyncio.sleep(APPROVAL_POLL_S)
-        return None
+        return False, None
 
     # ----------------------------------------------------------------------------------------------------
     # Pass-through relay
@@ -713,6 +730,12 @@ class Gateway:
                     raw = await upstream.aread()
                     error = error_from_response(site, upstream.status_code, upstream.headers, raw)
                     pending.fail(error)
+                    if resp.started:
+                        resp.write(
+                            codec.stream(model="", include_usage=False).error("api_error", self._scrub(str(error)))
+                        )
+                        resp.end()
+                        return
                     out_headers = [("content-type", upstream.headers.get("content-type", "application/json"))]
                     out_headers += [(h, upstream.headers[h]) for h in ("retry-after",) if h in upstream.headers]
                     resp.send(
@@ -733,7 +756,8 @@ class Gateway:
                     ttft = time.monotonic() - t0
                     resp.send(upstream.status_code, out_headers, raw)
                 else:
-                    resp.start(upstream.status_code, [*out_headers, ("cache-control", "no-cache")])
+                    if not resp.started:  # (a held request already started its response with pings)
+                        resp.start(upstream.status_code, [*out_headers, ("cache-control", "no-cache")])
                     started = True
                     splitter = _SSEEvents() if drop_usage_chunk else None
                     async for chunk in upstream.aiter_raw():

@@ -143,9 +143,8 @@ def test_sigterm_with_a_request_in_flight_settles_it_and_exits_cleanly(
         first, second = reversed(ledger.calls())
         assert first["priced"] == 1
         assert first["output"] == 2
-        assert (second["priced"] == 0 and "cancelled" in second["unpriced_reason"]) or "went away" in second[
-            "unpriced_reason"
-        ]
+        assert second["priced"] == 0  # cut by the shutdown: the provider may bill it, so its worst case stays
+        assert second["unpriced_reason"].endswith("usage unknown")
         states = [r[0] for r in ledger.query("SELECT state FROM reservations ORDER BY id")]
         assert states == ["settled", "settled_unpriced"]
 

@@ -33,15 +33,15 @@ def only_call(g: Setup, agent: str = "aider") -> dict[str, Any]:
 
 
 def oai(g: Setup, key: str | None = None) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=key or g.key())
+    return g.track(openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=key or g.key()))
 
 
 def anth(g: Setup, key: str | None = None) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=g.url, api_key=key or g.key())
+    return g.track(anthropic.AsyncAnthropic(base_url=g.url, api_key=key or g.key()))
 
 
 def oll(g: Setup, key: str | None = None) -> ollama.AsyncClient:
-    return ollama.AsyncClient(host=g.url, headers={"Authorization": f"Bearer {key or g.key()}"})
+    return g.track(ollama.AsyncClient(host=g.url, headers={"Authorization": f"Bearer {key or g.key()}"}))
 
 
 # ------------------------------------------------------------------------------------------------------------

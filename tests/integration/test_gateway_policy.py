@@ -1,0 +1,249 @@
+"""Gateway policy with real sockets: security checks, caps under concurrency, keys bound to an attempt, the
+runaway breaker, holding a frontier request open while a human decides."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from supervisor.gateway.keys import mint_key
+from tests.fakes.base import Reply
+from tests.gateway_harness import running_gateway
+
+
+def raw_request(port: int, data: bytes, *, pause_s: float = 0.0, rest: bytes = b"") -> bytes:
+    """Send ``data`` (then, after ``pause_s``, ``rest``) on a plain socket and read until the server closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        if pause_s:
+            import time
+
+            time.sleep(pause_s)
+            if rest:
+                sock.sendall(rest)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+LIMITS = """
+[gateway]
+max_body_bytes = 2000
+request_timeout_s = 0.5
+"""
+
+
+async def test_security_checks_refuse_before_anything_is_forwarded(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, extra=LIMITS) as g:
+        key = g.key()
+        auth = {"authorization": f"Bearer {key}"}
+        body = {"model": "cheap", "messages": [{"role": "user", "content": "hi"}]}
+        async with httpx.AsyncClient(base_url=g.url) as client:
+            rebound = await client.post("/v1/chat/completions", json=body, headers={**auth, "host": "evil.example:80"})
+            assert rebound.status_code == 403
+            assert "loopback" in rebound.json()["error"]["message"]
+            site = await client.post(
+                "/v1/chat/completions", json=body, headers={**auth, "origin": "https://evil.example"}
+            )
+            assert site.status_code == 403
+            assert not [h for h in site.headers if h.startswith("access-control")]
+            csrf = await client.post(
+                "/v1/chat/completions", content=json.dumps(body), headers={**auth, "content-type": "text/plain"}
+            )
+            assert csrf.status_code == 415
+            big = await client.post("/v1/chat/completions", json={**body, "pad": "x" * 5000}, headers=auth)
+            assert big.status_code == 413
+            pull = await client.post("/api/pull", json={"model": "qwen3:4b"}, headers=auth)
+            assert pull.status_code == 403
+            assert "does not manage models" in pull.json()["error"]
+            no_key = await client.get("/api/tags")
+            assert no_key.status_code == 401
+            g.openai.enqueue(Reply("fine", input_tokens=3, output_tokens=1))
+            smuggled = await client.post(
+                "/v1/chat/completions",
+                json={**body, "api_base": "http://attacker.invalid", "api_key": "sk-stolen"},
+                headers=auth,
+            )
+            assert smuggled.status_code == 200
+        forwarded = g.openai.model_requests()
+        assert len(forwarded) == 1
+        assert "api_base" not in forwarded[0].json
+        assert "api_key" not in forwarded[0].json
+        assert g.ledger.held_reservations() == []
+
+
+async def test_a_stalled_client_is_cut_off_and_holds_nothing(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, extra=LIMITS) as g:
+        key = g.key()
+        port = g.gateway.bound_port
+        head = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {key}\r\n"
+            'content-type: application/json\r\ncontent-length: 400\r\n\r\n{"model":'
+        ).encode()
+        answer = await asyncio.to_thread(raw_request, port, head, pause_s=2.0)
+        assert answer.startswith(b"HTTP/1.1 408")
+        upgrade = await asyncio.to_thread(
+            raw_request,
+            port,
+            b"GET /v1/responses HTTP/1.1\r\nhost: localhost\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+        )
+        assert upgrade.startswith(b"HTTP/1.1 426")
+        assert g.ledger.query("SELECT count(*) FROM reservations")[0][0] == 0
+
+
+TIGHT = """
+[caps]
+day_usd = 0.05
+
+[agents.a1]
+goal = "one"
+ladder = ["frontier"]
+frontier = "allow"
+caps = { day_usd = 0.02 }
+
+[agents.a2]
+goal = "two"
+ladder = ["frontier"]
+frontier = "allow"
+caps = { day_usd = 0.02 }
+
+[agents.a3]
+goal = "three"
+ladder = ["frontier"]
+frontier = "allow"
+caps = { day_usd = 0.03 }
+"""
+
+
+async def test_32_concurrent_requests_never_take_spend_and_holds_past_any_cap(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, TIGHT) as g:
+        g.anthropic.responder = lambda req: Reply("ok", input_tokens=200, output_tokens=300, delay_s=0.05)
+        keys = {a: g.key(a) for a in ("a1", "a2", "a3")}
+        caps = {"a1": 20_000, "a2": 20_000, "a3": 30_000}
+        peaks: dict[str, int] = {}
+        done = asyncio.Event()
+
+        async def sample() -> None:
+            while not done.is_set():
+                for agent in (*caps, "*"):
+                    where = "" if agent == "*" else f"WHERE agent = '{agent}'"
+                    total = g.ledger.scalar(f"SELECT coalesce(sum(micros), 0) FROM spend_days {where}")
+                    peaks[agent] = max(peaks.get(agent, 0), int(total))
+                await asyncio.sleep(0.002)
+
+        async def one(i: int) -> str:
+            agent = ("a1", "a2", "a3")[i % 3]
+            client = g.track(openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=keys[agent], max_retries=0))
+            try:
+                await client.chat.completions.create(
+                    model="frontier", max_tokens=1000, messages=[{"role": "user", "content": "x" * 300}]
+                )
+            except openai.RateLimitError:
+                return "capped"
+            return "served"
+
+        sampler = asyncio.create_task(sample())
+        # The Anthropic fake only speaks /v1/messages: these chat requests are translated through the backend.
+        outcomes = await asyncio.gather(*(one(i) for i in range(32)))
+        done.set()
+        await sampler
+        assert "served" in outcomes
+        assert "capped" in outcomes
+        for agent, cap in caps.items():
+            assert peaks[agent] <= cap, (agent, peaks[agent], cap)
+        assert peaks["*"] <= 50_000
+        assert g.ledger.held_reservations() == []
+        served = sum(1 for o in outcomes if o == "served")
+        assert len(g.ledger.calls()) == served
+
+
+async def test_a_key_bound_to_an_attempt_is_served_by_its_tier_within_its_limits(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        bound = mint_key(g.ledger, "aider", step="fix", attempt=2, tier="local", max_calls=1, max_output_tokens=64)
+        client = g.track(openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=bound.token, max_retries=0))
+        g.ollama.enqueue(Reply("local says hi", input_tokens=5, output_tokens=3))
+        raw = await client.chat.completions.with_raw_response.create(
+            model="gpt-6.2-sol", messages=[{"role": "user", "content": "hi"}], max_tokens=5000
+        )
+        assert raw.parse().choices[0].message.content == "local says hi"
+        assert raw.headers["x-supervisor-substituted"] == "gpt-6.2-sol -> ollama:qwen3:4b"
+        [row] = g.calls()
+        assert (row["step"], row["attempt"], row["tier"], row["key_id"]) == ("fix", 2, "local", bound.id)
+        assert g.ollama.chat_bodies()[-1]["options"]["num_predict"] == 64  # the key's ceiling, not the client's ask
+        with pytest.raises(openai.RateLimitError, match="key calls"):
+            await client.chat.completions.create(model="local", messages=[{"role": "user", "content": "again"}])
+        expired = mint_key(g.ledger, "aider", expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        with pytest.raises(openai.AuthenticationError, match="expired"):
+            await g.track(openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=expired.token)).chat.completions.create(
+                model="local", messages=[{"role": "user", "content": "x"}]
+            )
+
+
+BREAKER = """
+[breaker]
+rising_calls = 3
+max_output_ratio = 0.05
+
+[agents.loop]
+goal = "someone else's agent loop"
+ladder = ["cheap"]
+"""
+
+
+async def test_the_breaker_pauses_an_external_agent_whose_input_keeps_rising(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, BREAKER) as g:
+        client = g.track(openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=g.key("loop"), max_retries=0))
+        for size in (1000, 2000, 4000):
+            g.openai.enqueue(Reply("k", input_tokens=size, output_tokens=2))
+            await client.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "more"}])
+        assert g.ledger.agent("loop")["state"] == "paused"
+        with pytest.raises(openai.PermissionDeniedError) as info:
+            await client.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "more"}])
+        assert "rising_input" in str(info.value) or "rose across 3" in str(info.value)
+        assert "1000" in str(info.value)
+        assert "supervisor resume loop" in str(info.value)
+        assert len(g.openai.model_requests()) == 3
+
+
+HOLD = """
+[agents.claude]
+goal = "claude code"
+ladder = ["frontier"]
+frontier = "ask"
+hold_open_s = 20
+"""
+
+
+async def test_an_agent_can_hold_a_frontier_request_open_until_a_human_approves(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, HOLD + "\n[gateway]\nping_interval_s = 0.2\n") as g:
+        import anthropic
+
+        client = g.track(anthropic.AsyncAnthropic(base_url=g.url, api_key=g.key("claude"), max_retries=0))
+        g.anthropic.enqueue(Reply("worth the wait", input_tokens=4, output_tokens=3))
+
+        async def approve_soon() -> None:
+            while not g.ledger.approvals():
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.6)  # long enough for a few keep-alive pings
+            g.runtime.approve(g.ledger.approvals()[0].id, "test")
+
+        approver = asyncio.create_task(approve_soon())
+        async with client.messages.stream(
+            model="frontier", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+        ) as stream:
+            text = "".join([t async for t in stream.text_stream])
+        await approver
+        assert text == "worth the wait"
+        assert g.ledger.approval(1).state == "consumed"
+        assert len(g.calls()) == 1
