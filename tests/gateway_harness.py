@@ -8,8 +8,8 @@ import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 from pathlib import Path
+from typing import Any, TypeVar
 
 from supervisor.catalog import default_catalog_dirs, load_catalog
 from supervisor.config import load_config
@@ -122,7 +122,7 @@ async def running_gateway(
                     yield setup
                 finally:
                     for client in setup.clients:
-                        close = getattr(client, "close", None) or getattr(client, "_client").aclose
+                        close = getattr(client, "close", None) or client._client.aclose
                         await close()
         finally:
             await runtime.aclose()

@@ -101,6 +101,8 @@ class Gateway:
         self.bound_port = 0
         self.port_agents: dict[int, str] = {}
         self._upstream: httpx.AsyncClient | None = None
+        self._secrets_for: object = None
+        self._secret_bytes: list[tuple[bytes, bytes]] = []
         self.requests_seen = 0  # every request that reached the handler (tests check SDKs do not retry refusals)
 
     # ----------------------------------------------------------------------------------------------------
@@ -209,6 +211,18 @@ class Gateway:
 
     def _scrub(self, text: str) -> str:
         return str(self.runtime.ledger.redactor.scrub(text))
+
+    def _scrub_bytes(self, chunk: bytes) -> bytes:
+        """A relayed piece with any known key replaced (an upstream error event may echo the provider key). A
+        ``bytes in`` test per secret keeps the common case (no key) at C speed."""
+        secrets = self.runtime.ledger.redactor.secrets
+        if secrets is not self._secrets_for:
+            self._secrets_for = secrets
+            self._secret_bytes = [(value.encode(), f"[redacted:{name}]".encode()) for name, value in secrets]
+        for value, replacement in self._secret_bytes:
+            if value in chunk:
+                chunk = chunk.replace(value, replacement)
+        return chunk
 
     async def _route(self, req: HttpRequest, resp: HttpResponse, protocol: str, codec: Any) -> None:
         path, method = req.path, req.method
@@ -754,7 +768,7 @@ class Gateway:
                     raw = await upstream.aread()
                     tee.feed(raw)
                     ttft = time.monotonic() - t0
-                    resp.send(upstream.status_code, out_headers, raw)
+                    resp.send(upstream.status_code, out_headers, self._scrub_bytes(raw))
                 else:
                     if not resp.started:  # (a held request already started its response with pings)
                         resp.start(upstream.status_code, [*out_headers, ("cache-control", "no-cache")])
@@ -766,7 +780,7 @@ class Gateway:
                         tee.feed(chunk)
                         if splitter is not None:
                             chunk = splitter.without_usage_chunk(chunk)
-                        resp.write(chunk)
+                        resp.write(self._scrub_bytes(chunk))
                         await resp.drain()
                     if splitter is not None:
                         resp.write(splitter.rest())

@@ -536,3 +536,50 @@ def test_tui_hosting_a_run_never_shows_a_canary(world: World) -> None:
     assert "leaky" in screens["agent leaky"]
     leaked = {name: leaks_in(text) for name, text in screens.items() if leaks_in(text)}
     assert not leaked, f"TUI screens leaked: {leaked}"
+
+
+async def test_the_gateway_never_shows_a_provider_or_gateway_key(tmp_path: Path, supervisor_home: Path) -> None:
+    """Upstream error bodies, in-band stream errors and 429s that echo the provider key back go through the
+    gateway to an official SDK: neither the provider keys nor the caller's gateway key appear in what the client
+    gets, the ledger, its events, or any request sent upstream."""
+    import anthropic
+    import openai
+
+    from tests.gateway_harness import PROVIDER_KEYS, running_gateway
+
+    canaries = dict(PROVIDER_KEYS)
+
+    def echo(header: str, status: int) -> Any:
+        return lambda req: HttpError(status, f"invalid key {req.headers.get(header)}")
+
+    async with running_gateway(tmp_path) as g:
+        gateway_key = g.key()
+        canaries["GATEWAY_KEY"] = gateway_key
+        seen: list[str] = []
+        g.openai.responder = echo("authorization", 401)
+        oai = g.track(openai.AsyncOpenAI(base_url=g.url + "/v1", api_key=gateway_key, max_retries=0))
+        with pytest.raises(openai.APIStatusError) as first:
+            await oai.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "x"}])
+        seen.append(first.value.response.text)
+        g.openai.responder = echo("authorization", 429)
+        with pytest.raises(openai.APIStatusError) as second:
+            await oai.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "x"}], stream=True)
+        seen.append(second.value.response.text)
+        g.anthropic.enqueue(MidStreamError(message=f"overloaded; key {PROVIDER_KEYS['ANTHROPIC_API_KEY']}"))
+        anth = g.track(anthropic.AsyncAnthropic(base_url=g.url, api_key=gateway_key, max_retries=0))
+        with pytest.raises(anthropic.APIStatusError) as third:
+            async with anth.messages.stream(
+                model="frontier", max_tokens=8, messages=[{"role": "user", "content": "x"}]
+            ) as stream:
+                async for _ in stream:
+                    pass
+        seen.append(str(third.value))
+        assert len(g.calls()) == 3
+        for text in seen:
+            assert not [n for n, v in canaries.items() if v in text], text
+        dump = "\n".join(g.ledger.conn.iterdump())
+        assert not [n for n, v in canaries.items() if v in dump]
+        for fake in (g.openai, g.anthropic, g.ollama):
+            for req in fake.requests:
+                assert gateway_key not in req.body.decode(errors="replace")
+                assert gateway_key not in str(req.headers)
