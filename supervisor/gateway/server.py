@@ -103,7 +103,10 @@ class Gateway:
         self._upstream: httpx.AsyncClient | None = None
         self._secrets_for: object = None
         self._secret_bytes: list[tuple[bytes, bytes]] = []
-        self.requests_seen = 0  # every request that reached the handler (tests check SDKs do not retry refusals)
+        self.requests_seen = 0
+        self._hourly_checked: dict[
+            str, float
+        ] = {}  # every request that reached the handler (tests check SDKs do not retry refusals)
 
     # ----------------------------------------------------------------------------------------------------
     # Lifecycle
@@ -422,6 +425,7 @@ class Gateway:
                     ),
                     key_id=key.id if key else None,
                     approval_id=approval_id if window_limits is not limits else None,
+                    sent=True,
                 )
             except ContextOverflow as exc:
                 tried.append(str(exc))
@@ -542,7 +546,11 @@ class Gateway:
         runtime = self.runtime
         cfg = runtime.config.file.breaker
         trip = breaker.check_rising_input(runtime.ledger, agent_name, GATEWAY_STEP, cfg)
-        if trip is None and agent.caps.day_usd:
+        now = time.monotonic()
+        if trip is None and agent.caps.day_usd and now - self._hourly_checked.get(agent_name, 0.0) >= 1.0:
+            # Summing an hour of spend after every call would grow with the traffic: once a second is enough
+            # (the caps themselves are checked on every call, before it is sent).
+            self._hourly_checked[agent_name] = now
             limits = cap_limits(runtime.config, agent)
             trip = breaker.check_hourly_spend(runtime.ledger, agent_name, limits.agent_day_micros, cfg, utcnow())
         if trip is not None:

@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
@@ -111,6 +111,7 @@ class PendingEvent:
     data: dict[str, Any]
     run_id: int | None = None
     at: datetime | None = None
+    agent: str | None = None  # when the change is not the agent's own row (a reservation, a call row)
 
 
 @dataclass(frozen=True, slots=True)
@@ -682,15 +683,24 @@ class Ledger:
             r.via,
         )
 
-    def record_call(self, record: CallRecord, settlement: Settlement | None = None) -> int:
+    def record_call(
+        self,
+        record: CallRecord,
+        settlement: Settlement | None = None,
+        event: Callable[[int], PendingEvent | None] | None = None,
+    ) -> int:
         """Insert one call row (committed when this returns), and settle its reservation in the same transaction
-        when ``settlement`` is given: the two can never be seen apart, even after a crash."""
-        if settlement is None:
-            return self._write(self._CALL_INSERT, self._call_params(record))
+        when ``settlement`` is given: the two can never be seen apart, even after a crash. ``event`` (given the
+        new call's id) is the event row that reports it, written in the same transaction too."""
         with self.immediate() as conn:
             cur = conn.execute(self._CALL_INSERT, self._call_params(record))
-            self._settle(conn, settlement)
-            return int(cur.lastrowid or 0)
+            call_id = int(cur.lastrowid or 0)
+            if settlement is not None:
+                self._settle(conn, settlement)
+            row = event(call_id) if event is not None else None
+            if row is not None:
+                self._insert_event(conn, row.kind, row.data, agent=row.agent, run_id=row.run_id, at=row.at)
+            return call_id
 
     def record_calls(self, records: Iterable[CallRecord]) -> int:
         """Insert many call rows in one transaction (imports, benchmarks)."""
@@ -726,11 +736,15 @@ class Ledger:
         now: datetime | None = None,
         key_id: int | None = None,
         approval_id: int | None = None,
+        sent: bool = False,
+        event: PendingEvent | None = None,
     ) -> Reservation | CapHit:
         """Hold ``amount_micros`` (the call's worst case) and ``tokens`` unless that could cross any cap.
 
         Runs in one ``BEGIN IMMEDIATE`` transaction: the check and the hold are atomic across processes.
         A $0 call is never blocked by a dollar cap (local models keep working when money runs out).
+        ``sent=True`` marks it sent in the same transaction (the gateway forwards at once: a crash before it
+        did keeps the worst case, never less). ``event`` is written with the reservation (only if it is made).
         """
         if amount_micros < 0 or tokens < 0:
             raise ValueError("a reservation cannot be negative")
@@ -806,9 +820,24 @@ class Ledger:
                     return CapHit(cap, unit, limit, spent_total - held, held, needed, resets)
             cur = conn.execute(
                 """INSERT INTO reservations (agent, run_id, provider, model, created_at, amount_micros, tokens,
-                     owner_pid, owner_started, key_id, approval_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-                (agent, run_id, provider, model, iso(now), amount_micros, tokens, pid, started, key_id, approval_id),
+                     owner_pid, owner_started, key_id, approval_id, sent) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                (
+                    agent,
+                    run_id,
+                    provider,
+                    model,
+                    iso(now),
+                    amount_micros,
+                    tokens,
+                    pid,
+                    started,
+                    key_id,
+                    approval_id,
+                    int(sent),
+                ),
             )
+            if event is not None:
+                self._insert_event(conn, event.kind, event.data, agent=event.agent, run_id=event.run_id, at=event.at)
             return Reservation(int(cur.lastrowid or 0), amount_micros, tokens)
 
     def mark_sent(self, reservation_id: int) -> None:

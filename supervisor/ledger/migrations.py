@@ -424,6 +424,8 @@ def m008_gateway(db: Database) -> None:
     db.execute("CREATE INDEX reservations_approval ON reservations(approval_id) WHERE approval_id IS NOT NULL")
     for column in ("window_until TEXT", "budget_micros INTEGER"):
         db.execute(f"ALTER TABLE approvals ADD COLUMN {column}")
+    # The breaker reads an agent's last few calls of one step after every gateway call: newest first, by index.
+    db.execute("CREATE INDEX calls_agent_step_id ON calls(agent, step, id)")
 
 
 def apply(db: Database, **kwargs: Any) -> None:

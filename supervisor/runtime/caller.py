@@ -29,8 +29,8 @@ from supervisor.clock import utcnow
 from supervisor.cost import Cost, cost_of, worst_case_micros
 from supervisor.errors import BackendError, BackendTimeout, ContextOverflow, ProtocolError
 from supervisor.ledger import CallRecord, CapHit, CapLimits, Ledger
-from supervisor.ledger.ledger import Reservation, Settlement
-from supervisor.runtime.events import CallRecorded, CallStarted, EventBus, Notice
+from supervisor.ledger.ledger import PendingEvent, Reservation, Settlement
+from supervisor.runtime.events import CallRecorded, CallStarted, Event, EventBus, Notice
 from supervisor.runtime.pool import BackendPool
 from supervisor.runtime.router import Candidate
 from supervisor.usage import Usage
@@ -103,6 +103,7 @@ class PendingCall:
     turn: int | None = None  # the built-in worker's turn within the attempt (None: a single call)
     t0: float = 0.0
     call_id: int | None = None
+    sent: bool = False
 
     @property
     def reserved_micros(self) -> int:
@@ -116,7 +117,9 @@ class PendingCall:
         """The request is about to leave: from now on a crash means "maybe billed", not "never sent"."""
         self.started = self.caller.clock()
         self.t0 = time.monotonic()
-        self.caller.ledger.mark_sent(self.held.id)
+        if not self.sent:
+            self.sent = True
+            self.caller.ledger.mark_sent(self.held.id)
 
     def _elapsed(self) -> float:
         return time.monotonic() - self.t0 if self.t0 else 0.0
@@ -215,8 +218,11 @@ class ModelCaller:
         turn: int | None = None,
         key_id: int | None = None,
         approval_id: int | None = None,
+        sent: bool = False,
     ) -> PendingCall | CapHit:
-        """Check the window and reserve the worst case; ``count`` skips counting when the caller already did."""
+        """Check the window and reserve the worst case; ``count`` skips counting when the caller already did;
+        ``sent`` marks the call sent with the reservation (one transaction fewer, for a caller that forwards at
+        once)."""
         spec = candidate.spec
         if count is None:
             count = self.pool.get(candidate.provider).count_tokens(request)
@@ -231,21 +237,7 @@ class ModelCaller:
             )
         now = self.clock()
         amount = 0 if spec.is_free else worst_case_micros(spec, count.tokens, request.max_output_tokens, now)
-        held = self.ledger.reserve(
-            agent=agent,
-            run_id=run_id,
-            provider=candidate.provider,
-            model=candidate.model_id,
-            amount_micros=amount,
-            tokens=count.tokens + request.max_output_tokens,
-            limits=limits,
-            now=now,
-            key_id=key_id,
-            approval_id=approval_id,
-        )
-        if isinstance(held, CapHit):
-            return held
-        self.bus.publish(
+        started_event = self.bus.prepare(
             CallStarted(
                 agent=agent,
                 run_id=run_id,
@@ -260,7 +252,24 @@ class ModelCaller:
                 turn=turn,
             )
         )
-        return PendingCall(
+        held = self.ledger.reserve(
+            agent=agent,
+            run_id=run_id,
+            provider=candidate.provider,
+            model=candidate.model_id,
+            amount_micros=amount,
+            tokens=count.tokens + request.max_output_tokens,
+            limits=limits,
+            now=now,
+            key_id=key_id,
+            approval_id=approval_id,
+            sent=sent,
+            event=self.bus.row(started_event),  # the reservation and its event commit together
+        )
+        if isinstance(held, CapHit):
+            return held
+        self.bus.fan_out(started_event)
+        pending = PendingCall(
             self,
             agent,
             run_id,
@@ -274,6 +283,9 @@ class ModelCaller:
             tags or CallTags(),
             turn=turn,
         )
+        if sent:
+            pending.started, pending.t0, pending.sent = now, time.monotonic(), True
+        return pending
 
     def record(
         self,
@@ -288,6 +300,37 @@ class ModelCaller:
     ) -> int:
         """Write one call row (with the reservation's settlement, when given) and publish ``CallRecorded``."""
         p, candidate, tags = pending, pending.candidate, pending.tags
+        recorded: list[Event] = []
+
+        def event(call_id: int) -> PendingEvent | None:
+            prepared = self.bus.prepare(
+                CallRecorded(
+                    agent=p.agent,
+                    run_id=p.run_id,
+                    call_id=call_id,
+                    step=p.step,
+                    tier=candidate.tier,
+                    model=candidate.key,
+                    attempt=p.attempt,
+                    input_uncached=usage.input_uncached,
+                    cache_read=usage.cache_read,
+                    cache_write=usage.cache_write,
+                    output=usage.output,
+                    cost_micros=cost.total_micros,
+                    priced=cost.priced,
+                    latency_s=result.total_s if result else elapsed,
+                    error_class=error.error_class if error else None,
+                    error=str(error) if error else "",
+                    simulated=candidate.simulated,
+                    output_excerpt=(result.text[:OUTPUT_EXCERPT_CHARS] if result else ""),
+                    requested_model=tags.requested_model,
+                    via=tags.via,
+                    turn=p.turn,
+                )
+            )
+            recorded.append(prepared)
+            return self.bus.row(prepared)
+
         call_id = self.ledger.record_call(
             CallRecord(
                 agent=p.agent,
@@ -320,32 +363,10 @@ class ModelCaller:
                 via=tags.via,
             ),
             settlement,
+            event,  # the call row, its settlement and its event commit together
         )
-        self.bus.publish(
-            CallRecorded(
-                agent=p.agent,
-                run_id=p.run_id,
-                call_id=call_id,
-                step=p.step,
-                tier=candidate.tier,
-                model=candidate.key,
-                attempt=p.attempt,
-                input_uncached=usage.input_uncached,
-                cache_read=usage.cache_read,
-                cache_write=usage.cache_write,
-                output=usage.output,
-                cost_micros=cost.total_micros,
-                priced=cost.priced,
-                latency_s=result.total_s if result else elapsed,
-                error_class=error.error_class if error else None,
-                error=str(error) if error else "",
-                simulated=candidate.simulated,
-                output_excerpt=(result.text[:OUTPUT_EXCERPT_CHARS] if result else ""),
-                requested_model=tags.requested_model,
-                via=tags.via,
-                turn=p.turn,
-            )
-        )
+        for prepared in recorded:
+            self.bus.fan_out(prepared)
         return call_id
 
     async def call(

@@ -18,6 +18,7 @@ from supervisor.clock import iso, utcnow
 
 if TYPE_CHECKING:
     from supervisor.ledger import Ledger
+    from supervisor.ledger.ledger import PendingEvent
     from supervisor.secrets import Redactor
 
 
@@ -359,20 +360,34 @@ class EventBus:
     def publish(self, event: Event) -> None:
         """Scrub known secrets from every text field first: subscribers (the CLI log, the TUI) see what the ledger
         stores, never a key a model or a gate echoed back."""
+        event = self.prepare(event)
+        row = self.row(event)
+        if row is not None and self._ledger is not None:
+            self._ledger.append_event(row.kind, row.data, agent=row.agent, run_id=row.run_id, at=row.at)
+        self.fan_out(event)
+
+    # A change and the event that reports it can share one transaction: ``prepare`` the event, hand ``row`` to
+    # the ledger call that makes the change, then ``fan_out`` once it is committed.
+
+    def prepare(self, event: Event) -> Event:
         if self._ledger is not None and self._ledger.redactor.secrets:
-            event = scrub_event(event, self._ledger.redactor)
-        if event.persist and self._ledger is not None:
-            self._ledger.append_event(event.kind, event.data(), agent=event.agent, run_id=event.run_id, at=event.at)
-        self._fan_out(event)
+            return scrub_event(event, self._ledger.redactor)
+        return event
 
     def announce(self, event: Event) -> None:
         """An event the ledger already holds (written in the same transaction as the change it reports): scrubbed
         like any other, then handed to in-process subscribers only."""
-        if self._ledger is not None and self._ledger.redactor.secrets:
-            event = scrub_event(event, self._ledger.redactor)
-        self._fan_out(event)
+        self.fan_out(self.prepare(event))
 
-    def _fan_out(self, event: Event) -> None:
+    def row(self, event: Event) -> PendingEvent | None:
+        """The ledger row for a prepared event (None: not persisted)."""
+        if not event.persist or self._ledger is None:
+            return None
+        from supervisor.ledger.ledger import PendingEvent
+
+        return PendingEvent(event.kind, event.data(), run_id=event.run_id, at=event.at, agent=event.agent)
+
+    def fan_out(self, event: Event) -> None:
         for subscriber in list(self._subscribers):
             subscriber(event)
 
