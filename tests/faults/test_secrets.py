@@ -567,6 +567,7 @@ async def test_the_gateway_never_shows_a_provider_or_gateway_key(tmp_path: Path,
         seen.append(second.value.response.text)
         g.anthropic.enqueue(MidStreamError(message=f"overloaded; key {PROVIDER_KEYS['ANTHROPIC_API_KEY']}"))
         anth = g.track(anthropic.AsyncAnthropic(base_url=g.url, api_key=gateway_key, max_retries=0))
+
         async def read_stream() -> None:
             async with anth.messages.stream(
                 model="frontier", max_tokens=8, messages=[{"role": "user", "content": "x"}]
