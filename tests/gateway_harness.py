@@ -49,7 +49,7 @@ local = true
 max_retries = 0
 
 [tiers]
-local = ["ollama:qwen3:4b"]
+local = {local}
 cheap = ["deepseek:deepseek-flash"]
 frontier = ["anthropic:claude-sonnet-5-5"]
 """
@@ -91,15 +91,22 @@ class Setup:
         return list(reversed(self.ledger.calls(agent=agent)))
 
 
-def write_config(tmp_path: Path, urls: dict[str, str], agents: str = AGENTS, extra: str = "") -> Path:
+def write_config(
+    tmp_path: Path, urls: dict[str, str], agents: str = AGENTS, extra: str = "", local: str = '["ollama:qwen3:4b"]'
+) -> Path:
     path = tmp_path / "supervisor.toml"
-    path.write_text(textwrap.dedent(extra) + PROVIDERS.format(**urls) + textwrap.dedent(agents))
+    path.write_text(textwrap.dedent(extra) + PROVIDERS.format(local=local, **urls) + textwrap.dedent(agents))
     return path
 
 
 @asynccontextmanager
 async def running_gateway(
-    tmp_path: Path, agents: str = AGENTS, extra: str = "", *, offline: bool = False
+    tmp_path: Path,
+    agents: str = AGENTS,
+    extra: str = "",
+    *,
+    offline: bool = False,
+    local_models: str = '["ollama:qwen3:4b"]',
 ) -> AsyncIterator[Setup]:
     with (
         OpenAIFake(dialect="deepseek", models=("deepseek-flash",)) as openai,
@@ -107,7 +114,7 @@ async def running_gateway(
         OllamaFake() as ollama,
     ):
         urls = {"openai": openai.url, "anthropic": anthropic.url, "ollama": ollama.url}
-        config_path = write_config(tmp_path, urls, agents, extra)
+        config_path = write_config(tmp_path, urls, agents, extra, local_models)
         environ = {**os.environ, **PROVIDER_KEYS}
         config = load_config(config_path, environ, required=True)
         if offline:

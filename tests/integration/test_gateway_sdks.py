@@ -4,6 +4,7 @@ the SDK's own exception with exactly one request made."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from supervisor.cost import cost_of
 from supervisor.usage import Usage
-from tests.fakes.base import Reply
+from tests.fakes.base import Reply, ToolUse, tool_reply
 from tests.gateway_harness import Setup, running_gateway
 
 
@@ -303,3 +304,136 @@ async def test_frontier_for_an_ask_agent_needs_an_approval_and_a_window_serves_u
             assert message.content[0].text == "approved"  # type: ignore[union-attr]
         rows = g.ledger.query("SELECT approval_id FROM reservations ORDER BY id")
         assert [r[0] for r in rows] == [1, 1]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Tool calls, round-tripped (passed through on the same wire; translated to Ollama's)
+
+TOOLS_OPENAI = [
+    {
+        "type": "function",
+        "function": {
+            "name": "read_file",
+            "description": "Read a file",
+            "parameters": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+        },
+    }
+]
+TOOLS_ANTHROPIC = [
+    {
+        "name": "read_file",
+        "description": "Read a file",
+        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+    }
+]
+
+
+@pytest.mark.parametrize("model", ["cheap", "local"])
+async def test_openai_chat_tool_calls_round_trip(tmp_path: Path, model: str) -> None:
+    """``cheap`` passes through to the OpenAI-compatible fake; ``local`` is translated to Ollama's wire."""
+    async with running_gateway(tmp_path) as g:
+        fake = g.openai if model == "cheap" else g.ollama
+        fake.enqueue(tool_reply(ToolUse("read_file", {"path": "README.md"}), input_tokens=30, output_tokens=12))
+        client = oai(g)
+        first = await client.chat.completions.create(
+            model=model,
+            messages=[{"role": "user", "content": "What is in README.md?"}],
+            tools=TOOLS_OPENAI,
+            stream=True,
+        )
+        calls: dict[int, dict[str, str]] = {}
+        finish = None
+        async for chunk in first:
+            for choice in chunk.choices:
+                finish = choice.finish_reason or finish
+                for call in choice.delta.tool_calls or []:
+                    entry = calls.setdefault(call.index, {"id": "", "name": "", "arguments": ""})
+                    entry["id"] += call.id or ""
+                    entry["name"] += (call.function.name or "") if call.function else ""
+                    entry["arguments"] += (call.function.arguments or "") if call.function else ""
+        assert finish == "tool_calls"
+        [call] = calls.values()
+        assert call["name"] == "read_file"
+        assert json.loads(call["arguments"]) == {"path": "README.md"}
+        fake.enqueue(Reply("It is a README.", input_tokens=50, output_tokens=6))
+        second = await client.chat.completions.create(
+            model=model,
+            tools=TOOLS_OPENAI,
+            messages=[
+                {"role": "user", "content": "What is in README.md?"},
+                {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": "read_file", "arguments": call["arguments"]},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": call["id"], "content": "# Hello"},
+            ],
+        )
+        assert second.choices[0].message.content == "It is a README."
+        sent = fake.model_requests()[-1].json
+        assert any(m.get("role") == "tool" and "Hello" in str(m.get("content")) for m in sent["messages"])
+        rows = g.calls("aider")
+        assert [r["output"] for r in rows] == [12, 6]
+        assert rows[0]["finish_reason"] in ("tool_calls", "stop")
+
+
+async def test_anthropic_tool_use_round_trips(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        client = anth(g)
+        g.anthropic.enqueue(tool_reply(ToolUse("read_file", {"path": "a.txt"}), input_tokens=40, output_tokens=9))
+        async with client.messages.stream(
+            model="frontier",
+            max_tokens=256,
+            tools=TOOLS_ANTHROPIC,  # type: ignore[arg-type]
+            messages=[{"role": "user", "content": "Read a.txt"}],
+        ) as stream:
+            message = await stream.get_final_message()
+        assert message.stop_reason == "tool_use"
+        [use] = [b for b in message.content if b.type == "tool_use"]
+        assert (use.name, use.input) == ("read_file", {"path": "a.txt"})  # type: ignore[union-attr]
+        g.anthropic.enqueue(Reply("Done.", input_tokens=60, output_tokens=2))
+        reply = await client.messages.create(
+            model="frontier",
+            max_tokens=256,
+            tools=TOOLS_ANTHROPIC,  # type: ignore[arg-type]
+            messages=[
+                {"role": "user", "content": "Read a.txt"},
+                {"role": "assistant", "content": [b.model_dump() for b in message.content]},  # type: ignore[misc]
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "hi"}]},  # type: ignore[union-attr]
+            ],
+        )
+        assert reply.content[0].text == "Done."  # type: ignore[union-attr]
+        assert [r["output"] for r in g.calls("aider")] == [9, 2]
+
+
+MLX_FIRST = """
+[agents.aider]
+goal = "pair programming"
+ladder = ["local", "cheap"]
+
+[agents.mlxonly]
+goal = "a local-only script"
+ladder = ["local"]
+"""
+
+
+async def test_tools_never_go_to_a_model_that_cannot_call_them(tmp_path: Path) -> None:
+    """The in-process MLX model has no native tool calling: a request with tools climbs to the next tier that
+    can, or is refused when no allowed tier can; its tools are never silently dropped."""
+    async with running_gateway(tmp_path, MLX_FIRST, local_models='["mlx:smollm2-135m"]') as g:
+        g.openai.enqueue(tool_reply(ToolUse("read_file", {"path": "x"}), input_tokens=5, output_tokens=4))
+        raw = await oai(g).chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "x"}], tools=TOOLS_OPENAI
+        )
+        assert raw.headers["x-supervisor-served-model"] == "deepseek:deepseek-flash"
+        assert raw.parse().choices[0].message.tool_calls[0].function.name == "read_file"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError, match="cannot call tools"):
+            await oai(g, g.key("mlxonly")).chat.completions.create(
+                model="local", messages=[{"role": "user", "content": "x"}], tools=TOOLS_OPENAI
+            )
