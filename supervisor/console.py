@@ -17,6 +17,8 @@ from supervisor.runtime.events import (
     EscalationRequested,
     Event,
     GateChecked,
+    GatewayRefused,
+    ModelSubstituted,
     Notice,
     RunFinished,
     RunStarted,
@@ -83,6 +85,10 @@ def describe(event: Event) -> str | None:
         return f"{who}: deferred: {event.reason}"
     if isinstance(event, BreakerTripped):
         return f"{who}: RUNAWAY BREAKER ({event.rule}): {event.message}; paused until `supervisor resume {who}`"
+    if isinstance(event, ModelSubstituted):
+        return f"{who}: gateway: {event.requested!r} served by {event.served} ({event.reason})"
+    if isinstance(event, GatewayRefused):
+        return f"{who}: gateway refused {event.requested!r} ({event.status}): {event.reason}"
     if isinstance(event, Notice):
         return f"{who}: {event.level}: {event.message}"
     if isinstance(event, RunFinished):

@@ -154,8 +154,8 @@ class Scheduler:
                     task.cancel()  # a pause from another process stops the run; the runtime restores the workspace
                 self._set_next_run(name, None)
                 continue
-            if running:
-                continue
+            if running or agent.external:
+                continue  # an external agent has nothing to run: its approvals are the gateway's to use
             # An approval given elsewhere starts one run that goes straight to the approved step (once per
             # approval: a run that fails before reaching it must not be restarted every second).
             fresh = [

@@ -35,7 +35,14 @@ from supervisor.clock import utcnow
 from supervisor.config import Config
 from supervisor.errors import SupervisorError
 from supervisor.ledger import Ledger
-from supervisor.runtime.events import ApprovalDecided, BreakerTripped, EscalationRequested, Event, Notice
+from supervisor.runtime.events import (
+    ApprovalDecided,
+    BreakerTripped,
+    EscalationRequested,
+    Event,
+    ModelSubstituted,
+    Notice,
+)
 from supervisor.tui.data import (
     ModelsProbe,
     ProcessSampler,
@@ -459,6 +466,13 @@ class SupervisorApp(App[int]):
                     title="runaway breaker: agent paused",
                     severity="error",
                     timeout=15,
+                    markup=False,
+                )
+            elif item.kind == ModelSubstituted.kind:
+                self.notify(
+                    f"{item.agent}: asked for {item.data.get('requested')}, served by {item.data.get('served')}",
+                    title="gateway substitution",
+                    timeout=6,
                     markup=False,
                 )
             elif item.kind == Notice.kind and item.data.get("level") in ("warning", "error"):

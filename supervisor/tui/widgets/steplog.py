@@ -24,6 +24,8 @@ from supervisor.runtime.events import (
     Escalated,
     EscalationRequested,
     GateChecked,
+    GatewayRefused,
+    ModelSubstituted,
     Notice,
     PlanRecorded,
     RunFinished,
@@ -160,6 +162,14 @@ def describe(item: FeedItem, p: Palette) -> Text | None:
             return None
         mark("‖" if state == "paused" else "·", p.accent if state == "paused" else p.muted)
         line.append(f"{state}: {one_line(str(d.get('reason', '')), 200)}")
+    elif kind == ModelSubstituted.kind:
+        mark("⇄", p.attention)
+        line.append(f"gateway: {d.get('requested')} served by {d.get('served')} ({d.get('tier')})")
+    elif kind == GatewayRefused.kind:
+        mark("✗", p.bad)
+        line.append(
+            f"gateway refused {d.get('requested')} ({d.get('status')}): {one_line(str(d.get('reason', '')), 200)}"
+        )
     elif kind == BreakerTripped.kind:
         mark("‖", p.bad)
         line.append(f"runaway breaker ({d.get('rule')}): ", style=f"{p.bad} bold")
