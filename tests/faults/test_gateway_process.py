@@ -188,3 +188,30 @@ def test_sigkill_mid_stream_leaves_a_ledger_the_next_start_reconciles(
         assert row["priced"] == 0
         assert row["error_class"] == "interrupted"
         assert ledger.spend(agent="script").micros == amount  # the cut call is charged its worst case, never $0
+
+
+def test_approve_a_window_from_the_cli(setup: tuple[OpenAIFake, Path, dict[str, str], str]) -> None:
+    _fake, config, env, _key = setup
+    with Ledger(Path(env["SUPERVISOR_HOME"]) / "ledger.db") as ledger:
+        approval_id = ledger.request_approval(
+            agent="script",
+            run_id=None,
+            step="gateway",
+            tier="frontier",
+            model="anthropic:claude-sonnet-5-5",
+            reason="gateway request",
+            est_cold_micros=1000,
+            est_warm_micros=1000,
+            caps_left={},
+        )
+    done = supervisor("approve", str(approval_id), "--window", "15m", "--up-to", "2", "--config", str(config), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "window" in done.stdout
+    with Ledger(Path(env["SUPERVISOR_HOME"]) / "ledger.db") as ledger:
+        row = ledger.approval(approval_id)
+        assert row is not None
+        assert row.state == "approved"
+        assert row.budget_micros == 2_000_000
+        assert row.window_until is not None
+    bad = supervisor("approve", str(approval_id), "--up-to", "2", "--config", str(config), env=env)
+    assert bad.returncode == 2

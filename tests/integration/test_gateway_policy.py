@@ -247,3 +247,46 @@ async def test_an_agent_can_hold_a_frontier_request_open_until_a_human_approves(
         assert text == "worth the wait"
         assert g.ledger.approval(1).state == "consumed"
         assert len(g.calls()) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_a_per_agent_port_serves_a_client_that_sends_no_key(tmp_path: Path) -> None:
+    import ollama
+
+    port = free_port()
+    agents = f"""
+[agents.goose]
+goal = "goose in ollama mode (sends no key)"
+ladder = ["local"]
+gateway_port = {port}
+"""
+    async with running_gateway(tmp_path, agents) as g:
+        assert g.gateway.port_agents == {port: "goose"}
+        g.ollama.enqueue(Reply("no key needed", input_tokens=4, output_tokens=3))
+        client = g.track(ollama.AsyncClient(host=f"http://127.0.0.1:{port}"))
+        reply = await client.chat(model="qwen3:4b", messages=[{"role": "user", "content": "hi"}])
+        assert reply.message.content == "no key needed"
+        [row] = g.calls("goose")
+        assert (row["auth"], row["key_id"]) == ("port", None)
+        with pytest.raises(ollama.ResponseError) as info:  # the main port still wants a key
+            await g.track(ollama.AsyncClient(host=g.url)).chat(
+                model="local", messages=[{"role": "user", "content": "x"}]
+            )
+        assert info.value.status_code == 401
+
+
+async def test_listening_beyond_loopback_needs_an_explicit_setting_and_keys(tmp_path: Path) -> None:
+    from supervisor.config import GatewayConfig
+    from supervisor.errors import SupervisorError
+    from supervisor.gateway.server import Gateway
+
+    async with running_gateway(tmp_path) as g:
+        with pytest.raises(SupervisorError, match="not a loopback address"):
+            await Gateway(g.runtime, host="0.0.0.0", port=0).start()
+        with pytest.raises(SupervisorError, match="no gateway keys"):
+            await Gateway(g.runtime, GatewayConfig(allow_non_loopback=True), host="0.0.0.0", port=0).start()
