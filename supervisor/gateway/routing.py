@@ -10,6 +10,7 @@ tier whatever the name. Serving another model than the one named is a *substitut
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from supervisor.catalog import TIERS, Tier, split_model_key
 from supervisor.config import AgentConfig, Config
@@ -28,7 +29,7 @@ class Route:
 
 
 class RouteRefused(Exception):
-    def __init__(self, kind: str, status: int, message: str) -> None:
+    def __init__(self, kind: Literal["permission", "not_found"], status: int, message: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status

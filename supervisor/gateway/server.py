@@ -30,7 +30,7 @@ import httpx
 from supervisor.backends.base import Request, Result, TokenCount
 from supervisor.config import AgentConfig, GatewayConfig
 from supervisor.errors import BackendError, BackendUnavailable, ContextOverflow, SupervisorError
-from supervisor.gateway import interim as codecs
+from supervisor.gateway import codecs
 from supervisor.gateway.http import ClientGone, HttpRequest, HttpResponse, HttpServer, ServerLimits
 from supervisor.gateway.keys import bearer_token, lookup_key
 from supervisor.gateway.routing import RouteRefused, resolve
@@ -52,6 +52,8 @@ ROUTES: dict[str, str] = {
     "/v1/chat/completions": "openai_chat",
     "/chat/completions": "openai_chat",
     "/v1/messages": "anthropic",
+    "/v1/responses": "openai_responses",
+    "/responses": "openai_responses",
     "/api/chat": "ollama_chat",
     "/api/generate": "ollama_generate",
 }
@@ -61,7 +63,7 @@ UPSTREAM_PROTOCOL = {"openai_compat": "openai_chat", "anthropic": "anthropic", "
 class Refusal(Exception):
     """A request answered with an error before (or instead of) forwarding it."""
 
-    def __init__(self, status: int, kind: str, message: str, *, retry_after_s: int | None = None) -> None:
+    def __init__(self, status: int, kind: codecs.ErrorKind, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.kind = kind
@@ -174,7 +176,7 @@ class Gateway:
     async def handle(self, req: HttpRequest, resp: HttpResponse) -> None:
         self.requests_seen += 1
         protocol = self._protocol_for(req)
-        codec = codecs.get_codec(protocol if protocol in codecs.CODECS else "openai_chat")
+        codec = codecs.codec_for(protocol)
         try:
             self._check_security(req)
             await self._route(req, resp, protocol, codec)
@@ -190,9 +192,9 @@ class Gateway:
             )
             resp.send(status, list(headers.items()), body)
 
-    def _protocol_for(self, req: HttpRequest) -> str:
+    def _protocol_for(self, req: HttpRequest) -> codecs.ProtocolName:
         if req.path in ROUTES:
-            return ROUTES[req.path]
+            return ROUTES[req.path]  # type: ignore[return-value]
         if req.path.startswith("/api/"):
             return "ollama_chat"
         if req.path.startswith("/v1/messages") or "anthropic-version" in req.headers:
@@ -245,12 +247,6 @@ class Gateway:
             )
         if path == "/v1/messages/count_tokens":
             raise Refusal(404, "not_found", "count_tokens is not served: no exact count is available here")
-        if path == "/v1/responses":
-            raise Refusal(
-                404,
-                "not_found",
-                "the Responses API is not served by this build yet; use /v1/chat/completions",
-            )
         agent_name, key, auth = self._authenticate(req)
         if path in ("/v1/models", "/models") and method == "GET":
             self._models(req, resp, agent_name, key)
@@ -324,21 +320,7 @@ class Gateway:
 
     def _models(self, req: HttpRequest, resp: HttpResponse, agent_name: str, key: GatewayKey | None) -> None:
         names = self._allowed_names(agent_name, key)
-        if "anthropic-version" in req.headers:
-            data: list[dict[str, Any]] = [
-                {"type": "model", "id": n, "display_name": n, "created_at": "2026-01-01T00:00:00Z"} for n in names
-            ]
-            payload: dict[str, Any] = {
-                "data": data,
-                "has_more": False,
-                "first_id": names[0] if names else None,
-                "last_id": names[-1] if names else None,
-            }
-        else:
-            payload = {
-                "object": "list",
-                "data": [{"id": n, "object": "model", "created": 0, "owned_by": "frugal-supervisor"} for n in names],
-            }
+        payload = codecs.models_body(names, anthropic_shape="anthropic-version" in req.headers)
         resp.send(200, [("content-type", "application/json")], codecs.dumps(payload))
 
     def _ollama_tags(self, resp: HttpResponse, agent_name: str, key: GatewayKey | None, path: str) -> None:
@@ -381,6 +363,12 @@ class Gateway:
                 tried.append(f'{candidate.key}: frontier = "never" for agent {agent_name}')
                 continue
             mode = self._mode(inbound, candidate)
+            if mode == "translate":
+                try:
+                    codecs.check_translatable(inbound)
+                except codecs.CodecError as exc:
+                    tried.append(f"{candidate.key}: {exc.message}")
+                    continue
             if inbound.tools and mode == "translate" and not self._supports_tools(candidate):
                 tried.append(f"{candidate.key}: cannot call tools, and the request has tools")
                 continue
@@ -402,6 +390,7 @@ class Gateway:
                 timeout_s=self.config.upstream_timeout_s,
                 context_window=candidate.spec.context_window,
                 tools=inbound.tools,
+                json_schema=inbound.json_schema,
             )
             count = await self._count(candidate, request, req.body)
             window_limits = limits
@@ -866,10 +855,11 @@ class Gateway:
                 resp.write(encoder.error("api_error", self._scrub(str(error))))
                 resp.end()
                 return
-            status, kind = (429, "rate_limit") if error.error_class == "rate_limited" else (502, "unavailable")
             if not error.retryable:
-                status, kind = 400, "invalid_request"
-            raise Refusal(status, kind, self._scrub(str(error))) from None
+                raise Refusal(400, "invalid_request", self._scrub(str(error))) from None
+            if error.error_class == "rate_limited":
+                raise Refusal(429, "rate_limit", self._scrub(str(error))) from None
+            raise Refusal(502, "unavailable", self._scrub(str(error))) from None
         if encoder is not None:
             if not resp.started:
                 resp.start(200, [("content-type", encoder.media_type), ("cache-control", "no-cache"), *served_headers])

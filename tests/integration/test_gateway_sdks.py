@@ -437,3 +437,26 @@ async def test_tools_never_go_to_a_model_that_cannot_call_them(tmp_path: Path) -
             await oai(g, g.key("mlxonly")).chat.completions.create(
                 model="local", messages=[{"role": "user", "content": "x"}], tools=TOOLS_OPENAI
             )
+
+
+# ------------------------------------------------------------------------------------------------------------
+# OpenAI Responses (stateless; translated, since no configured upstream speaks it)
+
+
+async def test_openai_responses_json_and_stream_are_translated_and_priced(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        client = oai(g)
+        g.openai.enqueue(Reply("a response", input_tokens=21, cache_read=4, output_tokens=3))
+        whole = await client.responses.create(model="cheap", input="hi", max_output_tokens=32)
+        assert whole.output_text == "a response"
+        g.openai.enqueue(Reply("streamed response", input_tokens=11, output_tokens=2, chunks=3))
+        stream = await client.responses.create(model="cheap", input="hi", stream=True)
+        deltas = [e.delta async for e in stream if e.type == "response.output_text.delta"]
+        assert "".join(deltas) == "streamed response"
+        first, second = g.calls("aider")
+        assert (first["input_uncached"], first["cache_read"], first["output"]) == (21, 4, 3)
+        assert first["cost_micros"] == expected_micros(g, "deepseek:deepseek-flash", Usage(21, 4, 0, 0, 3, None))
+        assert (second["input_uncached"], second["output"]) == (11, 2)
+        with pytest.raises(openai.BadRequestError, match="previous_response_id"):
+            await client.responses.create(model="cheap", input="more", previous_response_id="resp_123")
+        assert g.ledger.held_reservations() == []
