@@ -237,7 +237,7 @@ async def measure(
         }
 
         print("paced stream (10 chunks, 5 ms apart): buffering check ...", flush=True)
-        d, v = await interleaved(100, 5, lambda: direct.stream_call(paced), lambda: via.stream_call(paced))
+        d, v = await interleaved(min(100, n), 5, lambda: direct.stream_call(paced), lambda: via.stream_call(paced))
 
         def buffered(sample: tuple[float, float, list[float]]) -> bool:
             first, last, arrivals = sample
@@ -293,12 +293,12 @@ def start_gateway(config: Path, env: dict[str, str], log: Path) -> tuple[subproc
     return proc, line.removeprefix("gateway listening on ")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per arm per scenario (default 2000)")
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write the results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
         work = Path(tmp)
         env = {**os.environ, "SUPERVISOR_HOME": str(work / "home"), "BENCH_DEEPSEEK_KEY": "sk-bench-0123456789"}
@@ -375,6 +375,7 @@ def main() -> int:
     }
     print("targets: " + ", ".join(f"{k} {'met' if ok else 'MISSED'}" for k, ok in verdicts.items()))
     out = {
+        "benchmark": "gateway",
         "commit": git_commit(),
         "machine": {**machine(), "cpus": os.cpu_count(), "httpx": httpx.__version__},
         "requests_per_arm": args.requests,

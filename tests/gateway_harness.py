@@ -27,6 +27,7 @@ T = TypeVar("T")
 PROVIDER_KEYS = {
     "DEEPSEEK_API_KEY": "sk-deepseek-CANARY-0123456789abcdef",
     "ANTHROPIC_API_KEY": "sk-ant-CANARY-0123456789abcdef",
+    "OPENAI_API_KEY": "sk-openai-CANARY-0123456789abcdef",
 }
 
 PROVIDERS = """
@@ -34,6 +35,12 @@ PROVIDERS = """
 kind = "openai_compat"
 base_url = "{openai}"
 api_key_env = "DEEPSEEK_API_KEY"
+max_retries = 0
+
+[providers.openai]
+kind = "openai_compat"
+base_url = "{openai_plain}"
+api_key_env = "OPENAI_API_KEY"
 max_retries = 0
 
 [providers.anthropic]
@@ -50,7 +57,7 @@ max_retries = 0
 
 [tiers]
 local = {local}
-cheap = ["deepseek:deepseek-flash"]
+cheap = ["deepseek:deepseek-flash", "openai:gpt-5.4-mini"]
 frontier = ["anthropic:claude-sonnet-5-5"]
 """
 
@@ -74,6 +81,7 @@ class Setup:
     config_path: Path
     environ: dict[str, str]
     clients: list[Any] = field(default_factory=list)
+    openai_plain: OpenAIFake | None = None  # OpenAI's own usage dialect (cached tokens inside prompt_tokens)
 
     def track(self, client: T) -> T:
         """An SDK client closed before the gateway stops (so no connection outlives the event loop)."""
@@ -112,8 +120,14 @@ async def running_gateway(
         OpenAIFake(dialect="deepseek", models=("deepseek-flash",)) as openai,
         AnthropicFake(models=("claude-sonnet-5-5",)) as anthropic,
         OllamaFake() as ollama,
+        OpenAIFake(dialect="openai", models=("gpt-5.4-mini",)) as openai_plain,
     ):
-        urls = {"openai": openai.url, "anthropic": anthropic.url, "ollama": ollama.url}
+        urls = {
+            "openai": openai.url,
+            "anthropic": anthropic.url,
+            "ollama": ollama.url,
+            "openai_plain": openai_plain.url,
+        }
         config_path = write_config(tmp_path, urls, agents, extra, local_models)
         environ = {**os.environ, **PROVIDER_KEYS}
         config = load_config(config_path, environ, required=True)
@@ -125,6 +139,7 @@ async def running_gateway(
         try:
             async with Gateway(runtime, port=0, agent_ports=True) as gateway:
                 setup = Setup(gateway, runtime, ledger, openai, anthropic, ollama, config_path, environ)
+                setup.openai_plain = openai_plain
                 try:
                     yield setup
                 finally:

@@ -287,7 +287,12 @@ class _Connection(asyncio.Protocol):
 
     async def drain(self) -> None:
         if self._writable is not None and not self._writable.done():
-            await self._writable
+            try:
+                # A client that stops reading is cut off after the request deadline: it never holds the upstream
+                # call (and its reservation) open.
+                await asyncio.wait_for(asyncio.shield(self._writable), self.server.limits.request_timeout_s)
+            except TimeoutError:
+                self.close()
         if self.closed:
             raise ClientGone
 

@@ -448,7 +448,7 @@ class Gateway:
             finally:
                 if not pending.done:
                     pending.cancelled("interrupted")
-            self._after_call(agent_name, agent)
+            self._after_call(agent_name, agent, pending.step)
             return
         offline = runtime.config.offline and any("offline" in t for t in tried)
         message = f"no model may serve {inbound.model!r} for agent {agent_name!r}: " + (
@@ -529,12 +529,12 @@ class Gateway:
         self._refused(agent, requested, 429, message)
         raise Refusal(429, "cap_reached", message, retry_after_s=max(61, reset_s))
 
-    def _after_call(self, agent_name: str, agent: AgentConfig) -> None:
+    def _after_call(self, agent_name: str, agent: AgentConfig, step: str) -> None:
         """The runaway breaker watches gateway traffic like the runtime's: rising input with lean output, or an
         hour's spend over its share of the day cap, pauses the agent; its next request is refused."""
         runtime = self.runtime
         cfg = runtime.config.file.breaker
-        trip = breaker.check_rising_input(runtime.ledger, agent_name, GATEWAY_STEP, cfg)
+        trip = breaker.check_rising_input(runtime.ledger, agent_name, step, cfg)
         now = time.monotonic()
         if trip is None and agent.caps.day_usd and now - self._hourly_checked.get(agent_name, 0.0) >= 1.0:
             # Summing an hour of spend after every call would grow with the traffic: once a second is enough
@@ -734,9 +734,12 @@ class Gateway:
         ttft: float | None = None
         started = False
         try:
-            async with self.upstream().stream(
-                "POST", url, content=codecs.dumps(body), headers=headers, timeout=self.config.upstream_timeout_s
-            ) as upstream:
+            async with (
+                asyncio.timeout(self.config.upstream_timeout_s),
+                self.upstream().stream(
+                    "POST", url, content=codecs.dumps(body), headers=headers, timeout=self.config.upstream_timeout_s
+                ) as upstream,
+            ):
                 if upstream.status_code >= 400:
                     raw = await upstream.aread()
                     error = error_from_response(site, upstream.status_code, upstream.headers, raw)
@@ -782,6 +785,19 @@ class Gateway:
                     if splitter is not None:
                         resp.write(splitter.rest())
                     resp.end()
+        except TimeoutError:
+            # The whole call outlived upstream_timeout_s (httpx's own timeout is per read): it may be billed.
+            pending.lost(f"no complete answer within {self.config.upstream_timeout_s:g} s")
+            if started:
+                with contextlib.suppress(ClientGone):
+                    resp.write(
+                        codec.stream(model=inbound.model, include_usage=False).error("timeout", "upstream timed out")
+                    )
+                    resp.end()
+                return
+            raise Refusal(
+                504, "timeout", f"{candidate.key} did not answer within {self.config.upstream_timeout_s:g} s"
+            ) from None
         except httpx.HTTPError as exc:
             error = error_from_transport(
                 site, exc, response_started=started, partial_text="", timeout_s=self.config.upstream_timeout_s

@@ -215,3 +215,34 @@ def test_approve_a_window_from_the_cli(setup: tuple[OpenAIFake, Path, dict[str, 
         assert row.window_until is not None
     bad = supervisor("approve", str(approval_id), "--up-to", "2", "--config", str(config), env=env)
     assert bad.returncode == 2
+
+
+def test_the_daemon_serves_the_gateway_when_the_config_has_a_gateway_table(
+    setup: tuple[OpenAIFake, Path, dict[str, str], str], tmp_path: Path
+) -> None:
+    fake, config, env, key = setup
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config.write_text(config.read_text().replace("shutdown_grace_s = 1.0", f"shutdown_grace_s = 1.0\nport = {port}"))
+    log = tmp_path / "daemon.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor", "daemon", "--config", str(config)], env=env, stdout=out, stderr=out
+        )
+    try:
+        wait_for(lambda: f"gateway listening on http://127.0.0.1:{port}" in log.read_text())
+        fake.enqueue(Reply("from the daemon's gateway", input_tokens=5, output_tokens=4))
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
+        reply = client.chat.completions.create(model="cheap", messages=[{"role": "user", "content": "hi"}])
+        assert reply.choices[0].message.content == "from the daemon's gateway"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert "Traceback" not in log.read_text()
+    with Ledger(Path(env["SUPERVISOR_HOME"]) / "ledger.db") as ledger:
+        [row] = ledger.calls(agent="script")
+        assert row["via"] == "gateway"
+        assert ledger.held_reservations() == []

@@ -290,3 +290,33 @@ async def test_listening_beyond_loopback_needs_an_explicit_setting_and_keys(tmp_
             await Gateway(g.runtime, host="0.0.0.0", port=0).start()
         with pytest.raises(SupervisorError, match="no gateway keys"):
             await Gateway(g.runtime, GatewayConfig(allow_non_loopback=True), host="0.0.0.0", port=0).start()
+
+
+async def test_a_client_that_stops_reading_a_stream_is_cut_off_and_its_hold_settled(tmp_path: Path) -> None:
+    from tests.fakes.openai import RawStream
+
+    big = (
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"deepseek-flash","choices":[{"index":0,'
+        b'"delta":{"content":"' + b"x" * 16000 + b'"},"finish_reason":null}]}\n\n'
+    )
+    async with running_gateway(tmp_path, extra=LIMITS) as g:
+        key = g.key()
+        g.openai.enqueue(RawStream((big,), forever=True, interval_s=0.001))
+        body = json.dumps({"model": "cheap", "stream": True, "messages": [{"role": "user", "content": "go"}]})
+        request = (
+            f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer {key}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n{body}"
+        ).encode()
+        sock = socket.create_connection(("127.0.0.1", g.gateway.bound_port))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        try:
+            sock.sendall(request)  # ... and never read the answer
+            for _ in range(400):
+                await asyncio.sleep(0.05)
+                if g.calls() and not g.ledger.held_reservations():
+                    break
+            [row] = g.calls()
+            assert row["priced"] == 0  # cut off mid-stream: the worst case stays charged, never $0
+            assert g.ledger.held_reservations() == []
+        finally:
+            sock.close()

@@ -460,3 +460,15 @@ async def test_openai_responses_json_and_stream_are_translated_and_priced(tmp_pa
         with pytest.raises(openai.BadRequestError, match="previous_response_id"):
             await client.responses.create(model="cheap", input="more", previous_response_id="resp_123")
         assert g.ledger.held_reservations() == []
+async def test_openai_usage_with_cached_tokens_inside_the_prompt_is_priced_exactly(tmp_path: Path) -> None:
+    """OpenAI's own dialect: ``prompt_tokens`` includes ``cached_tokens``; the row splits them, as the backend does."""
+    async with running_gateway(tmp_path) as g:
+        assert g.openai_plain is not None
+        g.openai_plain.enqueue(Reply("cached", input_tokens=70, cache_read=930, output_tokens=12, reasoning=4))
+        stream = await oai(g).chat.completions.create(
+            model="openai:gpt-5.4-mini", messages=[{"role": "user", "content": "x"}], stream=True
+        )
+        assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]) == "cached"
+        row = only_call(g)
+        assert (row["input_uncached"], row["cache_read"], row["output"], row["reasoning"]) == (70, 930, 12, 4)
+        assert row["cost_micros"] == expected_micros(g, "openai:gpt-5.4-mini", Usage(70, 930, 0, 0, 12, 4))

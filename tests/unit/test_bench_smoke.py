@@ -160,3 +160,13 @@ def test_startup(tmp_path: Path) -> None:
     assert help_["added_median_ms"] == pytest.approx(ours["median_ms"] - bare["median_ms"], rel=1e-9)
     assert help_["added_p95_ms"] == pytest.approx(ours["p95_ms"] - bare["p95_ms"], rel=1e-9)
     assert "available" in data["tui_first_paint"]
+
+
+def test_gateway(tmp_path: Path) -> None:
+    data = run("gateway", ["--requests", "24", "--warmup", "2"], tmp_path)
+    results = data["results"]
+    assert results["json_sequential"]["gateway"]["n"] == 24
+    assert results["buffering"]["buffered_gateway"] == 0
+    assert set(results["concurrency"]) == {"1", "8", "32"}
+    calls, priced = (int(x) for x in data["gateway_ledger"].strip("()").split(","))
+    assert calls == priced > 0  # every request through the gateway is a priced ledger row
