@@ -460,6 +460,8 @@ async def test_openai_responses_json_and_stream_are_translated_and_priced(tmp_pa
         with pytest.raises(openai.BadRequestError, match="previous_response_id"):
             await client.responses.create(model="cheap", input="more", previous_response_id="resp_123")
         assert g.ledger.held_reservations() == []
+
+
 async def test_openai_usage_with_cached_tokens_inside_the_prompt_is_priced_exactly(tmp_path: Path) -> None:
     """OpenAI's own dialect: ``prompt_tokens`` includes ``cached_tokens``; the row splits them, as the backend does."""
     async with running_gateway(tmp_path) as g:
