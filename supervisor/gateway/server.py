@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from supervisor.backends.base import Request, Result, TokenCount
+from supervisor.clock import utcnow
 from supervisor.config import AgentConfig, GatewayConfig
 from supervisor.errors import BackendError, BackendUnavailable, ContextOverflow, SupervisorError
 from supervisor.gateway import codecs
@@ -35,7 +36,6 @@ from supervisor.gateway.http import ClientGone, HttpRequest, HttpResponse, HttpS
 from supervisor.gateway.keys import bearer_token, lookup_key
 from supervisor.gateway.routing import RouteRefused, resolve
 from supervisor.ledger import CapHit, CapLimits, GatewayKey
-from supervisor.ledger.ledger import utcnow
 from supervisor.runtime import breaker
 from supervisor.runtime.budget import cap_limits, caps_left, estimate_call
 from supervisor.runtime.caller import CallTags, PendingCall
