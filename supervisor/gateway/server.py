@@ -23,11 +23,13 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
 
+from supervisor.backends._http import HttpBackend
 from supervisor.backends.base import Request, Result, TokenCount
+from supervisor.catalog import TIERS
 from supervisor.clock import utcnow
 from supervisor.config import AgentConfig, GatewayConfig
 from supervisor.errors import BackendError, BackendUnavailable, ContextOverflow, SupervisorError
@@ -41,6 +43,9 @@ from supervisor.runtime.budget import cap_limits, caps_left, estimate_call
 from supervisor.runtime.caller import CallTags, PendingCall
 from supervisor.runtime.events import EscalationRequested, GatewayRefused, ModelSubstituted, Notice
 from supervisor.runtime.router import Candidate
+
+if TYPE_CHECKING:
+    from supervisor.runtime.runtime import Runtime
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 LOOPBACK_ADDRESSES = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -83,7 +88,7 @@ class Gateway:
 
     def __init__(
         self,
-        runtime: Any,
+        runtime: Runtime,
         config: GatewayConfig | None = None,
         *,
         host: str | None = None,
@@ -307,14 +312,15 @@ class Gateway:
             raise Refusal(403, "permission", f"agent {name!r} is no longer in the config; its keys do not work")
         if not agent.enabled:
             raise Refusal(403, "permission", f"agent {name!r} is disabled (enabled = false)")
-        return agent  # type: ignore[no-any-return]
+        return agent
 
     def _allowed_names(self, agent_name: str, key: GatewayKey | None) -> list[str]:
         agent = self._agent(agent_name)
         names: list[str] = ["auto", *agent.ladder] if key is None or key.tier is None else [key.tier]
         names.extend(agent.models)
         config = self.runtime.config
-        for tier in agent.ladder if key is None or key.tier is None else [key.tier]:
+        tiers = agent.ladder if key is None or key.tier is None else [t for t in TIERS if t == key.tier]
+        for tier in tiers:
             names.extend(config.tiers.models(tier))
         return list(dict.fromkeys(names))
 
@@ -522,7 +528,7 @@ class Gateway:
             GatewayRefused(agent=agent, requested=requested, reason=reason, status=status, approval_id=approval_id)
         )
 
-    def _cap_refusal(self, agent: str, requested: str, hit: CapHit) -> None:
+    def _cap_refusal(self, agent: str, requested: str, hit: CapHit) -> NoReturn:
         now = utcnow()
         reset_s = int((hit.resets_at - now).total_seconds()) + 1 if hit.resets_at else 3600
         message = f"{hit.describe()}. Nothing was sent. Raise the cap in supervisor.toml, or wait for the reset."
@@ -543,7 +549,9 @@ class Gateway:
             limits = cap_limits(runtime.config, agent)
             trip = breaker.check_hourly_spend(runtime.ledger, agent_name, limits.agent_day_micros, cfg, utcnow())
         if trip is not None:
-            runtime._trip(agent_name, None, trip)
+            from supervisor.runtime.run import trip_breaker
+
+            trip_breaker(runtime, agent_name, None, trip)
 
     # ----------------------------------------------------------------------------------------------------
     # Frontier approvals
@@ -675,13 +683,14 @@ class Gateway:
         pcfg = self.runtime.config.providers[candidate.provider]
         backend = self.runtime.pool.get(candidate.provider)
         headers = {"content-type": "application/json", **dict(pcfg.headers)}
+        api_key = backend.api_key if isinstance(backend, HttpBackend) else (lambda _model: None)
         if pcfg.kind == "openai_compat":
-            key = backend.api_key(candidate.model_id)
+            key = api_key(candidate.model_id)
             if key:
                 headers["authorization"] = f"Bearer {key}"
             return f"{(pcfg.base_url or '').rstrip('/')}/chat/completions", headers
         if pcfg.kind == "anthropic":
-            key = backend.api_key(candidate.model_id)
+            key = api_key(candidate.model_id)
             if key:
                 headers["x-api-key"] = key
             headers["anthropic-version"] = req.headers.get("anthropic-version", pcfg.anthropic_version)
@@ -941,7 +950,7 @@ def _with(limits: CapLimits, **changes: Any) -> CapLimits:
 
 
 @contextlib.asynccontextmanager
-async def hosted_gateway(runtime: Any) -> AsyncIterator[Gateway | None]:
+async def hosted_gateway(runtime: Runtime) -> AsyncIterator[Gateway | None]:
     """The gateway of a daemon or a hosted TUI: served when the config has a ``[gateway]`` table, in the same
     loop as the runtime (approvals and caps are one system). A gateway that cannot start is reported as a
     notice and the rest keeps running."""

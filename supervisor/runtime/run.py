@@ -277,7 +277,7 @@ async def _finish(
     if state is not None and state.pause_after is None:
         state.pause_after = check_hourly(runtime, state)
     if state is not None and state.pause_after is not None:
-        _trip(runtime, agent, run_id, state.pause_after)
+        trip_breaker(runtime, agent, run_id, state.pause_after)
         if outcome == "success":
             reason = f"succeeded, then paused by the runaway breaker: {state.pause_after.message}"
         else:
@@ -348,7 +348,8 @@ def check_hourly(runtime: Runtime, state: RunState) -> breaker.Trip | None:
     )
 
 
-def _trip(runtime: Runtime, agent: str, run_id: int | None, trip: breaker.Trip) -> None:
+def trip_breaker(runtime: Runtime, agent: str, run_id: int | None, trip: breaker.Trip) -> None:
+    """Record the trip with its evidence and pause the agent (the runtime's runs and the gateway both call it)."""
     runtime.bus.publish(
         BreakerTripped(agent=agent, run_id=run_id, rule=trip.rule, message=trip.message, evidence=trip.evidence)
     )
