@@ -165,15 +165,16 @@ def test_upgrading_an_m001_ledger_applies_m002_and_keeps_every_row(ledger_path: 
             est_warm_micros=40_000,
             caps_left={"agent day_usd": 1_000_000},
         )
-        selects = {table: "*" for table in ("runs", "call_rollup", "events", "approvals")}
-        selects["calls"] = old_call_columns  # columns added later are new, and empty for old rows
+        # Columns added later (calls: price_source, turn, the gateway's; approvals: the window) are new, and empty
+        # for old rows: compare the columns the old schema had.
+        selects = {
+            table: ", ".join(row[1] for row in old.query(f"PRAGMA table_info({table})"))
+            for table in ("runs", "call_rollup", "events", "approvals")
+        }
+        selects["calls"] = old_call_columns
         before = {
             table: [tuple(r) for r in old.query(f"SELECT {cols} FROM {table} ORDER BY rowid")]
             for table, cols in selects.items()
-        }
-        before = {
-            table: [tuple(r) for r in old.query(f"SELECT {columns[table]} FROM {table} ORDER BY rowid")]
-            for table in columns
         }
 
     with Ledger(ledger_path) as upgraded:
