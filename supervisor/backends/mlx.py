@@ -3,7 +3,8 @@
 Everything that touches mlx runs on one dedicated worker thread per backend (a single-thread executor), so
 loading and generation never block the event loop and mlx only ever sees one thread. Text deltas reach
 ``on_text`` through ``loop.call_soon_threadsafe``; cancelling the awaiting task (or the request's timeout)
-sets a flag that the generation loop checks at every token, and during prompt processing.
+sets a flag that the generation loop checks at every token, and during prompt processing. A generation that
+starts to cycle is ended by the repetition guard (``repetition.py``) with ``finish_reason = "looping"``.
 
 Loaded models stay in memory up to ``memory_budget_mb`` (a model's size is the bytes of its parameters);
 beyond that the least recently used are unloaded, as Ollama's ``keep_alive`` does.
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from supervisor.backends.base import Health, LocalModel, OnText, Request, Result, TokenCount, refuse_tools
+from supervisor.backends.repetition import LOOPING, RepetitionGuard
 from supervisor.config import ProviderConfig
 from supervisor.errors import (
     BackendError,
@@ -299,15 +301,16 @@ class MLXBackend:
         return Health(provider=self.provider, kind=self.kind, ok=True, detail="; ".join(parts), models=tuple(models))
 
     async def aclose(self) -> None:
-        """Stop running generations at their next token, unload every model and end the worker thread."""
+        """Stop running generations at their next token, unload every model, release mlx's per-thread state and
+        end the worker thread (joined: nothing of mlx is left running when the interpreter shuts down)."""
         executor, self._executor = self._executor, None
         if executor is None:
             return
         with self._lock:
             for job in self._jobs:
                 job.cancel.set()
-        await asyncio.get_running_loop().run_in_executor(executor, self._unload_all)
-        executor.shutdown(wait=False)
+        await asyncio.get_running_loop().run_in_executor(executor, self._release_thread)
+        await asyncio.to_thread(executor.shutdown, wait=True)
 
     # ------------------------------------------------------------------------------------------------------
     # Models
@@ -319,7 +322,7 @@ class MLXBackend:
             path = embedded_model_path(name, self._environ)
             if not is_pulled(name, self._environ):
                 raise ModelNotFound(
-                    f"the embedded model {name} is not on this machine yet (expected {path})",
+                    f"the embedded model {name} is not on this machine yet",
                     f"supervisor models pull {name}",
                     provider=self.provider,
                     model=name,
@@ -357,6 +360,19 @@ class MLXBackend:
             provider=self.provider,
             model=name,
         )
+
+    async def model_missing(self, name: str) -> str | None:
+        """Why ``name`` cannot be served from this machine (unknown, or its weights are not on disk), or None.
+
+        Reads the disk only: nothing is loaded. A Hugging Face repo that is not cached yet counts as present,
+        because it is downloaded on first use."""
+        try:
+            source = self.resolve(name)
+        except ModelNotFound as exc:
+            return str(exc)
+        if source.kind == "dir" and _disk_size(source) is None:
+            return f"{name}: no *.safetensors weights in its model directory"
+        return None
 
     async def load(self, name: str) -> LocalModel:
         """Load ``name`` now (on the worker thread) so the first call does not pay for it."""
@@ -480,6 +496,7 @@ class MLXBackend:
             mx.random.seed(request.seed)
         mx.reset_peak_memory()
         scanner = _StopScanner(request.stop)
+        guard = RepetitionGuard()
         started = time.perf_counter()
         last: Any = None
         responses = stream_generate(
@@ -500,6 +517,8 @@ class MLXBackend:
                 job.emit(scanner.feed(response.text))
                 if scanner.matched is not None:
                     break
+                if guard.feed(response.text):
+                    break  # cycling: every further token would cost time and change nothing
         except (RuntimeError, ValueError) as exc:
             raise BackendError(
                 f"mlx-lm failed while generating with {request.model}: {exc}",
@@ -512,7 +531,7 @@ class MLXBackend:
         job.emit(scanner.flush())
         if last is None:  # stream_generate always yields a final response; this guards a future change
             raise BackendError(f"mlx-lm produced no response for {request.model}", provider=self.provider)
-        finish = "stop" if scanner.matched is not None else last.finish_reason
+        finish = "stop" if scanner.matched is not None else LOOPING if guard.tripped else last.finish_reason
         return _Outcome(
             text=scanner.text,
             finish_reason=finish,
@@ -638,6 +657,22 @@ class MLXBackend:
         with self._lock:
             self._loaded.clear()
         _release_memory()
+
+    def _release_thread(self) -> None:
+        """The worker thread's last job: unload, then destroy the mlx streams this thread created.
+
+        mlx keeps per-thread streams whose destructors take the GIL. Left to run at thread exit, they can run
+        while the interpreter is finalizing, and Python then ends the thread inside a C++ destructor:
+        "terminate called without an active exception" (exit 134) after a command had printed its answer.
+        mlx asks every thread that used it to call ``clear_streams`` before it ends (ml-explore/mlx#4110).
+        """
+        self._unload_all()
+        if "mlx.core" in sys.modules:
+            import mlx.core as mx
+
+            clear_streams = getattr(mx, "clear_streams", None)  # mlx >= 0.32
+            if clear_streams is not None:
+                clear_streams()
 
     def _prompt_tokens(self, entry: _Loaded, request: Request) -> list[int]:
         """The prompt as token ids: the model's chat template, else plain ``role: content`` lines."""

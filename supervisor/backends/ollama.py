@@ -17,6 +17,10 @@ gives none, and the call is then named ``call_<n>`` by its position in the answe
 ``"tool_calls"``.
 
 The client's own timeout defaults to none at all, so every call here carries one.
+
+A generation that starts to cycle is stopped by the repetition guard (``repetition.py``): we stop reading
+and close the stream, which makes the server stop generating, and the result has ``finish_reason =
+"looping"``. The final chunk never arrives, so its usage is unknown (``None``), as for any cut stream.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from supervisor.backends.base import (
     estimate_request_tokens,
     tokens_per_second,
 )
+from supervisor.backends.repetition import LOOPING, RepetitionGuard
 from supervisor.config import ProviderConfig
 from supervisor.errors import (
     AuthError,
@@ -204,8 +209,9 @@ class OllamaBackend:
                         request.timeout_s, connect=min(self.config.connect_timeout_s, request.timeout_s)
                     ),
                 )
+                guard = RepetitionGuard()
                 try:
-                    final, ttft_s = await self._read_stream(stream, started, text_parts, tool_calls, on_text)
+                    final, ttft_s = await self._read_stream(stream, started, text_parts, tool_calls, on_text, guard)
                 finally:
                     await _close(stream)
                 total_s = time.perf_counter() - started
@@ -230,6 +236,15 @@ class OllamaBackend:
         except (TimeoutError, httpx.HTTPError, ConnectionError) as exc:
             raise self._transport_error(exc, model, request.timeout_s) from None
 
+        if final is None and guard.tripped:
+            return Result(
+                text="".join(text_parts),
+                finish_reason=LOOPING,
+                usage=usage_from_metrics({}),  # the final chunk with the counts never came: unknown, not 0
+                ttft_s=ttft_s,
+                total_s=total_s,
+                tool_calls=tuple(tool_calls),
+            )
         if final is None:
             raise ProtocolError(
                 f"{self.provider}:{model}: the stream ended without its final `done` chunk; usage is unknown",
@@ -263,9 +278,11 @@ class OllamaBackend:
         text_parts: list[str],
         tool_calls: list[ToolCall],
         on_text: OnText | None,
+        guard: RepetitionGuard,
     ) -> tuple[_ChatChunk | None, float | None]:
         """Collect text deltas (not ``thinking``) into ``text_parts`` and whole calls into ``tool_calls``;
-        return the final chunk and the TTFT."""
+        return the final chunk and the TTFT. Stops early, with no final chunk, when ``guard`` sees the text
+        cycling."""
         ttft_s: float | None = None
         final: _ChatChunk | None = None
         iterator = aiter(stream)
@@ -291,6 +308,8 @@ class OllamaBackend:
                 tool_calls.append(_tool_call(call, len(tool_calls)))
             if chunk.done:
                 final = chunk
+            elif guard.feed(delta):
+                return None, ttft_s
 
     def _messages(self, request: Request) -> list[dict[str, Any]]:
         """The ``messages`` array: past tool calls carry their arguments as objects, results their tool's name."""
@@ -394,6 +413,19 @@ class OllamaBackend:
             )
             for m in listing.models
         ]
+
+    async def model_missing(self, name: str) -> str | None:
+        """Why ``name`` cannot be served (not pulled on the server), or None; None too when the server cannot be
+        asked (an unreachable server is found, and reported, by the call itself)."""
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                pulled = await self.list_models()
+        except (TimeoutError, BackendError):
+            return None
+        wanted = _canonical(name)
+        if any(_canonical(m.name) == wanted for m in pulled):
+            return None
+        return f"{name} is not pulled on the Ollama server at {self.host} (hint: ollama pull {name})"
 
     async def loaded_models(self) -> list[LocalModel]:
         """Models loaded in memory now (``/api/ps``), with when the server will unload them."""
@@ -561,6 +593,11 @@ def final_metrics(fields: Mapping[str, Any]) -> dict[str, Any]:
 
 def _metrics(final: _ChatChunk) -> dict[str, Any]:
     return final_metrics({**final.model_dump(), **(final.model_extra or {})})
+
+
+def _canonical(name: str) -> str:
+    """Ollama's model names default to the ``latest`` tag: ``llama3.2`` is ``llama3.2:latest``."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
 
 def _details(details: Any) -> str:

@@ -24,6 +24,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -84,7 +85,23 @@ class RecordedStream:
     lines: tuple[str, ...]
 
 
-OllamaBehavior = Behavior | RecordedStream
+@dataclass(frozen=True)
+class Looping:
+    """A model stuck in a loop: stream ``text`` as one chunk after another until the client goes away (or
+    ``max_chunks``, then finish normally). ``OllamaFake.loops`` records how each such stream ended."""
+
+    text: str = "A-sort\n"
+    max_chunks: int = 20_000
+    delay_s: float = 0.001
+
+
+@dataclass(frozen=True)
+class LoopRecord:
+    chunks_sent: int
+    client_left: bool  # the client closed the connection before the stream's end
+
+
+OllamaBehavior = Behavior | RecordedStream | Looping
 
 
 def canonical(name: str) -> str:
@@ -131,6 +148,7 @@ class OllamaFake(FakeServer):
             model = m if isinstance(m, FakeModel) else FakeModel(name=m)
             self.models[canonical(model.name)] = model
         self.report_cached_count = report_cached_count  # emit upstream's proposed prompt_eval_cached_count
+        self.loops: list[LoopRecord] = []
         self.version = version
         self._loaded: dict[str, tuple[datetime, int | None]] = {
             name: (FOREVER, m.context_length) for name, m in self.models.items() if m.loaded
@@ -231,6 +249,8 @@ class OllamaFake(FakeServer):
             handler.close_connection = True
         elif isinstance(behavior, Malformed):
             self.send_raw(handler, 200, behavior.body, behavior.content_type)
+        elif isinstance(behavior, Looping):
+            self._loop(handler, name, behavior)
         elif isinstance(behavior, RecordedStream):
             self.start_stream(handler, NDJSON)
             for line in behavior.lines:
@@ -238,6 +258,23 @@ class OllamaFake(FakeServer):
             self._finish(handler)
         else:  # pragma: no cover - the Behavior union is closed
             raise TypeError(f"unknown behavior {behavior!r}")
+
+    def _loop(self, handler: BaseHTTPRequestHandler, model: str, loop: Looping) -> None:
+        self.start_stream(handler, NDJSON)
+        sent = 0
+        try:
+            while sent < loop.max_chunks:
+                self._line(handler, self._chunk(model, loop.text))
+                sent += 1
+                time.sleep(loop.delay_s)
+            self._line(handler, self._final(model, Reply(text=loop.text * sent, output_tokens=sent, finish="length")))
+            self._finish(handler)
+        except (BrokenPipeError, ConnectionResetError):
+            with self._lock:
+                self.loops.append(LoopRecord(sent, client_left=True))
+            raise
+        with self._lock:
+            self.loops.append(LoopRecord(sent, client_left=False))
 
     def _reply(self, handler: BaseHTTPRequestHandler, model: str, reply: Reply, stream: bool) -> None:
         if reply.delay_s:

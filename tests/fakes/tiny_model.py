@@ -165,6 +165,52 @@ def build_tiny_llama(
     return directory
 
 
+def build_looping_llama(directory: Path, cycle: str = "A-sort\n", *, seed: int = 0) -> Path:
+    """A tiny Llama that, under greedy sampling, writes ``cycle`` over and over (a model stuck in a loop).
+
+    Every layer's output projections are zero, so the hidden state is the current token's embedding; the head
+    maps the embedding of each token of ``cycle`` to the next one (and the chat template's closing newline to
+    the first), and every other row of the head is zero. The tokens of ``cycle`` must be distinct.
+    """
+    import mlx.core as mx
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(_tokenizer_json())
+    ids = tokenizer.encode(cycle).ids
+    if len(set(ids)) != len(ids) or not cycle.endswith("\n"):
+        raise ValueError(f"{cycle!r}: the tokens of the cycle must be distinct and it must end with a newline")
+    weights = _weights(seed)
+    for name in list(weights):
+        if name.endswith(("o_proj.weight", "down_proj.weight")):
+            weights[name] = np.zeros_like(weights[name])
+    embed = weights["model.embed_tokens.weight"]
+    hidden = embed / np.sqrt(np.mean(embed**2, axis=1, keepdims=True) + RMS_EPS)  # the final RMSNorm
+    head = np.zeros_like(weights["lm_head.weight"])
+    for current, following in zip(ids, [*ids[1:], ids[0]], strict=True):
+        head[following] = 10.0 * hidden[current]
+    weights["lm_head.weight"] = head
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "config.json").write_text(json.dumps(_config(seed), indent=2), encoding="utf-8")
+    mx.save_safetensors(
+        str(directory / "model.safetensors"),
+        {name: mx.array(value) for name, value in weights.items()},
+        metadata={"format": "mlx"},
+    )
+    (directory / "tokenizer.json").write_text(_tokenizer_json(), encoding="utf-8")
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": EOS_TOKEN,
+        "pad_token": "<|endoftext|>",
+        "unk_token": None,
+        "model_max_length": MAX_POSITIONS,
+        "clean_up_tokenization_spaces": False,
+        "chat_template": CHAT_TEMPLATE,
+    }
+    (directory / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
+    return directory
+
+
 # ----------------------------------------------------------------------------------------------------------
 # GGUF (written by hand: mx.save_gguf cannot write quantized blocks)
 

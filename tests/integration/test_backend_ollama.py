@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,6 +40,7 @@ from tests.fakes.ollama import (
     PROMPT_NS_PER_TOKEN,
     QUEUE_FULL,
     FakeModel,
+    Looping,
     OllamaFake,
     RecordedStream,
 )
@@ -124,6 +126,35 @@ async def test_streams_text_and_reports_each_delta(fake: OllamaFake, make: MakeB
     assert result.ttft_s is not None
     assert fake.chat_bodies()[0]["stream"] is True
     assert fake.chat_bodies()[0]["messages"] == [{"role": "user", "content": "Say hi."}]
+
+
+async def test_a_looping_stream_is_stopped_and_closed(fake: OllamaFake, make: MakeBackend) -> None:
+    """The repetition guard stops reading a stream that cycles and closes it, so the server stops generating."""
+    fake.enqueue(Looping("A-sort\n", max_chunks=20_000))
+    deltas: list[str] = []
+
+    result = await make().complete(ask(max_output_tokens=8_000), deltas.append)
+
+    assert result.finish_reason == "looping"
+    assert result.text == "A-sort\n" * len(deltas)
+    assert 29 <= len(deltas) <= 40  # 200 characters of repeats, checked every 16 characters
+    assert result.usage.output is None
+    assert result.usage.input_uncached is None
+    assert cost_of(result.usage, local_spec("ollama", "llama3.2"), datetime.now(UTC)).total_micros == 0
+    for _ in range(200):  # the fake notices the closed connection at its next write
+        if fake.loops:
+            break
+        await asyncio.sleep(0.01)
+    assert fake.loops[0].client_left
+    assert fake.loops[0].chunks_sent < 1_000
+
+
+async def test_repetition_that_is_not_a_loop_is_left_alone(fake: OllamaFake, make: MakeBackend) -> None:
+    rows = "".join(f"row {i},{i * i}\n" for i in range(200))
+    fake.enqueue(Reply(rows, chunks=100))
+    result = await make().complete(ask(max_output_tokens=4_000))
+    assert result.finish_reason == "stop"
+    assert result.text == rows
 
 
 async def test_usage_and_timing_come_from_the_final_chunk(fake: OllamaFake, make: MakeBackend) -> None:
