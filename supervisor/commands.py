@@ -96,11 +96,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         f"cpu       {d['cpu']['model']}, {d['cpu']['cores']} cores"
         + (", Apple Silicon" if d["cpu"]["apple_silicon"] else ""),
         f"memory    {d['memory']['available_bytes'] / gib:.1f} GiB free of {d['memory']['total_bytes'] / gib:.1f} GiB",
-        "gpu       "
-        + (
-            ", ".join(f"{g['name']} ({g['memory_total_mb']} MiB)" for g in d["gpu"]["nvidia"])
-            or f"none ({d['gpu']['detail']})"
-        ),
+        "gpu       " + (", ".join(_gpu_text(g) for g in d["gpu"]["nvidia"]) or f"none ({d['gpu']['detail']})"),
     ]
     o = d["ollama"]
     if o["reachable"]:
@@ -111,7 +107,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         lines.append(f"ollama    not reachable at {o['host']} ({o['detail']})")
     m = d["mlx"]
     embedded = ", ".join(f"{e['name']} {'present' if e['present'] else 'not pulled'}" for e in m["embedded_models"])
-    lines.append(f"mlx       {m['detail']}; embedded model: {embedded}")
+    build = f"; {m['build']} build {m['version']}, computing on the {m['device'] or '?'}" if m["build"] else ""
+    lines.append(f"mlx       {m['detail']}{build}; embedded model: {embedded}")
+    if m["recommended_install"]:
+        lines.append(f"          {m['recommended_why']}: {m['recommended_install']}")
     keys = ", ".join(f"{name} {'set' if present else 'missing'}" for name, present in d["api_keys"].items())
     lines.append(f"api keys  {keys}")
     pr = d["prices"]
@@ -131,6 +130,14 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     lines.append(f"config    {c['path']}" + ("" if c["exists"] else " (none yet: run `supervisor init`)"))
     print("\n".join(lines))
     return 0
+
+
+def _gpu_text(gpu: dict[str, Any]) -> str:
+    extra = [f"{gpu['memory_total_mb']} MiB" if gpu.get("memory_total_mb") else ""]
+    extra += [f"driver {gpu['driver_version']}" if gpu.get("driver_version") else ""]
+    extra += [f"compute {gpu['compute_capability']}" if gpu.get("compute_capability") else ""]
+    details = ", ".join(e for e in extra if e)
+    return f"{gpu['name']} ({details})" if details else str(gpu["name"])
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -68,6 +68,7 @@ def choose(report: DoctorReport, environ: Mapping[str, str]) -> Choices:
             choices.reasons.append(
                 f"Ollama is running at {ollama.get('host')} but has no model that fits; `ollama pull qwen3:4b`"
             )
+    choices.reasons += _gpu_reasons(data)
     if data["cpu"].get("apple_silicon"):
         if free >= APPLE_MLX_MIN_BYTES:
             choices.local.append(APPLE_MLX_MODEL)
@@ -97,6 +98,26 @@ def choose(report: DoctorReport, environ: Mapping[str, str]) -> Choices:
             "no API key set: the cheap and frontier tiers are written commented out, with the variable to set"
         )
     return choices
+
+
+def _gpu_reasons(data: dict[str, Any]) -> list[str]:
+    """What an NVIDIA GPU means for the local tier: MLX models run on it with mlx's CUDA build, else say how."""
+    gpus = data.get("gpu", {}).get("nvidia", [])
+    if not gpus or data["cpu"].get("apple_silicon"):
+        return []
+    mlx = data.get("mlx", {})
+    name = gpus[0].get("name") or "an NVIDIA GPU"
+    if mlx.get("device") == "gpu":
+        return [
+            f"NVIDIA GPU ({name}) with mlx's {mlx.get('build')} build: MLX models, the embedded one included, run on it"
+        ]
+    install = mlx.get("recommended_install")
+    if install:
+        return [
+            f"NVIDIA GPU ({name}), but mlx computes on the CPU here ({mlx.get('build') or 'not installed'}): "
+            f"`{install}` runs MLX models on the GPU ({mlx.get('recommended_why')})"
+        ]
+    return [f"NVIDIA GPU ({name}): {mlx.get('recommended_why') or 'mlx runs on the CPU'}"]
 
 
 def _tier_line(name: str, models: list[str], candidates: list[tuple[str, str]], environ: Mapping[str, str]) -> str:
@@ -188,7 +209,18 @@ def fake_report(**overrides: Any) -> DoctorReport:
             "models": [],
             "loaded": [],
         },
-        "mlx": {"importable": True, "detail": "importable", "embedded_models": []},
+        "mlx": {
+            "importable": True,
+            "detail": "importable",
+            "build": "cpu",
+            "version": "0.32.4",
+            "device": "cpu",
+            "device_detail": "mlx's CPU build",
+            "recommended_build": "cpu",
+            "recommended_why": "no NVIDIA GPU: mlx runs on the CPU",
+            "recommended_install": None,
+            "embedded_models": [],
+        },
         "api_keys": {},
         "ledger": {"path": "", "exists": False, "size_bytes": 0},
         "config": {"path": "", "exists": False},

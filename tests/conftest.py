@@ -91,7 +91,13 @@ def unavailable(reason: str) -> NoReturn:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses the real embedded model, and record the markers CI checks in the junit XML."""
+    """Mark every test that uses the real embedded model, and record the markers CI checks in the junit XML.
+    Tests marked ``gpu`` run only where this machine has an NVIDIA GPU (the marker is registered in pyproject)."""
+    if any(item.get_closest_marker("gpu") is not None for item in items) and not _nvidia_gpu_present():
+        skip = pytest.mark.skip(reason="no NVIDIA GPU on this machine (nvidia-smi and /proc/driver/nvidia find none)")
+        for item in items:
+            if item.get_closest_marker("gpu") is not None:
+                item.add_marker(skip)
     for item in items:
         if "embedded_gguf" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.real_model)
@@ -148,3 +154,10 @@ def embedded_gguf(request: pytest.FixtureRequest) -> Path:
         return path
     pulled: tuple[Path, Path] = request.getfixturevalue("_embedded_pull")
     return pulled[0]
+
+
+def _nvidia_gpu_present() -> bool:
+    """What the hardware says: an NVIDIA GPU the driver lists (``/proc/driver/nvidia/gpus``) or nvidia-smi finds."""
+    from supervisor.doctor import probe_gpu
+
+    return bool(probe_gpu()["nvidia"])
