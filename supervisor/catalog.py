@@ -46,6 +46,7 @@ class ProviderTraits(Protocol):
 
 Tier = Literal["local", "cheap", "frontier"]
 TIERS: tuple[Tier, ...] = ("local", "cheap", "frontier")
+PromptProfile = Literal["minimal", "full"]
 LOCAL_PROVIDER_KINDS = frozenset({"ollama", "mlx"})
 # Where a model's prices come from: a catalog file shipped with the package or written by the user, the fallback
 # price database, $0 for a local provider's unlisted model, or a real model's prices under a simulated name.
@@ -182,6 +183,7 @@ class ModelSpec:
     price_source: str = ""  # what ledger rows record: "bundled openai.toml", "user /path/x.toml", "genai-prices 0.2.5"
     checked: date | None = None  # the catalog file's [meta] checked date
     fallback_disagrees: FallbackDisagreement | None = None
+    prompt_profile: PromptProfile | None = None  # "minimal" (small models) or "full"; None: by tier
 
     @property
     def key(self) -> str:
@@ -501,6 +503,7 @@ class _ModelFile(_TableFile):
     max_output_tokens: int = Field(gt=0)
     cache_ttl_seconds: int | None = Field(default=None, ge=0)
     notes: str = ""
+    prompt_profile: PromptProfile | None = None
     price_changes: list[_TableFile] = Field(default_factory=list)
     fallback_disagrees: _DisagreeFile | None = None
 
@@ -590,6 +593,7 @@ def load_catalog_file(path: Path, *, origin: Origin = "user") -> list[ModelSpec]
                 price_source=f"bundled {path.name}" if origin == "bundled" else f"user {path}",
                 checked=parsed.meta.checked,
                 fallback_disagrees=m.fallback_disagrees.to_domain() if m.fallback_disagrees else None,
+                prompt_profile=m.prompt_profile,
             )
         )
     return specs

@@ -26,7 +26,7 @@ from pydantic import (
     model_validator,
 )
 
-from supervisor.catalog import TIERS, Tier, split_model_key
+from supervisor.catalog import TIERS, PromptProfile, Tier, split_model_key
 from supervisor.errors import ConfigError
 
 ProviderKind = Literal["ollama", "mlx", "openai_compat", "anthropic", "scripted"]
@@ -79,6 +79,10 @@ class ProviderConfig(_Model):
     """mlx: unload least-recently-used models beyond this much memory."""
     max_retries: int = Field(default=2, ge=0, le=10)
     """Retries after 429/503/529 or a dropped connection (bounded exponential backoff, Retry-After honoured)."""
+    prompt_profile: PromptProfile | None = None
+    """The prompt its models get: "minimal" (task, context, answer form: for small models) or "full" (goal,
+    rules, digest, a cache-friendly stable prefix). Unset: the model's catalog entry decides, else its tier
+    (local models minimal, paid models full)."""
     simulated_as: str | None = None
     """scripted: the real model (provider:id) whose catalog prices a simulated call is charged at."""
     script: str | None = None

@@ -51,7 +51,10 @@ def describe(event: Event) -> str | None:
         if event.cache_read:
             tokens += f" + {event.cache_read} cached"
         tokens += f" / {event.output if event.output is not None else '?'} out"
-        return f"{who}: {event.step}: {event.tier} {event.model} attempt {event.attempt}: {tokens}, {cost}{sim}"
+        stopped = " (stopped: looping)" if event.finish_reason == "looping" else ""
+        return (
+            f"{who}: {event.step}: {event.tier} {event.model} attempt {event.attempt}: {tokens}, {cost}{sim}{stopped}"
+        )
     if isinstance(event, TurnFinished):
         calls = "; ".join(tool_call_text(c) for c in event.tools) or f"no tool call: {event.note[:160]}"
         cost = format_usd(event.cost_micros) if event.priced else "unpriced"

@@ -18,12 +18,15 @@ from supervisor.ledger import Ledger
 from supervisor.runtime.runtime import Runtime
 
 # Three scripted tiers priced like real models (local is free; cheap like DeepSeek Flash; frontier like Sonnet 5.5).
+# The local stand-in gets the full prompt, so these tests see goal, digest and retry wording in one shape at every
+# tier; tests of the minimal profile (what a real small local model gets by default) set it themselves.
 PROVIDERS = """
 [providers.sim-local]
 kind = "scripted"
 local = true
 simulated_as = "mlx:smollm2-135m"
 script = "unused.toml"
+prompt_profile = "full"
 
 [providers.sim-cheap]
 kind = "scripted"
@@ -120,8 +123,10 @@ def make_harness(
     files: Mapping[str, str] | None = None,
     extra_toml: str = "",
     tiers: Tiers | None = None,
+    local_profile: str = "full",
 ) -> Harness:
-    """A config (scripted tiers + ``agents_toml``) with its workspace at ``tmp/ws``."""
+    """A config (scripted tiers + ``agents_toml``) with its workspace at ``tmp/ws``; ``local_profile`` is the
+    prompt profile of the local stand-in ("minimal" is what a real small local model gets by default)."""
     workspace = tmp_path / "ws"
     workspace.mkdir(exist_ok=True)
     for rel, text in (files or {}).items():
@@ -129,7 +134,8 @@ def make_harness(
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     config_path = tmp_path / "supervisor.toml"
-    config_path.write_text(textwrap.dedent(extra_toml) + PROVIDERS + textwrap.dedent(agents_toml))
+    providers = PROVIDERS.replace('prompt_profile = "full"', f'prompt_profile = "{local_profile}"', 1)
+    config_path.write_text(textwrap.dedent(extra_toml) + providers + textwrap.dedent(agents_toml))
     home = Path(os.environ["SUPERVISOR_HOME"])
     environ = dict(os.environ)
     return Harness(tmp_path, config_path, workspace, home, environ, tiers or Tiers())

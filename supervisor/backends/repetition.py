@@ -83,6 +83,9 @@ def find_loop(text: str, min_repeats: int, min_span_chars: int, max_period_chars
             count = repeats
             while (count + 1) * period <= len(text) and text[-(count + 1) * period : -count * period] == passage:
                 count += 1
+            if "\n" in passage[:-1]:  # show the passage as lines ("A-sort\n"), not as cut mid-line ("t\nA-sor")
+                cut = passage.index("\n") + 1
+                passage = passage[cut:] + passage[:cut]
             return Loop(period, count, passage)
     return None
 

@@ -112,7 +112,9 @@ class Approvals:
             step,
             digest=state.digest,
             context=context,
-            failure=clean_failure(failure, state.workspace, rt.ledger.redactor),
+            failure=clean_failure(
+                failure, state.workspace, rt.ledger.redactor, rt.config.file.limits.failure_excerpt_chars
+            ),
             failure_chars=limits.failure_excerpt_chars,
         )
         from supervisor.backends.base import estimate_tokens

@@ -326,6 +326,7 @@ class ModelCaller:
                     requested_model=tags.requested_model,
                     via=tags.via,
                     turn=p.turn,
+                    finish_reason=result.finish_reason if result else None,
                 )
             )
             recorded.append(prepared)

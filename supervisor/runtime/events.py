@@ -148,6 +148,7 @@ class CallRecorded(Event):
     turn: int | None = None  # the built-in worker's turn (None: a single-call step)
     requested_model: str | None = None  # gateway calls: the model name the client asked for
     via: str = "runtime"  # "runtime" or "gateway"
+    finish_reason: str | None = None  # "stop", "length", "looping" (stopped by the repetition guard), ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from supervisor.backends.base import OnText, Request
+from supervisor.backends.repetition import LOOPING, describe_loop
 from supervisor.catalog import Tier
 from supervisor.config import StepConfig
 from supervisor.errors import (
@@ -25,6 +26,7 @@ from supervisor.errors import (
 from supervisor.ledger import CapHit, CapLimits
 from supervisor.runtime import breaker
 from supervisor.runtime.agent_state import change_state, paused_reason
+from supervisor.runtime.answer import extract_answer
 from supervisor.runtime.budget import cap_limits
 from supervisor.runtime.caller import CallOutcome
 from supervisor.runtime.events import (
@@ -35,7 +37,7 @@ from supervisor.runtime.events import (
     TextStreamed,
     TierSkipped,
 )
-from supervisor.runtime.prompt import ContextFile, build_messages, clean_failure, extract_answer, read_context
+from supervisor.runtime.prompt import ContextFile, attempt_prompt, clean_failure, read_context
 from supervisor.runtime.router import Candidate
 from supervisor.runtime.run import check_hourly
 from supervisor.runtime.steps import Attempt, StepOutcome
@@ -95,7 +97,10 @@ class Ladder:
                 return StepOutcome(
                     "deferred", reason, tier=last_tier, attempts=walk.attempts, failure=walk.failure or ""
                 )
-            candidates, skipped = rt.router.candidates(tier)
+            candidates, skipped, missing = await rt.router.available(tier)
+            for why in missing:  # skipped like an unreachable provider: the run goes on with what is here
+                rt.bus.publish(Notice(agent=state.agent, run_id=state.run_id, message=why, level="warning"))
+            skipped += missing
             if step.uses_tools:
                 # A model configured as unable to use tools at all (tiers.no_tools) never gets a tool step.
                 able = [c for c in candidates if rt.config.tiers.can_use_tools(tier, c.key)]
@@ -355,20 +360,25 @@ class Ladder:
         """One call: a fresh prompt, the model's answer written (or kept), every gate run."""
         rt = self.runtime
         state, step = walk.state, walk.step
-        messages = build_messages(
+        pcfg = rt.pool.provider(candidate.provider)
+        limit = rt.config.file.limits.failure_excerpt_chars
+        prompt = attempt_prompt(
             state.agent,
             state.cfg,
             step,
+            spec=candidate.spec,
+            provider=pcfg,
+            local=candidate.local,
+            workspace=state.workspace,
             digest=state.digest,
             context=context,
-            failure=clean_failure(failure, state.workspace, rt.ledger.redactor),
-            failure_chars=rt.config.file.limits.failure_excerpt_chars,
+            failure=clean_failure(failure, state.workspace, rt.ledger.redactor, limit),
+            failure_chars=limit,
         )
-        pcfg = rt.pool.provider(candidate.provider)
         request = Request(
             model=candidate.model_id,
-            messages=messages,
-            max_output_tokens=min(step.max_output_tokens, candidate.spec.max_output_tokens),
+            messages=prompt.messages,
+            max_output_tokens=prompt.max_output_tokens,
             temperature=step.temperature,
             timeout_s=step.timeout_s,
             context_window=candidate.spec.context_window,
@@ -388,7 +398,8 @@ class Ladder:
                 on_text=stream,
             )
             flush()
-        except (ContextOverflow, BackendUnavailable) as exc:
+        except (ContextOverflow, BackendUnavailable, ModelNotFound) as exc:
+            # Nothing was sent: too big for this model, unreachable, or not on this machine.
             overflow = isinstance(exc, ContextOverflow)
             return Attempt(
                 "not_sent", detail=str(exc) if overflow else f"{candidate.key} unavailable: {exc}", overflow=overflow
@@ -401,7 +412,14 @@ class Ladder:
                 return Attempt("dropped", detail=f"{candidate.key}: {outcome.error}", calls=1)
             return Attempt("call_failed", error=outcome.error, calls=1)
         assert outcome.result is not None
-        answer = extract_answer(outcome.result.text)
+        if outcome.result.finish_reason == LOOPING:
+            # The backend stopped a generation that cycled: a failed attempt that cost seconds, not minutes.
+            detail = describe_loop(outcome.result.text)
+            rt.bus.publish(
+                Notice(agent=state.agent, run_id=state.run_id, message=f"{candidate.key}: {detail}", level="warning")
+            )
+            return Attempt("judged", passed=False, detail=detail, calls=1)
+        answer = extract_answer(outcome.result.text, prompt.form)
         passed, detail = await rt.steps.apply_and_verify(state, step, answer, tier, attempt, candidate.key)
         return Attempt("judged", passed=passed, detail=detail, calls=1)
 

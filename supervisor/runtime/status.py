@@ -168,7 +168,7 @@ def wake_estimate(
     ttl_reasons: list[str] = []
     kinds: set[str] = set()
     schedule = agent.schedule_spec
-    memory = AgentMemory(name, router.ledger.path.parent / "agents", agent.memory_tokens)
+    memory = AgentMemory(name, ledger.path.parent / "agents", agent.memory_tokens)
     for step in agent.steps:
         if step.prompt is None:
             continue

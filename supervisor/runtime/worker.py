@@ -105,7 +105,9 @@ class Worker:
             step,
             digest=state.digest,
             context=context,
-            failure=clean_failure(failure, state.workspace, rt.ledger.redactor),
+            failure=clean_failure(
+                failure, state.workspace, rt.ledger.redactor, rt.config.file.limits.failure_excerpt_chars
+            ),
             failure_chars=limits.failure_excerpt_chars,
             tools_text=render_tools(specs) if protocol == "text" else None,
         )

@@ -165,12 +165,13 @@ def build_tiny_llama(
     return directory
 
 
-def build_looping_llama(directory: Path, cycle: str = "A-sort\n", *, seed: int = 0) -> Path:
+def build_looping_llama(directory: Path, cycle: str = "A-sort\n", *, seed: int = 0, window: int = 4096) -> Path:
     """A tiny Llama that, under greedy sampling, writes ``cycle`` over and over (a model stuck in a loop).
 
     Every layer's output projections are zero, so the hidden state is the current token's embedding; the head
     maps the embedding of each token of ``cycle`` to the next one (and the chat template's closing newline to
-    the first), and every other row of the head is zero. The tokens of ``cycle`` must be distinct.
+    the first), and every other row of the head is zero. The tokens of ``cycle`` must be distinct. Its context
+    window is ``window`` tokens, so a test can give it an output budget far beyond where the guard stops it.
     """
     import mlx.core as mx
     from tokenizers import Tokenizer
@@ -190,7 +191,8 @@ def build_looping_llama(directory: Path, cycle: str = "A-sort\n", *, seed: int =
         head[following] = 10.0 * hidden[current]
     weights["lm_head.weight"] = head
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "config.json").write_text(json.dumps(_config(seed), indent=2), encoding="utf-8")
+    config = {**_config(seed), "max_position_embeddings": window}
+    (directory / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     mx.save_safetensors(
         str(directory / "model.safetensors"),
         {name: mx.array(value) for name, value in weights.items()},

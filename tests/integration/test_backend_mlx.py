@@ -571,3 +571,46 @@ async def test_closing_the_backend_stops_a_running_generation(tiny_models: dict[
         await call
     assert mlx.loaded_models() == []
     assert mlx.stats().generated_tokens < 400
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Runaway generation and a clean exit
+
+
+async def test_a_looping_generation_is_stopped_with_exact_usage(tmp_path: Path) -> None:
+    """A model stuck in a loop (built to cycle "A-sort\\n") stops after ~200 characters, not at its budget."""
+    from tests.fakes.tiny_model import build_looping_llama
+
+    mlx = make_backend({"loop": build_looping_llama(tmp_path / "loop")})
+    deltas: list[str] = []
+    try:
+        result = await mlx.complete(request("loop", max_output_tokens=3000), deltas.append)
+    finally:
+        await mlx.aclose()
+    assert result.finish_reason == "looping"
+    assert result.text.startswith("A-sort\nA-sort\n")
+    assert "".join(deltas) == result.text
+    assert result.usage.output is not None
+    assert 200 <= result.usage.output < 260  # exact: one token per character for this tokenizer
+    assert mlx.stats().generated_tokens == result.usage.output
+
+
+@pytest.mark.slow
+def test_supervisor_ask_exits_cleanly_every_time(tiny_models: dict[str, Path], tmp_path: Path) -> None:
+    """20 runs in a row of a real `supervisor ask` against the tiny model: exit 0 each time, never the abort
+    ("terminate called without an active exception", 134) that mlx's thread teardown used to cause."""
+    config = tmp_path / "supervisor.toml"
+    config.write_text(f'[providers.mlx]\nkind = "mlx"\nlocal = true\nmodels = {{ tiny = "{tiny_models["tiny"]}" }}\n')
+    for number in range(1, 21):
+        done = subprocess.run(
+            [sys.executable, "-m", "supervisor", "ask", "--config", str(config), "mlx:tiny", "hi", "--max-tokens", "4"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=os.environ,
+            check=False,
+            cwd=REPO_ROOT,
+        )
+        assert done.returncode == 0, (number, done.returncode, done.stderr[-500:])
+        assert "terminate called" not in done.stderr
+        assert "[mlx:tiny:" in done.stderr  # the answer's usage line: the call really ran

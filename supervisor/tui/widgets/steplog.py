@@ -95,6 +95,8 @@ def describe(item: FeedItem, p: Palette) -> Text | None:
                 line.append(" simulated", style=p.simulated)
             if d.get("latency_s") is not None:
                 line.append(f"  {float(d['latency_s']):.2f}s", style=p.muted)
+            if d.get("finish_reason") == "looping":
+                line.append("  stopped: looping", style=p.bad)
     elif kind == TurnFinished.kind:
         calls = [c for c in d.get("tools", []) if isinstance(c, dict)]
         errors = any(c.get("error") for c in calls) or not calls
