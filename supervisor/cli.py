@@ -22,6 +22,15 @@ EXIT_USAGE = 2
 
 Handler = Callable[[argparse.Namespace], int]
 
+# What `supervisor run` exits with (runtime.EXIT_CODES; a test keeps the two the same).
+RUN_EXIT_CODES = """exit codes:
+  0  the run succeeded: every step passed its gates
+  1  failed, exhausted (no tier passed), denied (an approval was refused) or cancelled
+  2  usage or config error
+  3  deferred: a spend cap (or offline mode) stopped a call before it was sent
+  4  waiting for an approval (`supervisor approve ID`)
+  5  paused by the runaway breaker (`supervisor resume NAME`)"""
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so usage errors print one line and exit 2 like the rest."""
@@ -202,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.set_defaults(handler="config_path")
 
     p = add("run", "run one agent now", "run")
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = RUN_EXIT_CODES
     p.add_argument("name", metavar="NAME", help="the agent")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.add_argument(

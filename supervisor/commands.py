@@ -40,16 +40,33 @@ class Context:
         return config
 
     @cached_property
+    def config_or_none(self) -> Any:
+        """The config, or None when the file has an error (said once, on stderr): reading the ledger needs no
+        config, and a typo must not hide the money."""
+        try:
+            return self.config
+        except ConfigError as exc:
+            print(
+                f"warning: {sanitize(exc.message)}; showing the ledger without the config",
+                file=sys.stderr,
+            )
+            return None
+
+    @cached_property
     def catalog(self) -> Any:
         from supervisor.catalog import default_catalog_dirs, load_catalog
 
-        return load_catalog(default_catalog_dirs(self.config.catalog_dirs(), dict(self.environ)))
+        config = self.config_or_none
+        extra = config.catalog_dirs() if config is not None else []
+        return load_catalog(default_catalog_dirs(extra, dict(self.environ)))
 
     @cached_property
     def redactor(self) -> Any:
         from supervisor.secrets import Redactor
 
-        names = [p.api_key_env for p in self.config.providers.values() if p.api_key_env]
+        config = self.config_or_none
+        providers = config.providers.values() if config is not None else []
+        names = [p.api_key_env for p in providers if p.api_key_env]
         return Redactor.from_environ(self.environ, names)
 
     @cached_property
@@ -424,7 +441,8 @@ def cmd_ledger_path(args: argparse.Namespace) -> int:
 def cmd_ledger_report(args: argparse.Namespace) -> int:
     ctx = _ctx(args)
     rows = ctx.ledger.report(args.by, since=args.since, until=args.until, agent=args.agent)
-    rate = ctx.config.file.local_usd_per_hour
+    config = ctx.config_or_none
+    rate = config.file.local_usd_per_hour if config is not None else None
     if args.json:
         out = []
         for r in rows:
@@ -511,6 +529,14 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         problems, warnings = check_config(ctx.config, ctx.catalog)
     except ConfigProblems as exc:
         problems, warnings = exc.problems, []
+    if not problems:
+        import asyncio
+
+        from supervisor.runtime.router import missing_local_models
+
+        source = ctx.config.path or ctx.config_path
+        missing = asyncio.run(missing_local_models(ctx.config, ctx.catalog))
+        warnings += [f"{source}: tiers: {why}; runs skip it until it is there" for why in missing]
     if args.json:
         print_json({"path": str(ctx.config_path), "ok": not problems, "problems": problems, "warnings": warnings})
         return 2 if problems else 0
@@ -623,11 +649,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     from supervisor.runtime.status import agent_statuses
 
     ctx = _ctx(args)
+    if ctx.config_path.exists() and ctx.config_or_none is None:
+        return _status_from_ledger(ctx, args)
     config = _require_config(ctx)
     statuses = agent_statuses(config, ctx.catalog, ctx.ledger, utcnow(), dict(ctx.environ))
     daemon = ctx.ledger.daemon_info()
+    missing = _missing_models(ctx, config)
     if args.json:
-        print_json({"daemon": daemon, "offline": config.offline, "agents": [s.as_dict() for s in statuses]})
+        print_json(
+            {
+                "daemon": daemon,
+                "offline": config.offline,
+                "agents": [s.as_dict() for s in statuses],
+                "missing_models": missing,
+            }
+        )
         return 0
     if not statuses:
         print(f"no agents in {ctx.config_path}")
@@ -666,12 +702,66 @@ def cmd_status(args: argparse.Namespace) -> int:
             notes.append(f"{s.pending_approvals} approval(s) pending: `supervisor approvals`")
         for note in notes:
             print(f"  {s.name}: {sanitize(note)}")
+    for why in missing:
+        print(f"skipped: {sanitize(why)}")
     where = (
         f"daemon pid {daemon['pid']} is running"
         if daemon
         else "no daemon running (`supervisor daemon` runs scheduled agents)"
     )
     print(f"\n{where}" + ("; offline mode" if config.offline else ""))
+    return 0
+
+
+def _missing_models(ctx: Context, config: Any) -> list[str]:
+    """Configured local models that are not on this machine (runs skip them, with a notice)."""
+    import asyncio
+
+    from supervisor.runtime.router import missing_local_models
+
+    if not any(config.tiers.models(t) for t in ("local", "cheap", "frontier")):
+        return []
+    return asyncio.run(missing_local_models(config, ctx.catalog))
+
+
+def _status_from_ledger(ctx: Context, args: argparse.Namespace) -> int:
+    """`status` when the config has an error: what the ledger knows (agents, states, spend, last runs)."""
+    from supervisor.clock import local_day_start, local_month_start, utcnow
+
+    now = utcnow()
+    day, month = local_day_start(now), local_month_start(now)
+    agents = []
+    for row in ctx.ledger.agents():
+        name = row["name"]
+        runs = ctx.ledger.recent_runs(name, limit=1)
+        agents.append(
+            {
+                "name": name,
+                "state": row.get("state", "idle"),
+                "state_reason": row.get("state_reason", ""),
+                "spend_day_micros": ctx.ledger.spend(agent=name, since=day).micros,
+                "spend_month_micros": ctx.ledger.spend(agent=name, since=month).micros,
+                "last_run": runs[0] if runs else None,
+            }
+        )
+    if args.json:
+        print_json({"config_error": True, "agents": agents})
+        return 0
+    if not agents:
+        print("no agents in the ledger yet")
+        return 0
+    rows = [
+        [
+            a["name"],
+            f"{STATE_SYMBOL.get(a['state'], ' ')} {a['state']}",
+            money(a["spend_day_micros"]),
+            money(a["spend_month_micros"]),
+            (a["last_run"] or {}).get("outcome", ""),
+            ((a["last_run"] or {}).get("started_at") or "")[:16].replace("T", " "),
+        ]
+        for a in agents
+    ]
+    print(table(["agent", "state", "today", "this month", "last run", "started (UTC)"], rows))
     return 0
 
 
@@ -1047,8 +1137,7 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     def progress(line: str) -> None:
         print(sanitize(line), flush=True)
 
-    path = pull_embedded(args.name, ctx.environ, progress=progress)
-    print(f"{args.name} is ready: {path}")
+    pull_embedded(args.name, ctx.environ, progress=progress)  # its last line says where the model is
     print(f'try it: supervisor ask mlx:{args.name} "What is the capital of France?"')
     return 0
 
@@ -1199,9 +1288,17 @@ def cmd_tui(args: argparse.Namespace) -> int:
     if status is not None and not explicit_config and not ctx.config_path.exists() and status.get("config_path"):
         # Reattaching with no config of our own: show the agents the daemon runs.
         ctx.__dict__["config_path"] = Path(status["config_path"])
-    config = ctx.config
+    config = ctx.config_or_none
     ledger = ctx.ledger
     hint = None if ctx.config_path.exists() else ctx.config_path
+    if config is None:
+        # A config with an error: the ledger (costs, past runs) is still shown; nothing is hosted or run.
+        from supervisor.config import load_config
+
+        attached = AttachedController(ledger, int(status["pid"])) if status is not None else None
+        warning = f"{ctx.config_path} has an error (`supervisor config check`): showing the ledger only"
+        empty = load_config(None, ctx.environ)
+        return run_tui(empty, ctx.catalog, ledger, attached, environ=ctx.environ, warning=warning)
     if status is not None:
         controller: Any = AttachedController(ledger, int(status["pid"]))
         return run_tui(config, ctx.catalog, ledger, controller, environ=ctx.environ, config_path_hint=hint)

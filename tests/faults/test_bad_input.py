@@ -118,6 +118,8 @@ class ConfigCase:
     fragments: tuple[str, ...] = ()
     commands: tuple[tuple[str, ...], ...] = (("config", "check"),)
     raw: bytes | None = None  # exact bytes instead of ``toml``
+    # Commands that read only the ledger: they warn once, naming the file and the problem, and go on.
+    ledger_only: tuple[tuple[str, ...], ...] = ()
 
 
 RUN = ("run", "fixer")
@@ -385,19 +387,29 @@ CONFIG_CASES: list[Any] = [
         ConfigCase(VALID.replace('cheap = ["sim:m"]', 'cheap = "sim:m"'), ("tiers.cheap",)), id="tier-not-a-list"
     ),
     pytest.param(
-        ConfigCase("[limits]\nmax_concurrent_agents = 0\n" + VALID, ("limits",), commands=(RUN, STATUS)),
-        id="run-and-status-refuse-a-bad-config",
+        ConfigCase(
+            "[limits]\nmax_concurrent_agents = 0\n" + VALID,
+            ("limits",),
+            commands=(RUN,),
+            ledger_only=(STATUS, ("ledger", "report")),
+        ),
+        id="run-refuses-a-bad-config-status-reads-the-ledger",
     ),
     pytest.param(
         ConfigCase(VALID.replace('cheap = ["sim:m"]', 'cheap = ["nocolon"]'), ("tiers.cheap", "nocolon")),
         id="tier-model-without-colon",
     ),
     pytest.param(
-        ConfigCase("[caps]\nday_usd = inf\n" + VALID, ("caps.day_usd",), commands=(("config", "check"), STATUS, RUN)),
+        ConfigCase(
+            "[caps]\nday_usd = inf\n" + VALID,
+            ("caps.day_usd",),
+            commands=(("config", "check"), RUN),
+            ledger_only=(STATUS,),
+        ),
         id="infinite-cap",
     ),
     pytest.param(
-        ConfigCase("[caps]\nday_usd = 1e308\n" + VALID, ("caps.day_usd",), commands=(STATUS, RUN)),
+        ConfigCase("[caps]\nday_usd = 1e308\n" + VALID, ("caps.day_usd",), commands=(RUN,), ledger_only=(STATUS,)),
         id="absurd-cap",
     ),
     pytest.param(
@@ -412,7 +424,8 @@ CONFIG_CASES: list[Any] = [
         ConfigCase(
             edit('workspace = "ws"', 'workspace = "w\\u0000s"'),
             ("agent 'fixer'", "workspace"),
-            commands=(("config", "check"), STATUS, RUN),
+            commands=(("config", "check"), RUN),
+            ledger_only=(STATUS,),
         ),
         id="workspace-nul-byte",
     ),
@@ -420,7 +433,8 @@ CONFIG_CASES: list[Any] = [
         ConfigCase(
             edit('context = ["ctx.txt"]', 'context = ["c\\u0000tx.txt"]'),
             ("agent 'fixer'", "context"),
-            commands=(("config", "check"), STATUS, RUN),
+            commands=(("config", "check"), RUN),
+            ledger_only=(STATUS,),
         ),
         id="context-nul-byte",
     ),
@@ -519,6 +533,15 @@ def test_malformed_config(project: Path, case: ConfigCase, monkeypatch: pytest.M
         monkeypatch.setenv("SUPERVISOR_HOME", tempfile.mkdtemp(dir=project))  # a fresh ledger per command
         done = cli(*command, "--config", str(path))
         assert_clean_error(done, str(path), case.fragments)
+    for command in case.ledger_only:
+        monkeypatch.setenv("SUPERVISOR_HOME", tempfile.mkdtemp(dir=project))
+        done = cli(*command, "--config", str(path))
+        assert "Traceback" not in done.err, done.err[-3000:]
+        assert done.code == 0, (command, done.out, done.err)
+        warnings = [line for line in done.err.splitlines() if line.startswith("warning: ")]
+        assert len(warnings) == 1, done.err  # said once
+        assert str(path) in warnings[0]
+        assert all(fragment in warnings[0] for fragment in case.fragments), warnings[0]
 
 
 def test_a_bad_catalog_named_by_catalog_dirs_is_named(project: Path) -> None:
