@@ -19,6 +19,7 @@ from typing import Any
 from supervisor.atomic_file import atomic_write_text
 from supervisor.backends.base import BYTES_PER_TOKEN_ESTIMATE
 from supervisor.cost import format_usd
+from supervisor.runtime.feedback import digest_entry
 from supervisor.secrets import NO_SECRETS, Redactor
 
 RECENT_RUNS = 10
@@ -109,7 +110,7 @@ class AgentMemory:
                 failures[step.name] = {
                     "tier": step.tier,
                     "run_id": summary.run_id,
-                    "failure": _one_line(step.failure, FAILURE_EXCERPT_CHARS),
+                    "failure": digest_entry(step.failure),  # short, and no machine paths
                 }
         state["open_failures"] = failures
         state["decisions"] = [*state.get("decisions", []), *summary.decisions][-MAX_DECISIONS:]

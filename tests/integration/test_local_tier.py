@@ -292,3 +292,24 @@ def test_an_ollama_model_that_is_not_pulled_is_skipped(tmp_path: Path) -> None:
     notices = [e.data["message"] for e in runtime.ledger.events_after(0) if e.kind == "notice"]
     assert any(m.startswith("ollama:llama3.2 is not on this machine: llama3.2 is not pulled") for m in notices)
     runtime.ledger.close()
+
+
+def test_a_failure_in_the_digest_is_one_short_line_without_machine_paths(tmp_path: Path) -> None:
+    harness = make_harness(
+        tmp_path,
+        ADDER.replace('ladder = ["local", "cheap"]', 'ladder = ["local"]'),
+        files={"spec.md": "Integers only.", "test_add.py": TEST_ADD},
+        tiers=Tiers(local=lambda r: WRONG_ADD),
+        local_profile="minimal",
+    )
+    result, runtime, _ = run(harness)
+    assert result.outcome == "exhausted"
+    digest = runtime.memory("A-sort").digest()
+    failures = digest.split("## Open failures (fix these)\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(failures) == 1
+    line = failures[0]
+    assert line.startswith(f"- add (run {result.run_id}, local): `python3 test_add.py` failed (exit 1): AssertionError")
+    assert len(line) < 260
+    assert str(harness.workspace) not in digest
+    assert str(harness.home) not in digest
+    assert "Traceback" not in digest
