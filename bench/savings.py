@@ -24,6 +24,12 @@ framing) and output tokens the size of the answer returned. The local tier is th
 (``--local real``; the model answers, the gates judge), a model served by Ollama (``--local ollama``), or a
 scripted stand-in with its own documented pass model (``--local scripted``, the fast default).
 
+With ``--local real`` or ``--local ollama`` the same run also measures a **plain-prompt baseline**: the same local
+model, the same tasks, each task sent as one plain chat message (the task's prompt, then each context file under
+its name), with only the answer extraction applied before the same gates judge it. The product's local pass
+rate (tasks the ladder passed at the local tier) is reported next to it, per task, with the seconds of local
+compute per attempt.
+
 Cost comes from the ledger (integer micro-dollars); pass rate = verified successes / tasks. The pair of runs is
 repeated for ``--seeds`` seeds (default 10) and the figures pooled, so one lucky draw cannot make the result;
 every seed's figures are in the JSON. With ``--local real`` or ``--local ollama`` the local model runs for real
@@ -39,7 +45,7 @@ import contextlib
 import math
 import os
 import random
-import re
+import statistics
 import sys
 import tempfile
 import time
@@ -52,14 +58,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from supervisor import __version__, paths
-from supervisor.backends.base import Backend, Health, OnText, Request, Result, TokenCount
-from supervisor.backends.scripted import ScriptedAnswer, ScriptedBackend
+from supervisor.backends.base import Backend, Health, Message, OnText, Request, Result, TokenCount
+from supervisor.backends.scripted import ScriptedAnswer, ScriptedBackend, prompt_text
 from supervisor.catalog import Catalog, load_catalog
-from supervisor.config import Config, parse_config
+from supervisor.config import Config, StepConfig, parse_config
 from supervisor.cost import format_usd
 from supervisor.errors import BackendUnavailable
 from supervisor.ledger import Ledger
+from supervisor.runtime.answer import answer_form, extract_answer
 from supervisor.runtime.runtime import Runtime
+from supervisor.runtime.verify import run_gate
+from supervisor.runtime.workspace import atomic_write, resolve_inside
 from supervisor.usage import Usage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -248,14 +257,14 @@ class LocalCall:
     finish_reason: str | None
 
 
-_AGENT_LINE = re.compile(r"^Agent: (\S+)$", re.MULTILINE)
-
-
 def task_of(request: Request, by_agent: Mapping[str, Task]) -> Task:
-    match = _AGENT_LINE.search(request.messages[0].content)
-    if match is None or match.group(1) not in by_agent:
-        raise RuntimeError("a benchmark backend got a prompt that names no task of the suite")
-    return by_agent[match.group(1)]
+    """The task a request is for: the one whose prompt it carries (prompts are unique in the suite; the minimal
+    prompt local models get names no agent, so the prompt is the only reliable mark)."""
+    text = prompt_text(request)
+    found = [task for task in by_agent.values() if task.prompt.strip() in text]
+    if not found:
+        raise RuntimeError("a benchmark backend got a prompt that carries no task of the suite")
+    return max(found, key=lambda task: len(task.prompt))
 
 
 class RecordingBackend:
@@ -349,6 +358,9 @@ class TaskResult:
     seconds: float
     reason: str = ""
     local_answer: str | None = None  # --local real/ollama: what the local model said (first 400 chars)
+    local_finish_reason: str | None = None  # --local real/ollama: "stop", "length", "looping", ...
+    local_prompt_tokens: int | None = None
+    local_output_tokens: int | None = None
 
 
 @dataclass
@@ -385,6 +397,23 @@ def local_provider(local: LocalMode, gguf: Path | None, ollama_model: str) -> tu
     return "ollama", {"kind": "ollama", "local": True}, f"ollama:{ollama_model}"
 
 
+def step_table(task: Task) -> dict[str, Any]:
+    """The task's one model step, as config."""
+    step: dict[str, Any] = {
+        "name": "task",
+        "prompt": task.prompt,
+        "context": task.context,
+        "verify": task.verify,
+        "max_output_tokens": task.max_output_tokens,
+        "timeout_s": 900,
+    }
+    if task.writes:
+        step["writes"] = task.writes
+    else:
+        step["output"] = task.output
+    return step
+
+
 def build_config(
     tasks: Sequence[Task],
     root: Path,
@@ -395,18 +424,7 @@ def build_config(
     local_name, local_cfg, local_key = local
     agents: dict[str, Any] = {}
     for task in tasks:
-        step: dict[str, Any] = {
-            "name": "task",
-            "prompt": task.prompt,
-            "context": task.context,
-            "verify": task.verify,
-            "max_output_tokens": task.max_output_tokens,
-            "timeout_s": 900,
-        }
-        if task.writes:
-            step["writes"] = task.writes
-        else:
-            step["output"] = task.output
+        step = step_table(task)
         agents[task.agent] = {
             "goal": GOAL,
             "workspace": str(root / "ws" / task.name),
@@ -524,6 +542,9 @@ async def run_suite(
                 seconds=time.perf_counter() - t0,
                 reason="" if result.outcome == "success" else result.reason[:300],
                 local_answer=local_call.text[:400] if local_call and "local" in ladder else None,
+                local_finish_reason=local_call.finish_reason if local_call and "local" in ladder else None,
+                local_prompt_tokens=local_call.prompt_tokens if local_call and "local" in ladder else None,
+                local_output_tokens=local_call.output_tokens if local_call and "local" in ladder else None,
             )
             run.results.append(row)
             mark = "pass" if row.passed else "FAIL"
@@ -564,6 +585,169 @@ async def check_suite(tasks: Sequence[Task], catalog: Catalog, work: Path) -> li
             if r.passed != (p == 1.0):
                 problems.append(f"{r.task}: the {label} answer {'failed' if p == 1.0 else 'passed'} ({r.reason})")
     return problems
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The plain-prompt baseline: the same local model, each task as one plain chat message
+
+
+@dataclass
+class PlainResult:
+    task: str
+    passed: bool
+    compute_s: float | None
+    prompt_tokens: int | None
+    output_tokens: int | None
+    finish_reason: str | None
+    answer: str
+    reason: str = ""
+
+
+def plain_message(task: Task) -> str:
+    """The task as a person would paste it into a chat: its prompt, then each context file under its name."""
+    parts = [task.prompt.strip()]
+    parts += [f"{rel}:\n{task.files[rel].strip()}" for rel in task.context]
+    return "\n\n".join(parts)
+
+
+async def run_plain(
+    tasks: Sequence[Task],
+    *,
+    local: LocalMode,
+    gguf: Path | None,
+    ollama_model: str,
+    catalog: Catalog,
+    work: Path,
+    progress: Callable[[str], None] = lambda _line: None,
+) -> list[PlainResult]:
+    """Every task once through the bare local backend: one user message, the answer extraction, the same gates."""
+    from supervisor.backends.registry import make_backend
+
+    root = work / "plain"
+    write_workspaces(tasks, root)
+    environ = {**os.environ, "SUPERVISOR_HOME": str(root / "home")}
+    name, provider, key = local_provider(local, gguf, ollama_model)
+    config = parse_config({"providers": {name: provider}}, "bench/savings.py", None, environ)
+    backend = make_backend(name, config.providers[name], environ)
+    model_id = key.split(":", 1)[1]
+    spec = catalog.resolve(name, model_id, local=True)
+    out: list[PlainResult] = []
+    try:
+        for index, task in enumerate(tasks, 1):
+            workspace = root / "ws" / task.name
+            step = StepConfig.model_validate(step_table(task))
+            request = Request(
+                model=model_id,
+                messages=(Message("user", plain_message(task)),),
+                max_output_tokens=task.max_output_tokens,
+                temperature=0.0,
+                timeout_s=900,
+                context_window=spec.context_window if spec else None,
+            )
+            result = await backend.complete(request)
+            answer = extract_answer(result.text, answer_form(step, workspace, echoes=task.prompt.splitlines()))
+            if step.writes:
+                atomic_write(resolve_inside(workspace, step.writes), answer.encode("utf-8"))
+            passed, reason = True, ""
+            for gate in step.verify:
+                checked = await run_gate(gate, answer=answer, workspace=workspace, capture_bytes=64_000)
+                if not checked.passed:
+                    passed, reason = False, f"{checked.gate}: {checked.output[-200:]}"
+                    break
+            out.append(
+                PlainResult(
+                    task.name,
+                    passed,
+                    result.compute_s,
+                    result.usage.input_uncached,
+                    result.usage.output,
+                    result.finish_reason,
+                    result.text[:400],
+                    reason,
+                )
+            )
+            progress(
+                f"  [plain] {index:>2}/{len(tasks)} {task.name:<24} {'pass' if passed else 'FAIL'}  "
+                f"{result.compute_s or 0.0:6.1f}s"
+            )
+    finally:
+        await backend.aclose()
+    return out
+
+
+def seconds_per_attempt(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Median and max seconds of local compute per attempt (and how many attempts)."""
+    if not values:
+        return {"attempts": 0, "median_s": None, "max_s": None}
+    return {"attempts": len(values), "median_s": statistics.median(values), "max_s": max(values)}
+
+
+def local_tier_figures(ladder: SuiteRun, plain: Sequence[PlainResult]) -> dict[str, Any]:
+    """The product's local pass per task (passed at the local tier in the ladder run) next to the plain baseline."""
+    by_task = {p.task: p for p in plain}
+    rows: list[dict[str, Any]] = []
+    for r in ladder.results:
+        base = by_task.get(r.task)
+        rows.append(
+            {
+                "task": r.task,
+                "difficulty": r.difficulty,
+                "product_local_pass": r.passed and r.tier_reached == "local",
+                "plain_pass": bool(base and base.passed),
+                "product_local_s": r.local_compute_s if r.calls["local"] else None,
+                "plain_s": base.compute_s if base else None,
+                "product_finish": r.local_finish_reason,
+                "plain_finish": base.finish_reason if base else None,
+                "product_prompt_tokens": r.local_prompt_tokens,
+                "plain_prompt_tokens": base.prompt_tokens if base else None,
+            }
+        )
+    product = sum(row["product_local_pass"] for row in rows)
+    baseline = sum(row["plain_pass"] for row in rows)
+    product_s = [float(r.local_compute_s) for r in ladder.results if r.calls["local"]]
+    plain_s = [float(p.compute_s) for p in plain if p.compute_s is not None]
+    return {
+        "tasks": rows,
+        "product_local_passes": product,
+        "plain_passes": baseline,
+        "product_at_least_plain": product >= baseline,
+        "product_seconds_per_local_attempt": seconds_per_attempt(product_s),
+        "plain_seconds_per_attempt": seconds_per_attempt(plain_s),
+        "looping_stopped": sum(1 for r in ladder.results if r.local_finish_reason == "looping"),
+        "plain_results": [asdict(p) for p in plain],
+    }
+
+
+def render_local_tier(figures: dict[str, Any]) -> str:
+    def mark(passed: bool) -> str:
+        return "pass" if passed else "FAIL"
+
+    def secs(value: float | None) -> str:
+        return "-" if value is None else f"{value:.1f}s"
+
+    lines = [
+        "",
+        "local tier: the product's prompt and answer handling vs the same model given each task as a plain message",
+        f"{'task':<24} {'product':>8} {'plain':>8} {'product s':>10} {'plain s':>8}  finish (product / plain)",
+        "-" * 82,
+    ]
+    for row in figures["tasks"]:
+        lines.append(
+            f"{row['task']:<24} {mark(row['product_local_pass']):>8} {mark(row['plain_pass']):>8} "
+            f"{secs(row['product_local_s']):>10} {secs(row['plain_s']):>8}  "
+            f"{row['product_finish'] or '-'} / {row['plain_finish'] or '-'}"
+        )
+    total = len(figures["tasks"])
+    ps, bs = figures["product_seconds_per_local_attempt"], figures["plain_seconds_per_attempt"]
+    lines += [
+        "-" * 82,
+        f"local passes: product {figures['product_local_passes']} of {total}, plain {figures['plain_passes']} of "
+        f"{total}: target product >= plain " + ("met" if figures["product_at_least_plain"] else "MISSED"),
+        f"seconds of local compute per attempt: product median {secs(ps['median_s'])}, max {secs(ps['max_s'])}; "
+        f"plain median {secs(bs['median_s'])}, max {secs(bs['max_s'])}; "
+        f"{figures['looping_stopped']} product attempt(s) stopped as looping",
+    ]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -868,6 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
     frontier_runs: list[SuiteRun] = []
     ladder_runs: list[SuiteRun] = []
     replay: dict[str, LocalCall] | None = None
+    plain: list[PlainResult] = []
     models: list[CorrectnessModel] = []
     with work_dir(args.keep) as work, gate_python_first():
         for offset in range(args.seeds):
@@ -894,6 +1079,18 @@ def main(argv: list[str] | None = None) -> int:
             ladder_runs.append(ladder)
             if local != "scripted" and replay is None:
                 replay = ladder.local_calls
+                print("plain-prompt baseline (the same local model, each task as one plain message) ...", flush=True)
+                plain = asyncio.run(
+                    run_plain(
+                        tasks,
+                        local=local,
+                        gguf=gguf,
+                        ollama_model=args.ollama_model,
+                        catalog=catalog,
+                        work=work / f"seed-{model.seed}",
+                        progress=progress,
+                    )
+                )
 
     f_all, l_all = pooled(frontier_runs), pooled(ladder_runs)
     ratio = l_all["cost_micros"] / f_all["cost_micros"] if f_all["cost_micros"] else 0.0
@@ -929,6 +1126,7 @@ def main(argv: list[str] | None = None) -> int:
             "compute_s": sum(r.local_compute_s for r in ladder_runs[0].results),
             "wall_s": ladder_runs[0].seconds,
         },
+        "local_tier": local_tier_figures(ladder_runs[0], plain) if local != "scripted" else None,
         "anchors": [{"source": who, "claim": what} for who, what in ANCHORS],
         "target": {
             "cost_reduction_min": TARGET_REDUCTION,
@@ -941,6 +1139,8 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     print(render(results, models[0]))
+    if results["local_tier"] is not None:
+        print(render_local_tier(results["local_tier"]))
     write_results(args.json, results)
     return 0
 

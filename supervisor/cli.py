@@ -29,7 +29,7 @@ RUN_EXIT_CODES = """exit codes:
   2  usage or config error
   3  deferred: a spend cap (or offline mode) stopped a call before it was sent
   4  waiting for an approval (`supervisor approve ID`)
-  5  paused by the runaway breaker (`supervisor resume NAME`)"""
+  5  paused, by the runaway breaker or by `supervisor pause` (`supervisor resume NAME`)"""
 
 
 class _Parser(argparse.ArgumentParser):
