@@ -7,7 +7,8 @@ so before anything is written or checked the answer is taken out of the reply by
 1. **Fenced blocks.** When the reply holds fenced code blocks (three or more backticks or tildes), the answer is
    one block and the prose around it is dropped: the block whose info string names the target file, else the
    first whose language tag matches the target's file type (``python`` for ``.py``, ``json`` for ``.json``...),
-   else the only block, else the first. A block left open at the end of the reply runs to the end. Markdown
+   else the only block, else the first (empty blocks do not count). A block left open at the end of the reply
+   runs to the end. Markdown
    targets are the exception: a Markdown file may itself hold code blocks, so only a block tagged
    ``markdown``/``md`` is taken out; otherwise the reply is kept whole.
 2. **JSON targets** (a ``json_schema`` gate, a ``.json`` file, the planner's plan): the first complete JSON
@@ -166,12 +167,17 @@ def fenced_blocks(text: str) -> list[Block]:
                 break
             body.append(lines[index])
             index += 1
-        blocks.append(Block(opened.group("info"), "\n".join(body), closed))
+        info = opened.group("info")
+        stray = _OPEN.match(body[0]) if body and not info else None
+        if stray is not None and stray.group("info"):
+            info, body = stray.group("info"), body[1:]  # "```\n```python\n...": the second fence names the block
+        blocks.append(Block(info, "\n".join(body), closed))
     return blocks
 
 
 def choose_block(blocks: Sequence[Block], form: AnswerForm) -> Block | None:
     """The target's block: named by the info string, else tagged with its language, else the only, else the first."""
+    blocks = [block for block in blocks if block.body.strip()]  # an empty (or cut-off) fence holds no answer
     if not blocks:
         return None
     if form.target:

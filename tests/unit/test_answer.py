@@ -75,6 +75,13 @@ def test_an_unclosed_block_runs_to_the_end() -> None:
     )
 
 
+def test_empty_blocks_do_not_count_and_a_doubled_fence_is_one() -> None:
+    """Replies SmolLM2 gave in the benchmark: a doubled opening fence, and an empty block cut off at the end."""
+    form = answer_form(step(writes="notes.txt"))
+    assert extract_answer("```\n```text\nWe receive it.\n```", form) == "We receive it.\n"
+    assert extract_answer("We receive it.\n\nHere it is:\n```", form) == "We receive it.\n\nHere it is:\n```\n"
+
+
 def test_tilde_fences_and_longer_fences_nest() -> None:
     reply = "````markdown\n# Title\n\n```python\nx = 1\n```\n````\nThat is the file."
     form = answer_form(step(writes="README.md"))
