@@ -5,6 +5,7 @@ unreachable provider (real MLX backend, and the loopback Ollama fake)."""
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from supervisor.backends.scripted import ScriptedBackend
 from supervisor.catalog import default_catalog_dirs, load_catalog, local_spec
 from supervisor.config import ProviderConfig, StepConfig, parse_config
+from supervisor.console import Printer
 from supervisor.ledger import Ledger
 from supervisor.runtime.prompt import (
     LOCAL_OUTPUT_TOKENS_JSON,
@@ -196,6 +198,8 @@ def test_a_looping_local_model_fails_in_seconds_with_reason_looping(tmp_path: Pa
     model = build_looping_llama(tmp_path / "loop")
     mlx = {"kind": "mlx", "local": True, "models": {"loop": str(model)}}
     runtime, _, home = runtime_for(tmp_path, {"mlx": mlx}, ["mlx:loop"], "looper")
+    live: list[Any] = []
+    runtime.bus.subscribe(live.append)
 
     async def go() -> Any:
         try:
@@ -217,8 +221,20 @@ def test_a_looping_local_model_fails_in_seconds_with_reason_looping(tmp_path: Pa
     events = runtime.ledger.events_after(0)
     notices = [e.data["message"] for e in events if e.kind == "notice"]
     assert any(m.startswith("mlx:loop: looping: the same 7-character passage") for m in notices)
-    recorded = [e.data for e in events if e.kind == "call_recorded" and e.data["tier"] == "local"]
-    assert {d["finish_reason"] for d in recorded} == {"looping"}
+    recorded = [e for e in events if e.kind == "call_recorded" and e.data["tier"] == "local"]
+    assert {e.data["finish_reason"] for e in recorded} == {"looping"}
+    # Shown: the `run` output's line for the call, and the TUI step log's (from the same ledger rows).
+    from supervisor.tui.messages import from_row
+    from supervisor.tui.widgets.cells import DARK
+    from supervisor.tui.widgets.steplog import describe as step_log_line
+
+    assert all("stopped: looping" in str(step_log_line(from_row(e), DARK)) for e in recorded)
+    printed = io.StringIO()
+    printer = Printer(as_json=False, out=printed)
+    for event in live:
+        printer(event)
+    assert "local mlx:loop attempt 1: " in printed.getvalue()
+    assert "(stopped: looping)" in printed.getvalue()
     # The retry tells the model what went wrong, briefly; the digest's open failures are gone after the pass.
     assert (home / "agents" / "looper" / "digest.md").is_file()
     runtime.ledger.close()
