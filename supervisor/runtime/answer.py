@@ -7,10 +7,10 @@ so before anything is written or checked the answer is taken out of the reply by
 1. **Fenced blocks.** When the reply holds fenced code blocks (three or more backticks or tildes), the answer is
    one block and the prose around it is dropped: the block whose info string names the target file, else the
    first whose language tag matches the target's file type (``python`` for ``.py``, ``json`` for ``.json``...),
-   else the only block, else the first (empty blocks do not count). A block left open at the end of the reply
-   runs to the end. Markdown
-   targets are the exception: a Markdown file may itself hold code blocks, so only a block tagged
-   ``markdown``/``md`` is taken out; otherwise the reply is kept whole.
+   else the only block, else the first (empty blocks do not count, and fence lines that enclose nothing are
+   dropped). A block left open at the end of the reply runs to the end. Markdown targets are the exception: a
+   Markdown file may itself hold code blocks, so only a block tagged ``markdown``/``md``, or one that opens the
+   reply, is taken out; otherwise the reply is kept whole.
 2. **JSON targets** (a ``json_schema`` gate, a ``.json`` file, the planner's plan): the first complete JSON
    value, found by scanning with ``json.JSONDecoder.raw_decode`` from each ``{`` or ``[`` (of the expected type,
    when the schema says), inside the chosen block or else in the whole reply.
@@ -131,6 +131,7 @@ def _schema_type(path: Path) -> JsonType | None:
 # Fenced blocks
 
 _OPEN = re.compile(r"^[ \t]{0,3}(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n]*?)[ \t]*$")
+_LONE_FENCE = re.compile(r"^[ \t]{0,3}(?:`{3,}|~{3,})[ \t]*[\w.+-]*[ \t]*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,7 @@ class Block:
     info: str  # the info string after the opening fence ("python", "python title=add.py", "")
     body: str
     closed: bool
+    opens_reply: bool = False  # nothing but blank lines before its opening fence
 
     @property
     def tag(self) -> str:
@@ -157,6 +159,7 @@ def fenced_blocks(text: str) -> list[Block]:
             continue
         fence = opened.group("fence")
         body: list[str] = []
+        start = index
         index += 1
         closed = False
         while index < len(lines):
@@ -171,7 +174,9 @@ def fenced_blocks(text: str) -> list[Block]:
         stray = _OPEN.match(body[0]) if body and not info else None
         if stray is not None and stray.group("info"):
             info, body = stray.group("info"), body[1:]  # "```\n```python\n...": the second fence names the block
-        blocks.append(Block(info, "\n".join(body), closed))
+        blocks.append(
+            Block(info, "\n".join(body), closed, opens_reply=not blocks and not "".join(lines[:start]).strip())
+        )
     return blocks
 
 
@@ -190,7 +195,9 @@ def choose_block(blocks: Sequence[Block], form: AnswerForm) -> Block | None:
         if block.tag and block.tag in tags:
             return block
     if form.markdown:
-        return None  # an untagged block is more likely part of the Markdown file than a wrapper around it
+        # An untagged block is more likely part of the Markdown file than a wrapper around it, unless the reply
+        # starts with it (a README does not start with a code block; a model wrapping the file does).
+        return blocks[0] if blocks[0].opens_reply and blocks[0].closed else None
     return blocks[0]
 
 
@@ -253,6 +260,8 @@ def extract_answer(text: str, form: AnswerForm = PLAIN) -> str:
             return value + "\n"
     if block is None:
         body = drop_echoes(body, form.echoes)
+        if not form.markdown:  # fences that enclose nothing ("```\n```\n| city |..."): not part of the answer
+            body = "\n".join(line for line in body.splitlines() if not _LONE_FENCE.match(line))
     body = body.strip("\n")
     if block is None:
         body = body.strip()

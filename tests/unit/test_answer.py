@@ -79,7 +79,23 @@ def test_empty_blocks_do_not_count_and_a_doubled_fence_is_one() -> None:
     """Replies SmolLM2 gave in the benchmark: a doubled opening fence, and an empty block cut off at the end."""
     form = answer_form(step(writes="notes.txt"))
     assert extract_answer("```\n```text\nWe receive it.\n```", form) == "We receive it.\n"
-    assert extract_answer("We receive it.\n\nHere it is:\n```", form) == "We receive it.\n\nHere it is:\n```\n"
+    assert extract_answer("We receive it.\n\nHere it is:\n```", form) == "We receive it.\n\nHere it is:\n"
+
+
+def test_fence_lines_that_enclose_nothing_are_dropped() -> None:
+    """markdown-table-to-csv, SmolLM2: two lone fences, then the rows, cut by the output budget."""
+    form = answer_form(step(writes="pop.csv"))
+    reply = "```\n```\n| city | pop  |\n|------|------|\n| Oslo | 709  |"
+    assert extract_answer(reply, form) == "| city | pop  |\n|------|------|\n| Oslo | 709  |\n"
+
+
+def test_a_markdown_target_wrapped_in_an_untagged_fence() -> None:
+    """edit-markdown-lint, SmolLM2: the file in an untagged block, then our own instruction echoed."""
+    form = answer_form(
+        step(writes="README.md"), echoes=["Reply with the complete new README.md in one ```markdown block"]
+    )
+    reply = "```\n# Relay\nRelay forwards events.\n```\n\nReply with the complete README.md in one ```markdown block."
+    assert extract_answer(reply, form) == "# Relay\nRelay forwards events.\n"
 
 
 def test_tilde_fences_and_longer_fences_nest() -> None:
