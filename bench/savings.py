@@ -630,7 +630,7 @@ async def run_plain(
     config = parse_config({"providers": {name: provider}}, "bench/savings.py", None, environ)
     backend = make_backend(name, config.providers[name], environ)
     model_id = key.split(":", 1)[1]
-    spec = catalog.resolve(name, model_id, local=True)
+    spec = catalog.spec_for(name, model_id, config.providers[name], tier="local").spec
     out: list[PlainResult] = []
     try:
         for index, task in enumerate(tasks, 1):

@@ -107,6 +107,41 @@ def test_savings_tool_suite(tmp_path: Path) -> None:
     }
 
 
+def test_savings_with_a_local_model_measures_the_plain_baseline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--local ollama against the loopback Ollama fake: the ladder, the plain baseline and the per-task figures run
+    (the fake answers "ok", so nothing passes locally; what matters here is that every path runs)."""
+    from tests.fakes.ollama import OllamaFake
+
+    with OllamaFake(models=("qwen3:4b",)) as fake:
+        monkeypatch.setenv("OLLAMA_HOST", fake.url)
+        data = run("savings", ["--local", "ollama", "--tasks", "2", "--seeds", "1", "--quiet"], tmp_path)
+        plain_bodies = [b for b in fake.chat_bodies() if len(b["messages"]) == 1 and "Reply with" not in str(b)]
+    local = data["local_tier"]
+    assert [row["task"] for row in local["tasks"]] == [t["task"] for t in data["tasks"]["first_seed_ladder"]]
+    assert local["plain_passes"] == 0
+    assert local["product_at_least_plain"] is True
+    assert local["product_seconds_per_local_attempt"]["attempts"] == 2
+    assert len(local["plain_results"]) == 2
+    assert len(plain_bodies) == 2  # each task once as a plain message
+
+
+def test_local_prompt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.fakes.ollama import OllamaFake
+
+    with OllamaFake(models=("qwen3:4b",)) as fake:
+        monkeypatch.setenv("OLLAMA_HOST", fake.url)
+        data = run("local_prompt", ["--local", "ollama", "--tasks", "3"], tmp_path)
+        bodies = fake.chat_bodies()
+    assert set(data["summary"]) == {"minimal", "full", "plain"}
+    assert all(f["attempts"] == 3 for f in data["summary"].values())
+    assert len(bodies) == 9
+    full = [b for b in bodies if b["messages"][0]["role"] == "system"]
+    assert len(full) == 3
+    assert all("Agent: t-" in b["messages"][0]["content"] for b in full)
+
+
 def test_context(tmp_path: Path) -> None:
     data = run("context", ["--wakes", "5", "--turns", "6"], tmp_path)
     assert data["worker"]["turns"] == 6
