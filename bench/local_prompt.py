@@ -49,13 +49,14 @@ from bench.savings import (  # noqa: E402
     write_workspaces,
 )
 from supervisor import __version__, paths  # noqa: E402
+from supervisor.atomic_file import atomic_write  # noqa: E402
 from supervisor.backends.base import Backend, Message, Request  # noqa: E402
 from supervisor.catalog import PromptProfile, load_catalog  # noqa: E402
 from supervisor.config import AgentConfig, StepConfig, parse_config  # noqa: E402
 from supervisor.runtime.answer import AnswerForm, answer_form, extract_answer  # noqa: E402
 from supervisor.runtime.prompt import build_messages, read_context, step_answer_form  # noqa: E402
 from supervisor.runtime.verify import run_gate  # noqa: E402
-from supervisor.runtime.workspace import atomic_write, resolve_inside  # noqa: E402
+from supervisor.runtime.workspace import resolve_inside  # noqa: E402
 
 DEFAULT_JSON = ROOT / "bench" / "results" / "local_prompt.json"
 VARIANTS = ("minimal", "full", "plain")

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from supervisor import __version__, paths
+from supervisor.atomic_file import atomic_write
 from supervisor.backends.base import Backend, Health, Message, OnText, Request, Result, TokenCount
 from supervisor.backends.scripted import ScriptedAnswer, ScriptedBackend, prompt_text
 from supervisor.catalog import Catalog, load_catalog
@@ -68,7 +69,7 @@ from supervisor.ledger import Ledger
 from supervisor.runtime.answer import answer_form, extract_answer
 from supervisor.runtime.runtime import Runtime
 from supervisor.runtime.verify import run_gate
-from supervisor.runtime.workspace import atomic_write, resolve_inside
+from supervisor.runtime.workspace import resolve_inside
 from supervisor.usage import Usage
 
 ROOT = Path(__file__).resolve().parents[1]
