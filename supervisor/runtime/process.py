@@ -18,6 +18,7 @@ from pathlib import Path
 
 TERM_GRACE_S = 2.0
 DRAIN_GRACE_S = 1.0  # after the command exits, how long its output may keep arriving (from what it left running)
+EXIT_POLL_S = 0.05
 CHILDREN_FILE = "children"  # process groups a run started, so a recovery can stop what a crash left running
 
 
@@ -113,17 +114,23 @@ async def run_command(
             if on_output is not None:
                 on_output(chunk)
 
+    async def exit_seen() -> None:
+        # ``proc.wait()`` also waits for the pipe to close, which a descendant holding it delays for as long as it
+        # lives; the exit status is known at once.
+        while proc.returncode is None:
+            await asyncio.sleep(EXIT_POLL_S)
+
     reader = asyncio.ensure_future(read_all())
-    exited = asyncio.ensure_future(proc.wait())
+    waiter = asyncio.ensure_future(proc.wait())
+    exited = asyncio.ensure_future(exit_seen())
     stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
     timed_out = stopped = False
     try:
         try:
             async with asyncio.timeout(timeout_s):
-                done, _ = await asyncio.wait(
-                    {exited, stopper} if stopper is not None else {exited}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if exited in done:
+                ends = {waiter, exited} | ({stopper} if stopper is not None else set())
+                done, _ = await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+                if waiter in done or exited in done:
                     # Drain what it wrote. A descendant that keeps the pipe open (a daemonized grandchild) does not
                     # hold us past a short grace: the command itself has ended.
                     await asyncio.wait({reader}, timeout=DRAIN_GRACE_S)
@@ -137,7 +144,7 @@ async def run_command(
         await _terminate(proc)
         raise
     finally:
-        for task in (reader, exited, stopper):
+        for task in (reader, waiter, exited, stopper):
             if task is not None and not task.done():
                 task.cancel()
         if registry is not None:

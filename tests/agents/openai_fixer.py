@@ -3,7 +3,8 @@
 It is written the way agent scripts are: the client is built with no arguments (``OPENAI_BASE_URL`` and
 ``OPENAI_API_KEY`` point it at the gateway), the model is ``SUPERVISOR_MODEL`` and the task is the file
 ``SUPERVISOR_TASK_FILE`` names. A model that cannot call tools (the gateway refuses a request with tools for
-it) is asked once for the whole fixed file instead, which is written as it comes back.
+it) is asked once for the whole fixed file instead, which is written as it comes back. A refused call ends it
+with exit 1, or (``AGENT_ON_ERROR=wait``) makes it wait, as an agent waiting out a rate limit would.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import pathlib
 import sys
+import time
 
 import openai
 
@@ -78,6 +80,11 @@ def main() -> int:
                 raise
             whole_file(client, model, task, os.environ.get("AGENT_TARGET", "calc.py"))
             return 0
+        except openai.APIStatusError as exc:
+            print(f"agent: the call was refused: {exc.status_code}: {exc.message}", flush=True)
+            if os.environ.get("AGENT_ON_ERROR") == "wait":  # like an agent that waits out a rate limit
+                time.sleep(120)
+            return 1
         message = reply.choices[0].message
         print(f"agent: turn {turn}: {len(message.tool_calls or [])} tool call(s), {reply.usage.total_tokens} tokens")
         if not message.tool_calls:
