@@ -121,6 +121,7 @@ PROVIDER_KEY_VARS = frozenset(
 LOOPBACK_NO_PROXY = ("127.0.0.1", "localhost", "::1")
 OUTPUT_FLUSH_S = 0.25  # the step log gets the program's output at most this late
 OUTPUT_FLUSH_BYTES = 4096
+PARTIAL_LINE_TICKS = 4  # a line without its end (a prompt, a progress bar) is shown after this many flushes
 PAUSE_POLL_S = 0.5  # a pause made in another process is seen within this
 EXPIRY_GRACE_S = 60.0  # the key expires this long after the attempt's timeout, even if we never revoke it
 NOT_FOUND_EXITS = (126, 127)  # the shell's "not executable" and "command not found"
@@ -335,8 +336,9 @@ def _safe_name(text: str) -> str:
 
 class OutputPump:
     """Turns the program's output bytes into ``ProgramOutput`` events: decoded, scrubbed of known secrets (a key
-    split across two reads is caught too), in pieces of whole lines at most ``OUTPUT_FLUSH_S`` late, up to
-    ``limit`` characters per attempt."""
+    split across two reads is caught too: the scrubber holds back what could be the start of one), in whole
+    lines at most ``OUTPUT_FLUSH_S`` late (a partial line, such as a prompt, a little later), up to ``limit``
+    characters per attempt."""
 
     def __init__(self, publish: Callable[[str], None], scrubber: StreamScrubber, limit: int) -> None:
         self.publish = publish
@@ -347,39 +349,46 @@ class OutputPump:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._buffer = ""
         self._timer: asyncio.TimerHandle | None = None
+        self._partial_ticks = 0
 
     def feed(self, chunk: bytes) -> None:
         self._buffer += self.scrubber.feed(self._decoder.decode(chunk))
         if len(self._buffer) >= OUTPUT_FLUSH_BYTES:
-            self.flush()
+            self._emit(len(self._buffer))
         elif self._buffer and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(OUTPUT_FLUSH_S, self.flush)
+            self._timer = asyncio.get_running_loop().call_later(OUTPUT_FLUSH_S, self._tick)
 
-    def flush(self, final: bool = False) -> None:
+    def _tick(self) -> None:
+        self._timer = None
+        lines = self._buffer.rfind("\n") + 1
+        if lines:
+            self._partial_ticks = 0
+            self._emit(lines)
+        elif self._buffer:
+            self._partial_ticks += 1
+            if self._partial_ticks >= PARTIAL_LINE_TICKS:
+                self._partial_ticks = 0
+                self._emit(len(self._buffer))
+        if self._buffer:
+            self._timer = asyncio.get_running_loop().call_later(OUTPUT_FLUSH_S, self._tick)
+
+    def _emit(self, cut: int) -> None:
+        text, self._buffer = self._buffer[:cut], self._buffer[cut:]
+        room = self.limit - self.sent
+        if len(text) > room:
+            self.hidden += len(text) - max(room, 0)
+            text = text[: max(room, 0)]
+        if text:
+            self.sent += len(text)
+            self.publish(text)
+
+    def close(self) -> None:
+        """The program has ended: everything left, the scrubber's held-back tail included."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if final:
-            self._buffer += self.scrubber.feed(self._decoder.decode(b"", final=True)) + self.scrubber.flush()
-        cut = len(self._buffer) if final else self._buffer.rfind("\n") + 1
-        if cut <= 0 and len(self._buffer) < OUTPUT_FLUSH_BYTES:
-            if self._buffer and not final:  # a partial line (a prompt, a progress bar): wait a little more
-                self._timer = asyncio.get_running_loop().call_later(OUTPUT_FLUSH_S, self.flush, True)
-            return
-        cut = cut if cut > 0 else len(self._buffer)
-        text, self._buffer = self._buffer[:cut], self._buffer[cut:]
-        room = self.limit - self.sent
-        if room <= 0:
-            self.hidden += len(text)
-            return
-        if len(text) > room:
-            self.hidden += len(text) - room
-            text = text[:room]
-        self.sent += len(text)
-        self.publish(text)
-
-    def close(self) -> None:
-        self.flush(final=True)
+        self._buffer += self.scrubber.feed(self._decoder.decode(b"", final=True)) + self.scrubber.flush()
+        self._emit(len(self._buffer))
         if self.hidden:
             self.publish(f"\n[{self.hidden:,} more characters of output not shown]\n")
             self.hidden = 0

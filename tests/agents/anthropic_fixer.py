@@ -74,7 +74,9 @@ def main() -> int:
         if not uses:
             print("agent: done: " + "".join(b.text for b in reply.content if b.type == "text"))
             return 0
-        messages.append({"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in reply.content]})
+        messages.append(
+            {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in reply.content]}
+        )
         results = [
             {"type": "tool_result", "tool_use_id": block.id, "content": run_tool(block.name, dict(block.input))}
             for block in uses

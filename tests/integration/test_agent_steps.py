@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import tomllib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from typing import Any
 import pytest
 
 from supervisor.catalog import default_catalog_dirs, load_catalog
-from supervisor.config import ConfigProblems, load_config
+from supervisor.config import ConfigProblems, load_config, parse_config
 from supervisor.cost import cost_of, usd_to_micros, worst_case_micros
 from supervisor.gateway.server import hosted_gateway, run_gateway
 from supervisor.ledger import Ledger
@@ -138,7 +140,9 @@ verify = [{json.dumps(f"{PY} test_calc.py")}]
 
 
 @asynccontextmanager
-async def world(tmp_path: Path, agents: str, *, extra: str = "", files: dict[str, str] | None = None) -> AsyncIterator[World]:
+async def world(
+    tmp_path: Path, agents: str, *, extra: str = "", files: dict[str, str] | None = None
+) -> AsyncIterator[World]:
     with (
         OllamaFake(models=("qwen3:4b",)) as local,
         OpenAIFake(dialect="deepseek", models=("deepseek-flash",)) as cheap,
@@ -155,7 +159,9 @@ async def world(tmp_path: Path, agents: str, *, extra: str = "", files: dict[str
             + textwrap.dedent(agents)
         )
         environ = {**os.environ, **KEYS, "MY_DEEPSEEK_ALIAS": KEYS["DEEPSEEK_API_KEY"]}
-        yield World(tmp_path, local, cheap, frontier, workspace, config_path, environ, Path(os.environ["SUPERVISOR_HOME"]))
+        yield World(
+            tmp_path, local, cheap, frontier, workspace, config_path, environ, Path(os.environ["SUPERVISOR_HOME"])
+        )
 
 
 async def run(w: World, **kwargs: Any) -> tuple[RunResult, Runtime]:
@@ -268,7 +274,18 @@ def test_an_sdk_agent_climbs_the_ladder_and_every_call_is_attributed_per_attempt
             check=False,
         )
         report_json = subprocess.run(
-            [sys.executable, "-m", "supervisor", "ledger", "report", "--by", "run", "--json", "--config", str(config_path)],
+            [
+                sys.executable,
+                "-m",
+                "supervisor",
+                "ledger",
+                "report",
+                "--by",
+                "run",
+                "--json",
+                "--config",
+                str(config_path),
+            ],
             capture_output=True,
             text=True,
             timeout=60,
@@ -311,7 +328,9 @@ def test_an_sdk_agent_climbs_the_ladder_and_every_call_is_attributed_per_attempt
         (2, "cheap", "deepseek"),
         (2, "cheap", "deepseek"),
     ]
-    assert {(r["agent"], r["run_id"], r["step"], r["via"], r["auth"]) for r in rows} == {("fixer", 1, "fix", "gateway", "key")}
+    assert {(r["agent"], r["run_id"], r["step"], r["via"], r["auth"]) for r in rows} == {
+        ("fixer", 1, "fix", "gateway", "key")
+    }
     assert rows[0]["key_id"] != rows[2]["key_id"]  # one key per attempt
     assert [r["requested_model"] for r in rows] == ["local", "local", "cheap", "cheap", "cheap"]  # no substitution
     catalog = load_catalog(default_catalog_dirs())
@@ -396,16 +415,23 @@ async def test_the_program_sees_the_gateway_for_every_protocol_and_no_provider_k
     env = seen["env"]
     gateway = env["SUPERVISOR_GATEWAY_URL"]
     key = env["SUPERVISOR_GATEWAY_KEY"]
-    assert gateway.startswith("http://127.0.0.1:") and key.startswith("sk-sup-")
+    assert gateway.startswith("http://127.0.0.1:")
+    assert key.startswith("sk-sup-")
     assert env["OPENAI_BASE_URL"] == env["OPENAI_API_BASE"] == gateway + "/v1"
     assert env["ANTHROPIC_BASE_URL"] == env["OPENAI_HOST"] == gateway
-    assert env["OLLAMA_HOST"].startswith("http://127.0.0.1:") and env["OLLAMA_HOST"] != gateway
-    assert env["OPENAI_API_KEY"] == env["ANTHROPIC_API_KEY"] == env["ANTHROPIC_AUTH_TOKEN"] == env["OLLAMA_API_KEY"] == key
+    assert env["OLLAMA_HOST"].startswith("http://127.0.0.1:")
+    assert env["OLLAMA_HOST"] != gateway
+    assert (
+        env["OPENAI_API_KEY"] == env["ANTHROPIC_API_KEY"] == env["ANTHROPIC_AUTH_TOKEN"] == env["OLLAMA_API_KEY"] == key
+    )
     assert (env["SUPERVISOR_MODEL"], env["SUPERVISOR_TIER"], env["SUPERVISOR_ATTEMPT"]) == ("cheap", "cheap", "1")
     assert (env["SUPERVISOR_AGENT"], env["SUPERVISOR_STEP"], env["SUPERVISOR_RUN_ID"]) == ("fixer", "fix", "1")
-    assert env["SUPERVISOR_TASK_FILE"].endswith(".md") and not env["SUPERVISOR_TASK_FILE"].startswith(str(w.workspace))
-    assert "127.0.0.1" in env["NO_PROXY"].split(",") and "localhost" in env["no_proxy"].split(",")
-    assert "DEEPSEEK_API_KEY" not in env and "MY_DEEPSEEK_ALIAS" not in env  # by name, and by value
+    assert env["SUPERVISOR_TASK_FILE"].endswith(".md")
+    assert not env["SUPERVISOR_TASK_FILE"].startswith(str(w.workspace))
+    assert "127.0.0.1" in env["NO_PROXY"].split(",")
+    assert "localhost" in env["no_proxy"].split(",")
+    assert "DEEPSEEK_API_KEY" not in env
+    assert "MY_DEEPSEEK_ALIAS" not in env
     for secret in KEYS.values():
         assert all(secret not in value for value in env.values())
     # Every protocol reached the gateway and was served by the cheap tier, with the substitution visible.
@@ -460,7 +486,8 @@ async def test_an_attempt_cap_reached_mid_loop_stops_the_program_restores_and_de
     assert result.outcome == "deferred", result.reason
     assert "attempt_usd" in result.reason
     [deferred] = w.of(AgentDeferred)
-    assert deferred.cap is not None and deferred.cap.startswith("attempt_usd")
+    assert deferred.cap is not None
+    assert deferred.cap.startswith("attempt_usd")
     # No call past the cap: the upstream saw two requests, the ledger has two calls, nothing is held.
     assert requests == 2
     rows = calls(runtime)
@@ -561,7 +588,8 @@ async def test_a_grandchild_that_outlives_the_attempt_gets_401_and_the_group_is_
         runtime = w.runtime()
         try:
             async with hosted_gateway(runtime) as gateway:
-                assert gateway is not None and runtime.gateway is gateway
+                assert gateway is not None
+                assert runtime.gateway is gateway
                 result = await runtime.run_agent("fixer")
                 assert result.outcome == "success", result.reason
                 pids = json.loads(Path(str(out) + ".pids").read_text())
@@ -606,9 +634,9 @@ def _alive(pid: int) -> bool:
 
 
 async def test_the_frontier_attempt_is_approved_before_the_program_starts_with_an_estimate(tmp_path: Path) -> None:
-    agents = fix_agent(
-        OPENAI_FIXER, ladder='["cheap", "frontier"]', step="max_calls = 8\nattempt_usd = 0.50"
-    ).replace('frontier = "never"', 'frontier = "ask"')
+    agents = fix_agent(OPENAI_FIXER, ladder='["cheap", "frontier"]', step="max_calls = 8\nattempt_usd = 0.50").replace(
+        'frontier = "never"', 'frontier = "ask"'
+    )
     async with world(tmp_path, agents) as w:
         w.cheap.enqueue(tool_reply(ToolUse("write_file", {"path": "calc.py", "content": "wrong\n"})), Reply("done"))
         result, runtime = await run(w, approval_timeout_s=0.0)
@@ -621,11 +649,10 @@ async def test_the_frontier_attempt_is_approved_before_the_program_starts_with_a
         per_call = worst_case_micros(spec, spec.context_window - 4096, 4096, request.at)
         assert per_call * 8 > usd_to_micros(0.50)  # the attempt cap bounds the estimate
         assert request.est_cold_micros == request.est_warm_micros == usd_to_micros(0.50)
-        assert "up to 8 call(s)" in request.reason and "attempt cap $0.5000" in request.reason
+        assert "up to 8 call(s)" in request.reason
+        assert "attempt cap $0.5000" in request.reason
         runtime.approve(request.approval_id)
-        w.frontier.enqueue(
-            tool_reply(ToolUse("write_file", {"path": "calc.py", "content": FIXED})), Reply("Fixed.")
-        )
+        w.frontier.enqueue(tool_reply(ToolUse("write_file", {"path": "calc.py", "content": FIXED})), Reply("Fixed."))
         result, runtime = await run(w)
     assert result.outcome == "success", result.reason
     assert [e.tier for e in w.of(ProgramStarted)] == ["cheap", "frontier"]
@@ -658,7 +685,8 @@ async def test_the_breaker_stops_an_attempt_whose_input_keeps_rising(tmp_path: P
     assert result.outcome == "paused", result.reason
     assert "runaway breaker" in result.reason or "rising" in result.reason
     [trip] = w.of(BreakerTripped)
-    assert trip.rule == "rising_input" and trip.run_id == result.run_id
+    assert trip.rule == "rising_input"
+    assert trip.run_id == result.run_id
     assert trip.evidence["input_tokens"] == [1000, 2000, 3000]
     assert requests == 3  # the next call was refused: the agent is paused
     [finished] = w.of(ProgramFinished)
@@ -715,7 +743,8 @@ def test_an_agent_step_with_a_model_steps_keys_is_a_config_error(tmp_path: Path)
         path.write_text(f'[agents.a]\ngoal = "g"\nworkspace = "."\n[[agents.a.steps]]\nname = "s"\n{step}\n')
         with pytest.raises(ConfigProblems) as info:
             load_config(path, {}, required=True)
-        assert str(path) in info.value.message and "agent 'a'" in info.value.message
+        assert str(path) in info.value.message
+        assert "agent 'a'" in info.value.message
         assert expected in info.value.message, info.value.message
 
 
@@ -752,7 +781,7 @@ async def test_a_planner_may_use_an_agent_program_from_its_allowlist(tmp_path: P
             tool_reply(ToolUse("write_file", {"path": "calc.py", "content": FIXED})),
             Reply("Fixed."),
         )
-        result, runtime = await run(w)
+        result, _runtime = await run(w)
         bodies = w.local.model_bodies()
     assert result.outcome == "success", result.reason
     [program] = w.of(ProgramStarted)
@@ -768,7 +797,8 @@ async def test_a_plan_naming_a_program_outside_the_allowlist_is_refused(tmp_path
     agent = AgentConfig(goal="g", workspace="ws", programs={"aider": "aider {task_file}"}, verify=["true"])
     bad = {"steps": [{"kind": "agent", "name": "x", "program": "rm -rf /", "task": "t"}]}
     result = validate_plan(json.dumps(bad), agent)
-    assert not result.passed and "'rm -rf /' is not one of the agent's programs; allowed: aider" in result.output
+    assert not result.passed
+    assert "'rm -rf /' is not one of the agent's programs; allowed: aider" in result.output
     good = {"steps": [{"kind": "agent", "name": "x", "program": "aider", "task": "t"}]}
     assert validate_plan(json.dumps(good), agent).passed
 
@@ -795,3 +825,93 @@ async def test_output_is_streamed_while_the_program_runs(tmp_path: Path) -> None
     [finished] = w.of(ProgramFinished)
     assert (last.at - first.at).total_seconds() >= 1.0
     assert first.at < finished.at
+
+
+def test_the_readme_agent_step_config_and_recipes_are_valid_config(tmp_path: Path) -> None:
+    """The "Agent steps" section's example config loads, and so does every recipe's `agent` line as a step."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Agent steps", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```toml\n(.*?)```", section, flags=re.S)
+    example = blocks[0].replace('"~/src/app"', json.dumps(str(tmp_path)))
+    config = parse_config(tomllib.loads(example), "README", None, {})
+    step = config.agent("fixer").steps[0]
+    assert step.is_agent_step
+    assert step.agent is not None
+    assert "{task_file}" in step.agent.cmd
+    recipes = [line for block in blocks[1:] for line in block.splitlines() if line.startswith("agent = ")]
+    assert len(recipes) == 5  # Aider, Claude Code, Codex, Goose, opencode
+    for line in recipes:
+        text = f'[agents.a]\ngoal = "g"\nworkspace = "."\n[[agents.a.steps]]\nname = "s"\nverify = ["true"]\n{line}\n'
+        loaded = parse_config(tomllib.loads(text), "README recipe", None, {}).agent("a").steps[0]
+        assert loaded.agent is not None
+        assert loaded.agent.timeout_s == 900
+
+
+def test_the_command_line_quotes_the_task_file_and_the_task_carries_the_last_failure() -> None:
+    from supervisor.config import StepConfig
+    from supervisor.runtime.program import command_line, task_text
+
+    path = Path("/Users/me/Library/Application Support/frugal-supervisor/tasks/1-fix.md")
+    line = command_line("aider --model openai/{model} --message-file {task_file} && echo '{kept}'", path, "cheap")
+    assert line == (
+        "aider --model openai/cheap --message-file "
+        "'/Users/me/Library/Application Support/frugal-supervisor/tasks/1-fix.md' && echo '{kept}'"
+    )
+    step = StepConfig(name="fix", agent="aider", task="Fix add().")
+    assert task_text(step, None, previous="attempt 1") == "Fix add().\n"
+    retry = task_text(step, "cmd: pytest -q\nassert 1 == 2", previous="attempt 1")
+    assert retry.startswith("Fix add().\n\n---\nThe previous attempt (attempt 1) did not pass")
+    assert retry.endswith("cmd: pytest -q\nassert 1 == 2\n")
+
+
+def test_recovery_revokes_the_keys_of_runs_a_crash_left_behind(tmp_path: Path) -> None:
+    """A supervisor killed mid-attempt never revoked its key: the next start does (besides its expiry)."""
+    from supervisor.gateway.keys import lookup_key, mint_key
+    from supervisor.runtime.run import recover
+
+    home = Path(os.environ["SUPERVISOR_HOME"])
+    config_path = tmp_path / "supervisor.toml"
+    config_path.write_text(fix_agent("true", ladder='["local"]'))
+    (tmp_path / "ws").mkdir()
+    ledger = Ledger(home / "ledger.db")
+    run_id = ledger.start_run("fixer", "cli")
+    with ledger.immediate() as conn:  # the run's owner is gone (a pid that cannot exist)
+        conn.execute("UPDATE runs SET owner_pid = 999999999, owner_started = 1 WHERE id = ?", (run_id,))
+    token = mint_key(ledger, "fixer", run_id=run_id, step="fix", attempt=1, tier="local").token
+    user_key = mint_key(ledger, "fixer").token  # a key a human made: not touched
+    runtime = Runtime(
+        load_config(config_path, dict(os.environ), required=True),
+        load_catalog(default_catalog_dirs()),
+        ledger,
+        home=home,
+    )
+    recover(runtime)
+    attempt_key, human_key = lookup_key(ledger, token), lookup_key(ledger, user_key)
+    assert attempt_key is not None
+    assert attempt_key.revoked_at is not None
+    assert human_key is not None
+    assert human_key.revoked_at is None
+    ledger.close()
+
+
+async def test_the_output_pump_scrubs_a_key_split_across_reads_and_keeps_lines_whole() -> None:
+    from supervisor.runtime.program import OutputPump
+    from supervisor.secrets import StreamScrubber
+
+    key = "sk-sup-" + "x" * 43
+    published: list[str] = []
+    pump = OutputPump(published.append, StreamScrubber(Redactor((("SUPERVISOR_GATEWAY_KEY_1", key),))), 10_000)
+    pump.feed(b"line one\nthe key is " + key[:20].encode())
+    await asyncio.sleep(1.5)  # several flushes while the key's second half has not arrived
+    pump.feed(key[20:].encode() + b" done\npart")
+    await asyncio.sleep(0.4)
+    pump.feed("ial \u00e9".encode()[:-1])  # a character cut in two
+    pump.feed("ial \u00e9".encode()[-1:] + b"\n")
+    pump.close()
+    text = "".join(published)
+    assert key not in text
+    assert key[:20] not in text
+    assert text == "line one\nthe key is [redacted:SUPERVISOR_GATEWAY_KEY_1] done\npartial \u00e9\n"
+    assert published[0] == "line one\n"  # whole lines as they come; a partial one only after a second
+    assert "the key is " in published[1]
+    assert "sk-sup" not in published[1]

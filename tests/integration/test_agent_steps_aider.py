@@ -49,6 +49,7 @@ FIXED = "def add(a, b):\n    return a + b\n"
 TEST = "from calc import add\n\nassert add(2, 3) == 5, f'add(2, 3) = {add(2, 3)}'\nprint('ok')\n"
 KEYS = {"DEEPSEEK_API_KEY": "sk-deepseek-CANARY-0123456789abcdef"}
 
+
 # Aider's "whole" edit format (aider/coders/wholefile_prompts.py): the file's path alone on a line, then the whole
 # new content in a fence.
 def whole(path: str, content: str) -> str:
@@ -235,7 +236,12 @@ async def test_aider_from_pypi_runs_as_an_agent_step_and_its_edit_passes_the_gat
         ledger = Ledger(home / "ledger.db", redactor=Redactor.from_environ(environ))
         config = load_config(config_path, environ, required=True)
         runtime = Runtime(
-            config, load_catalog(default_catalog_dirs()), ledger, environ=environ, home=home, gateway_factory=run_gateway
+            config,
+            load_catalog(default_catalog_dirs()),
+            ledger,
+            environ=environ,
+            home=home,
+            gateway_factory=run_gateway,
         )
         events: list[Event] = []
         runtime.bus.subscribe(events.append)
@@ -250,14 +256,16 @@ async def test_aider_from_pypi_runs_as_an_agent_step_and_its_edit_passes_the_gat
     assert result.tier_reached == "cheap"
     assert [(e.from_tier, e.to_tier) for e in events if isinstance(e, Escalated)] == [("local", "cheap")]
     assert any(isinstance(e, WorkspaceRestored) and e.scope == "attempt" for e in events)
-    assert seen and seen[0] == original  # Aider's wrong edit was undone before its second attempt
+    assert seen
+    assert seen[0] == original
     assert (workspace / "calc.py").read_text() == FIXED
     assert sorted(p.name for p in workspace.iterdir() if p.name != "__pycache__") == ["calc.py", "test_calc.py"]
     # It was Aider: its own whole-file system prompt, our task (and on the retry, the failure) as the message.
     system = cheap_bodies[0]["messages"][0]["content"]
     assert "file listing" in system
     asked = json.dumps(cheap_bodies[0]["messages"])
-    assert "Fix add() in calc.py" in asked and "add(2, 3) = 6" in asked
+    assert "Fix add() in calc.py" in asked
+    assert "add(2, 3) = 6" in asked
     assert "Fix add() in calc.py" in json.dumps(local_bodies[0])
     assert "Applied edit to calc.py" in output
     # Every call through the gateway, per attempt, with the attempt's tier as the model asked for.
@@ -273,7 +281,8 @@ async def test_aider_from_pypi_runs_as_an_agent_step_and_its_edit_passes_the_gat
         (2, "cheap", "deepseek", "cheap"),
     ]
     assert all((r["via"], r["auth"], r["priced"]) == ("gateway", "key", 1) for r in rows)
-    assert (rows[1]["input_uncached"], rows[1]["output"]) == (1100, 42) and rows[1]["cost_micros"] > 0
+    assert (rows[1]["input_uncached"], rows[1]["output"]) == (1100, 42)
+    assert rows[1]["cost_micros"] > 0
     finished = [e for e in events if isinstance(e, ProgramFinished)]
     assert [(e.tier, e.exit_code, e.calls) for e in finished] == [("local", 0, 1), ("cheap", 0, 1)]
     # Aider tried no connection past loopback (update checks, analytics, model metadata).
