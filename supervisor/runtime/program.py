@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from supervisor.catalog import ModelSpec, Tier
+from supervisor.clock import utcnow
 from supervisor.config import AgentConfig, Config, GatewayConfig, StepConfig
 from supervisor.cost import format_usd, usd_to_micros, worst_case_micros
 from supervisor.errors import SupervisorError
@@ -436,7 +437,8 @@ class Programs:
             step=step.name,
             attempt=attempt,
             tier=tier,
-            expires_at=rt.clock() + timedelta(seconds=timeout_s + EXPIRY_GRACE_S),
+            # the gateway checks keys against the wall clock (a runtime's clock may be a test's fixed one)
+            expires_at=utcnow() + timedelta(seconds=timeout_s + EXPIRY_GRACE_S),
             max_calls=step.call_limit,
             max_micros=usd_to_micros(step.attempt_usd) if step.attempt_usd is not None else None,
             max_tokens=step.attempt_tokens,
