@@ -457,7 +457,7 @@ def cmd_ledger_report(args: argparse.Namespace) -> int:
         return 0
     body = [
         [
-            r.group + (" (simulated)" if r.simulated else ""),
+            indent + r.group + (" (simulated)" if r.simulated else ""),
             r.calls,
             r.unpriced_calls or "",
             tokens(r.input_uncached),
@@ -467,7 +467,9 @@ def cmd_ledger_report(args: argparse.Namespace) -> int:
             money(r.cost_micros) + ("+?" if r.unpriced_calls else ""),
             f"{r.local_compute_s:.1f}s" if r.local_compute_s else "",
         ]
-        for r in rows
+        for run in rows
+        # --by run: each run, then its calls per step attempt (an agent program's attempts included)
+        for indent, r in [("", run), *(("  ", a) for a in run.attempts)]
     ]
     real = sum(r.cost_micros for r in rows if not r.simulated)
     simulated = sum(r.cost_micros for r in rows if r.simulated)
@@ -570,10 +572,11 @@ def _require_config(ctx: Context) -> Any:
 
 
 def _runtime(ctx: Context) -> Any:
+    from supervisor.gateway.server import run_gateway
     from supervisor.runtime.runtime import Runtime
 
     config = _require_config(ctx)
-    return Runtime(config, ctx.catalog, ctx.ledger, environ=ctx.environ)
+    return Runtime(config, ctx.catalog, ctx.ledger, environ=ctx.environ, gateway_factory=run_gateway)
 
 
 def _terminal_approver() -> Any:
@@ -1326,9 +1329,10 @@ def cmd_tui(args: argparse.Namespace) -> int:
         controller = AttachedController(ledger, pid)
         return run_tui(config, ctx.catalog, ledger, controller, environ=ctx.environ, warning=warning)
     try:
+        from supervisor.gateway.server import run_gateway
         from supervisor.runtime.runtime import Runtime
 
-        runtime = Runtime(config, ctx.catalog, ledger, environ=ctx.environ)
+        runtime = Runtime(config, ctx.catalog, ledger, environ=ctx.environ, gateway_factory=run_gateway)
         scheduler = Scheduler(runtime, config.path, register=True)
         return run_tui(
             config,

@@ -257,7 +257,8 @@ def _check_tools(tools: list[str]) -> list[str]:
 
 
 class StepConfig(_Model):
-    """One step: either ``run`` (a command, tier 0, no model) or ``prompt`` (a model call, optionally with tools)."""
+    """One step: ``run`` (a command, tier 0, no model), ``prompt`` (a model call, optionally with tools) or
+    ``agent`` (an agent program whose model calls go through the gateway, served by the attempt's tier)."""
 
     name: str = Field(min_length=1)
     """Unique within the agent."""
@@ -290,6 +291,19 @@ class StepConfig(_Model):
     names one, it never writes a command line."""
     max_turns: int | None = Field(default=None, ge=1, le=100)
     """Built-in worker: at most this many turns (model calls) per attempt (default 12)."""
+    agent: AgentCommand | None = None
+    """An agent program as the worker: ``"aider --yes-always --message-file {task_file}"`` or
+    ``{ cmd = "...", timeout_s = 900 }``. Each attempt runs it in the workspace with a short-lived gateway key
+    bound to the attempt's tier; the gates decide, as for a model step."""
+    task: str | None = None
+    """Agent step: what the program is asked to do, written to a file outside the workspace (``{task_file}`` in
+    the command, ``SUPERVISOR_TASK_FILE`` in its environment); a retry appends the last gate failure."""
+    max_calls: int | None = Field(default=None, ge=1, le=10_000)
+    """Agent step: most model calls one attempt may make (default 20); the frontier estimate assumes all of them."""
+    attempt_usd: float | None = Field(default=None, ge=0, le=MAX_USD, allow_inf_nan=False)
+    """Agent step: most one attempt may spend (checked before each call, like every cap)."""
+    attempt_tokens: int | None = Field(default=None, ge=0)
+    """Agent step: most tokens (prompt + output) one attempt may use, local models included."""
 
     @field_validator("verify", mode="before")
     @classmethod
@@ -303,6 +317,11 @@ class StepConfig(_Model):
     def _commands(cls, v: Any) -> Any:
         return _parse_commands(v)
 
+    @field_validator("agent", mode="before")
+    @classmethod
+    def _agent(cls, v: Any) -> Any:
+        return _parse_agent_command(v)
+
     @field_validator("tools")
     @classmethod
     def _tools(cls, v: list[str] | None) -> list[str] | None:
@@ -310,8 +329,34 @@ class StepConfig(_Model):
 
     @model_validator(mode="after")
     def _shape(self) -> StepConfig:
-        if (self.run is None) == (self.prompt is None):
-            raise ValueError("a step needs exactly one of `run` (a command) or `prompt` (a model call)")
+        kinds = [k for k, v in (("run", self.run), ("prompt", self.prompt), ("agent", self.agent)) if v is not None]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a step needs exactly one of `run` (a command), `prompt` (a model call) or `agent` (an agent "
+                + ("program)" if not kinds else f"program); it has {' and '.join(f'`{k}`' for k in kinds)}")
+            )
+        agent_only = [k for k in ("task", "max_calls", "attempt_usd", "attempt_tokens") if getattr(self, k) is not None]
+        if agent_only and self.agent is None:
+            raise ValueError(
+                f"{', '.join(f'`{k}`' for k in agent_only)}: only for a step with `agent` (an agent program)"
+            )
+        if self.agent is not None:
+            wrong = [
+                k
+                for k, v in (
+                    ("context", self.context),
+                    ("output", self.output),
+                    ("tools", self.tools),
+                    ("commands", self.commands),
+                    ("max_turns", self.max_turns),
+                )
+                if v
+            ]
+            if wrong:
+                raise ValueError(
+                    f"an `agent` step takes no {', '.join(wrong)}: the program reads the workspace itself; give it "
+                    "`task`, `verify` and `ladder` (`writes` names a file content gates check)"
+                )
         if self.run is not None and (self.context or self.writes or self.output or self.ladder or self.tools):
             raise ValueError(
                 "a `run` step takes no context, writes, output, ladder or tools (those are for model steps)"
@@ -341,6 +386,16 @@ class StepConfig(_Model):
         return self.prompt is not None
 
     @property
+    def is_agent_step(self) -> bool:
+        """An agent program (Aider, Claude Code, a script) does the work; its calls go through the gateway."""
+        return self.agent is not None
+
+    @property
+    def call_limit(self) -> int:
+        """An agent step's most model calls per attempt."""
+        return self.max_calls if self.max_calls is not None else DEFAULT_AGENT_MAX_CALLS
+
+    @property
     def uses_tools(self) -> bool:
         """A model step run by the built-in worker (a bounded loop of tool calls), not one call."""
         return self.tools is not None
@@ -348,6 +403,30 @@ class StepConfig(_Model):
     @property
     def turn_limit(self) -> int:
         return self.max_turns if self.max_turns is not None else DEFAULT_MAX_TURNS
+
+
+class AgentCommand(_Model):
+    """An agent program run as a step's worker (``agent = "aider ..."`` or ``{ cmd = "...", timeout_s = N }``)."""
+
+    cmd: str = Field(min_length=1)
+    """The command line, run with the shell in the workspace; ``{task_file}`` becomes the task file's path."""
+    timeout_s: float | None = Field(default=None, gt=0)
+    """Seconds one attempt may run (then its process group is stopped: TERM, then KILL); default: the step's
+    ``timeout_s``."""
+
+    @field_validator("cmd")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip() or "\x00" in v:
+            raise ValueError('give the agent program\'s command line (e.g. "aider --message-file {task_file}")')
+        return v
+
+
+def _parse_agent_command(value: Any) -> Any:
+    return {"cmd": value} if isinstance(value, str) else value
+
+
+DEFAULT_AGENT_MAX_CALLS = 20
 
 
 def _check_relative(rel: str) -> None:
@@ -419,6 +498,9 @@ class AgentConfig(_Model):
     """Commands a planner may use (planner mode: an agent with no steps)."""
     commands: dict[str, CommandGate] = Field(default_factory=dict)
     """Planner mode: named commands a planned step with tools may run with ``run_command``."""
+    programs: dict[str, AgentCommand] = Field(default_factory=dict)
+    """Planner mode: agent programs a planned ``agent`` step may run, by name (``{ aider = "aider ... {task_file}"
+    }``); the plan names one and writes its task, the command line comes from here."""
     rules: str = ""
     """Standing instructions added after the goal in every prompt."""
     verify: list[GateSpec] = Field(default_factory=list)
@@ -454,6 +536,13 @@ class AgentConfig(_Model):
     @classmethod
     def _commands(cls, v: Any) -> Any:
         return _parse_commands(v)
+
+    @field_validator("programs", mode="before")
+    @classmethod
+    def _programs(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {name: _parse_agent_command(cmd) for name, cmd in v.items()}
+        return v
 
     @field_validator("workspace")
     @classmethod
@@ -492,19 +581,27 @@ class AgentConfig(_Model):
         if dupes:
             raise ValueError(f"step names must be unique; repeated: {', '.join(sorted(dupes))}")
         _check_commands(self.commands)
+        for name in self.programs:
+            if not COMMAND_NAME.match(name):
+                raise ValueError(
+                    f"programs: name {name!r}: use letters, digits, '-', '_' or '.' (up to 41), e.g. aider; a plan "
+                    "names the program with it"
+                )
         if self.commands and self.steps:
             raise ValueError(
                 "the agent's `commands` are for planner mode (no steps); give a step with tools its own `commands`"
             )
+        if self.programs and self.steps:
+            raise ValueError("the agent's `programs` are for planner mode (no steps); give a step its own `agent`")
         if self.external:
             if self.schedule:
                 raise ValueError(
                     "an external agent (no `steps`, no planner `verify`) has nothing to run on a schedule; add "
                     "steps, or remove `schedule`"
                 )
-            if self.tools or self.rules or self.commands:
+            if self.tools or self.rules or self.commands or self.programs:
                 raise ValueError(
-                    "`tools`, `commands` and `rules` need `steps` or a planner `verify` gate; an agent with neither "
+                    "`tools`, `commands`, `programs` and `rules` need `steps` or a planner `verify` gate; an agent with neither "
                     "is an external agent, whose programs call models through the gateway"
                 )
         elif self.workspace is None:

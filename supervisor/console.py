@@ -20,6 +20,9 @@ from supervisor.runtime.events import (
     GatewayRefused,
     ModelSubstituted,
     Notice,
+    ProgramFinished,
+    ProgramOutput,
+    ProgramStarted,
     RunFinished,
     RunStarted,
     StepFinished,
@@ -29,6 +32,7 @@ from supervisor.runtime.events import (
     WorkerFinished,
     WorkspaceRestored,
 )
+from supervisor.runtime.program import program_summary
 
 
 def describe(event: Event) -> str | None:
@@ -65,6 +69,16 @@ def describe(event: Event) -> str | None:
         )
     if isinstance(event, WorkerFinished):
         return f"{who}: {event.step}: worker stopped after {event.turns} turn(s) ({event.end}): {event.summary[:200]}"
+    if isinstance(event, ProgramStarted):
+        return (
+            f"{who}: {event.step}: {event.tier} attempt {event.attempt}: agent program started (pid {event.pid}, "
+            f"model {event.model!r}, key {event.key_prefix}...): $ {event.command}"
+        )
+    if isinstance(event, ProgramOutput):
+        lines = [line for line in event.text.splitlines() if line.strip()]
+        return "\n".join(f"{who}: {event.step}: | {line[:300]}" for line in lines) or None
+    if isinstance(event, ProgramFinished):
+        return f"{who}: {event.step}: {program_summary(event)}"
     if isinstance(event, GateChecked):
         verdict = "passed" if event.passed else "FAILED"
         detail = "" if event.passed else " -- " + " ".join(event.output.split())[-200:]
@@ -114,7 +128,8 @@ class Printer:
                 self.out.write(json.dumps(event.to_json(), default=str, ensure_ascii=False) + "\n")
                 self.out.flush()
             return
-        line = describe(event)
-        if line is not None:
-            self.out.write(f"{event.at.astimezone():%H:%M:%S} {sanitize(line)}\n")
+        text = describe(event)
+        if text is not None:
+            stamp = f"{event.at.astimezone():%H:%M:%S}"
+            self.out.write("".join(f"{stamp} {sanitize(line)}\n" for line in text.split("\n")))
             self.out.flush()

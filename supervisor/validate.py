@@ -6,6 +6,7 @@ not as intended).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from supervisor.catalog import TIERS, Catalog, split_model_key
@@ -71,6 +72,19 @@ def check_config(config: Config, catalog: Catalog) -> tuple[list[str], list[str]
                     f"{where}: steps.{step.name}: a model step with no verify gate accepts any answer; add a gate "
                     "(a command, json_schema, regex or python_compiles)"
                 )
+            if step.agent is not None:
+                if not step.verify:
+                    warnings.append(
+                        f"{where}: steps.{step.name}: an agent step with no verify gate accepts whatever the program "
+                        "did; add a gate (e.g. the tests)"
+                    )
+                missing = _missing_program(step.agent.cmd, config.environ)
+                if missing:
+                    warnings.append(f"{where}: steps.{step.name}.agent: {missing}")
+        for name_, program in agent.programs.items():
+            missing = _missing_program(program.cmd, config.environ)
+            if missing:
+                warnings.append(f"{where}: programs.{name_}: {missing}")
             for rel in step.context:
                 if (
                     workspace.is_dir()
@@ -92,3 +106,23 @@ def _produced_earlier(steps: list, name: str, rel: str) -> bool:  # type: ignore
         if step.writes == rel or (step.run and Path(rel).name in step.run):
             return True
     return False
+
+
+def _missing_program(cmd: str, environ: Mapping[str, str]) -> str | None:
+    """Why the program a command line starts is not found on PATH (None when it is, or cannot be told)."""
+    import shlex
+    import shutil
+
+    try:
+        words = shlex.split(cmd)
+    except ValueError as exc:
+        return f"the command line does not parse as shell words ({exc})"
+    words = [w for w in words if not ("=" in w and w.split("=", 1)[0].isidentifier())]  # VAR=value prefixes
+    if not words or any(c in cmd for c in "|;&$`()<>") or words[0] in ("env", "cd", "exec", "time", "nice"):
+        return None  # shell syntax: the shell decides; the step's first attempt says what went wrong
+    program = words[0]
+    if "/" in program:
+        return None if Path(program).expanduser().exists() else f"{program} does not exist"
+    if shutil.which(program, path=environ.get("PATH")) is None:
+        return f"{program!r} is not on PATH: install it, or give its full path"
+    return None

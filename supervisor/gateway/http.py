@@ -339,6 +339,14 @@ class HttpServer:
         sock: Any = server.sockets[0]
         return int(sock.getsockname()[1])
 
+    def unlisten(self, port: int) -> None:
+        """Stop listening on ``port`` and close the connections made to it (an agent step's attempt port)."""
+        for server in [s for s in self._servers if any(_port_of(sock) == port for sock in s.sockets)]:
+            server.close()
+            self._servers.remove(server)
+        for conn in [c for c in self.connections if c.local_port == port]:
+            conn.close()
+
     def stop_listening(self) -> None:
         self.stopping = True
         for server in self._servers:
@@ -366,3 +374,10 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
         self._servers.clear()
+
+
+def _port_of(sock: Any) -> int:
+    try:
+        return int(sock.getsockname()[1])
+    except (OSError, IndexError, TypeError):
+        return 0

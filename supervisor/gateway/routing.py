@@ -87,7 +87,9 @@ def resolve(
     skipped: list[str] = []
     if target in (*TIERS, "auto"):
         tiers: list[Tier] = ladder if target == "auto" else [t for t in TIERS if t == target]
-        if target != "auto" and target not in ladder:
+        # A key bound to a tier (an agent step's attempt) was given that tier by the step's own ladder.
+        bound = key is not None and key.tier is not None
+        if target != "auto" and target not in ladder and not bound:
             raise RouteRefused(
                 "permission",
                 403,

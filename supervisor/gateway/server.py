@@ -4,8 +4,9 @@
 ``supervisor gateway``'s, or a test's), so approvals, caps and events are the runtime's own. Each request:
 
 1. security: a loopback ``Host``, no foreign ``Origin``, a JSON body under the size limit;
-2. who: a gateway key (``Authorization: Bearer`` or ``x-api-key``) or a per-agent loopback port -> an agent
-   (and, for a key bound to an agent step's attempt, its run, step, attempt, tier and limits);
+2. who: a gateway key (``Authorization: Bearer`` or ``x-api-key``), a per-agent loopback port, or an agent
+   step attempt's own loopback port -> an agent (and, for a key bound to an attempt, its run, step, attempt,
+   tier and limits: ``open_attempt`` mints that key and ``close_attempt`` revokes it when the attempt ends);
 3. where: the model name -> candidates (``routing``); offline, unpriced, tool-less and frontier-policy rules;
 4. caps: ``ModelCaller.open`` reserves the worst case (prompt estimate + the output budget, injected or clamped
    to the agent's ceiling) against the agent's, the global and the key's caps in one ``BEGIN IMMEDIATE``;
@@ -23,6 +24,7 @@ import json
 import math
 import time
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
@@ -35,14 +37,16 @@ from supervisor.config import AgentConfig, GatewayConfig
 from supervisor.errors import BackendError, BackendUnavailable, ContextOverflow, SupervisorError
 from supervisor.gateway import codecs
 from supervisor.gateway.http import ClientGone, HttpRequest, HttpResponse, HttpServer, ServerLimits
-from supervisor.gateway.keys import bearer_token, lookup_key
+from supervisor.gateway.keys import bearer_token, lookup_key, mint_key
 from supervisor.gateway.routing import RouteRefused, resolve
 from supervisor.ledger import CapHit, CapLimits, GatewayKey
 from supervisor.runtime import breaker
 from supervisor.runtime.budget import cap_limits, caps_left, estimate_call
 from supervisor.runtime.caller import CallTags, PendingCall
 from supervisor.runtime.events import EscalationRequested, GatewayRefused, ModelSubstituted, Notice
+from supervisor.runtime.program import AttemptDoor, AttemptGrant, AttemptWatch
 from supervisor.runtime.router import Candidate
+from supervisor.secrets import Redactor
 
 if TYPE_CHECKING:
     from supervisor.runtime.runtime import Runtime
@@ -63,6 +67,10 @@ ROUTES: dict[str, str] = {
     "/api/generate": "ollama_generate",
 }
 UPSTREAM_PROTOCOL = {"openai_compat": "openai_chat", "anthropic": "anthropic", "ollama": "ollama"}
+ATTEMPT_SETTLE_S = 2.0  # when an attempt ends, its requests still in flight get this long to finish, then are cut
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+# The key the request being handled authenticated with (each connection's requests run in one task at a time).
+_REQUEST_KEY: ContextVar[GatewayKey | None] = ContextVar("gateway_request_key", default=None)
 
 
 class Refusal(Exception):
@@ -107,6 +115,8 @@ class Gateway:
         )
         self.bound_port = 0
         self.port_agents: dict[int, str] = {}
+        self.attempts: dict[int, AttemptWatch] = {}  # agent step attempts' keys (by key id) and what they did
+        self.port_keys: dict[int, int] = {}  # an attempt's own loopback port -> its key id
         self._upstream: httpx.AsyncClient | None = None
         self._secrets_for: object = None
         self._secret_bytes: list[tuple[bytes, bytes]] = []
@@ -121,6 +131,13 @@ class Gateway:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.bound_port}"
+
+    @property
+    def local_url(self) -> str:
+        """The URL a program on this machine uses (a wildcard listen address becomes loopback)."""
+        host = WILDCARD_HOSTS.get(self.host, self.host)
+        host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.bound_port}"
 
     async def start(self) -> Gateway:
@@ -176,16 +193,74 @@ class Gateway:
         )
 
     # ----------------------------------------------------------------------------------------------------
+    # Agent step attempts
+
+    async def open_attempt(self, grant: AttemptGrant) -> AttemptDoor:
+        """A door for one agent step attempt: a key bound to its agent, run, step, attempt and tier, with its
+        limits and an expiry, and a loopback port bound to that key (for clients that cannot send one)."""
+        ledger = self.runtime.ledger
+        minted = mint_key(
+            ledger,
+            grant.agent,
+            label=f"run {grant.run_id} step {grant.step} attempt {grant.attempt} ({grant.tier})",
+            expires_at=grant.expires_at,
+            run_id=grant.run_id,
+            step=grant.step,
+            attempt=grant.attempt,
+            tier=grant.tier,
+            max_calls=grant.max_calls,
+            max_micros=grant.max_micros,
+            max_tokens=grant.max_tokens,
+            max_output_tokens=grant.max_output_tokens,
+        )
+        name = f"SUPERVISOR_GATEWAY_KEY_{minted.id}"  # its own name: attempts of several agents overlap
+        ledger.redactor = ledger.redactor.including({name: minted.token}, [name])
+        watch = AttemptWatch(minted.id)
+        self.attempts[minted.id] = watch
+        try:
+            port = await self.server.listen("127.0.0.1", 0)
+        except OSError as exc:
+            self.attempts.pop(minted.id, None)
+            ledger.revoke_key(minted.id)
+            raise SupervisorError(
+                f"the gateway cannot open a loopback port for the attempt: {exc.strerror or exc}"
+            ) from None
+        self.port_keys[port] = minted.id
+        return AttemptDoor(minted.id, minted.token, minted.prefix, self.local_url, f"http://127.0.0.1:{port}", watch)
+
+    async def close_attempt(self, door: AttemptDoor) -> None:
+        """The attempt ended: its key is revoked (a straggler's next call gets 401), its requests still in flight
+        get a moment to finish and are then cut (their holds kept at the worst case), its port is closed."""
+        ledger = self.runtime.ledger
+        ledger.revoke_key(door.key_id)
+        watch = self.attempts.pop(door.key_id, None)
+        if watch is not None and watch.inflight:
+            _, late = await asyncio.wait(set(watch.inflight), timeout=ATTEMPT_SETTLE_S)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late, timeout=ATTEMPT_SETTLE_S)
+        for port in [p for p, k in self.port_keys.items() if k == door.key_id]:
+            del self.port_keys[port]
+            self.server.unlisten(port)
+        # A dead key need not be scrubbed for ever (a long-lived daemon would carry one per attempt).
+        ledger.redactor = Redactor(tuple(p for p in ledger.redactor.secrets if p[1] != door.token))
+
+    # ----------------------------------------------------------------------------------------------------
     # Requests
 
     async def handle(self, req: HttpRequest, resp: HttpResponse) -> None:
         self.requests_seen += 1
         protocol = self._protocol_for(req)
         codec = codecs.codec_for(protocol)
+        reset = _REQUEST_KEY.set(None)
         try:
             self._check_security(req)
             await self._route(req, resp, protocol, codec)
         except Refusal as refusal:
+            watch = self._watch()
+            if watch is not None:
+                watch.note_refusal(refusal.status, self._scrub(refusal.message))
             if resp.started:  # held open with pings: the refusal goes in-band
                 if not resp.ended and not resp.disconnected:
                     encoder = codec.stream(model="", include_usage=False)
@@ -196,6 +271,16 @@ class Gateway:
                 refusal.status, refusal.kind, self._scrub(refusal.message), retry_after_s=refusal.retry_after_s
             )
             resp.send(status, list(headers.items()), body)
+        finally:
+            watch = self._watch()
+            if watch is not None:
+                watch.inflight.discard(asyncio.current_task())
+            _REQUEST_KEY.reset(reset)
+
+    def _watch(self) -> AttemptWatch | None:
+        """The attempt whose key the request being handled uses, while the attempt lasts."""
+        key = _REQUEST_KEY.get()
+        return self.attempts.get(key.id) if key is not None else None
 
     def _protocol_for(self, req: HttpRequest) -> codecs.ProtocolName:
         if req.path in ROUTES:
@@ -295,7 +380,14 @@ class Gateway:
             why = key.usable(now)
             if why is not None:
                 raise Refusal(401, "authentication", f"gateway key {key.prefix}... is {why}")
-            return key.agent, key, "key"
+            return key.agent, self._attempt_request(key), "key"
+        key_id = self.port_keys.get(req.local_port)
+        if key_id is not None:
+            key = self.runtime.ledger.gateway_key(key_id)
+            why = "gone" if key is None else key.usable(now)
+            if key is None or why is not None:
+                raise Refusal(401, "authentication", f"the agent step attempt this port served has ended (key {why})")
+            return key.agent, self._attempt_request(key), "port"
         bound = self.port_agents.get(req.local_port)
         if bound is not None:
             return bound, None, "port"
@@ -306,11 +398,23 @@ class Gateway:
             "(`supervisor keys create AGENT` makes one)",
         )
 
-    def _agent(self, name: str) -> AgentConfig:
+    def _attempt_request(self, key: GatewayKey) -> GatewayKey:
+        """Note a request made with ``key``: an agent step attempt's key counts it (and can cut it at the end)."""
+        _REQUEST_KEY.set(key)
+        watch = self.attempts.get(key.id)
+        if watch is not None:
+            watch.requests += 1
+            task = asyncio.current_task()
+            if task is not None:
+                watch.inflight.add(task)
+        return key
+
+    def _agent(self, name: str, *, attempt: bool = False) -> AgentConfig:
         agent = self.runtime.config.agents.get(name)
         if agent is None:
             raise Refusal(403, "permission", f"agent {name!r} is no longer in the config; its keys do not work")
-        if not agent.enabled:
+        # A disabled agent is never scheduled, but a run started by hand may call models from its agent steps.
+        if not agent.enabled and not attempt:
             raise Refusal(403, "permission", f"agent {name!r} is disabled (enabled = false)")
         return agent
 
@@ -351,7 +455,11 @@ class Gateway:
         auth: str,
     ) -> None:
         runtime = self.runtime
-        agent = self._agent(agent_name)
+        watch = self._watch()
+        if watch is not None:
+            watch.model_requests += 1
+        attempt_key = key is not None and key.run_id is not None  # an agent step's attempt: its run decided
+        agent = self._agent(agent_name, attempt=attempt_key)
         self._check_paused(agent_name, inbound.model)
         try:
             route = resolve(runtime.config, runtime.router, agent_name, agent, key, inbound.model)
@@ -382,7 +490,8 @@ class Gateway:
             if substituted:
                 served_headers.append(("x-supervisor-substituted", f"{inbound.model} -> {candidate.key}"))
             approval_id: int | None = None
-            if candidate.tier == "frontier" and agent.frontier == "ask":
+            # An agent step's frontier attempt was approved before its program started.
+            if candidate.tier == "frontier" and agent.frontier == "ask" and not attempt_key:
                 approval_id = await self._frontier_approval(
                     resp, codec, inbound, agent, agent_name, candidate, served_headers
                 )
@@ -454,7 +563,7 @@ class Gateway:
             finally:
                 if not pending.done:
                     pending.cancelled("interrupted")
-            self._after_call(agent_name, agent, pending.step)
+            self._after_call(agent_name, agent, pending.step, key)
             return
         offline = runtime.config.offline and any("offline" in t for t in tried)
         message = f"no model may serve {inbound.model!r} for agent {agent_name!r}: " + (
@@ -529,18 +638,24 @@ class Gateway:
         )
 
     def _cap_refusal(self, agent: str, requested: str, hit: CapHit) -> NoReturn:
+        watch = self._watch()
+        if watch is not None:
+            watch.cap_reached(hit)  # the attempt's program is stopped: its next call would be refused too
         now = utcnow()
         reset_s = int((hit.resets_at - now).total_seconds()) + 1 if hit.resets_at else 3600
         message = f"{hit.describe()}. Nothing was sent. Raise the cap in supervisor.toml, or wait for the reset."
         self._refused(agent, requested, 429, message)
         raise Refusal(429, "cap_reached", message, retry_after_s=max(61, reset_s))
 
-    def _after_call(self, agent_name: str, agent: AgentConfig, step: str) -> None:
+    def _after_call(self, agent_name: str, agent: AgentConfig, step: str, key: GatewayKey | None = None) -> None:
         """The runaway breaker watches gateway traffic like the runtime's: rising input with lean output, or an
-        hour's spend over its share of the day cap, pauses the agent; its next request is refused."""
+        hour's spend over its share of the day cap, pauses the agent; its next request is refused. An agent
+        step attempt's calls are watched within the attempt (its key), and a trip stops its program."""
         runtime = self.runtime
         cfg = runtime.config.file.breaker
-        trip = breaker.check_rising_input(runtime.ledger, agent_name, step, cfg)
+        run_id = key.run_id if key is not None else None
+        attempt_key = key.id if key is not None and run_id is not None else None
+        trip = breaker.check_rising_input(runtime.ledger, agent_name, step, cfg, key_id=attempt_key)
         now = time.monotonic()
         if trip is None and agent.caps.day_usd and now - self._hourly_checked.get(agent_name, 0.0) >= 1.0:
             # Summing an hour of spend after every call would grow with the traffic: once a second is enough
@@ -551,7 +666,7 @@ class Gateway:
         if trip is not None:
             from supervisor.runtime.run import trip_breaker
 
-            trip_breaker(runtime, agent_name, None, trip)
+            trip_breaker(runtime, agent_name, run_id, trip)
 
     # ----------------------------------------------------------------------------------------------------
     # Frontier approvals
@@ -950,6 +1065,22 @@ def _with(limits: CapLimits, **changes: Any) -> CapLimits:
 
 
 @contextlib.asynccontextmanager
+async def run_gateway(runtime: Runtime) -> AsyncIterator[Gateway]:
+    """A gateway for one run's agent steps when the process hosts none (``supervisor run``): loopback, any free
+    port, no per-agent ports (a ``supervisor gateway`` elsewhere may hold them), closed when the run ends."""
+    base = runtime.config.file.gateway or GatewayConfig()
+    config = base.model_copy(
+        update={"host": "127.0.0.1", "port": 0, "shutdown_grace_s": min(base.shutdown_grace_s, ATTEMPT_SETTLE_S)}
+    )
+    gateway = Gateway(runtime, config, agent_ports=False)
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.aclose()
+
+
+@contextlib.asynccontextmanager
 async def hosted_gateway(runtime: Runtime) -> AsyncIterator[Gateway | None]:
     """The gateway of a daemon or a hosted TUI: served when the config has a ``[gateway]`` table, in the same
     loop as the runtime (approvals and caps are one system). A gateway that cannot start is reported as a
@@ -965,7 +1096,10 @@ async def hosted_gateway(runtime: Runtime) -> AsyncIterator[Gateway | None]:
         yield None
         return
     runtime.bus.publish(Notice(message=f"gateway listening on {gateway.url}"))
+    runtime.gateway = gateway  # the runtime's agent steps use it too
     try:
         yield gateway
     finally:
+        if runtime.gateway is gateway:
+            runtime.gateway = None
         await gateway.aclose()

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -247,6 +247,7 @@ class ReportRow:
     cost_micros: int
     local_compute_s: float
     simulated: bool = False
+    attempts: tuple[ReportRow, ...] = ()  # --by run: the run's calls per step attempt (an agent program's too)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -1180,6 +1181,16 @@ class Ledger:
             )
             return cur.rowcount == 1
 
+    def revoke_finished_attempt_keys(self) -> int:
+        """Revoke the keys of agent step attempts whose run is over (a crash left them alive until expiry)."""
+        with self.immediate() as conn:
+            cur = conn.execute(
+                """UPDATE gateway_keys SET revoked_at = ? WHERE revoked_at IS NULL AND run_id IS NOT NULL
+                   AND run_id NOT IN (SELECT id FROM runs WHERE outcome = 'running')""",
+                (iso(utcnow()),),
+            )
+            return cur.rowcount
+
     # ----------------------------------------------------------------------------------------------------
     # Events
 
@@ -1338,14 +1349,18 @@ class Ledger:
         ]
 
     def recent_agent_calls(
-        self, agent: str, limit: int, *, step: str | None = None, after_id: int = 0
+        self, agent: str, limit: int, *, step: str | None = None, after_id: int = 0, key_id: int | None = None
     ) -> list[dict[str, Any]]:
-        """The agent's latest calls that reached a model (optionally of one step, after a call id), newest first."""
+        """The agent's latest calls that reached a model (optionally of one step, after a call id, made with one
+        gateway key), newest first."""
         where = "agent = ? AND error_class IS NULL AND id > ?"
         params: list[Any] = [agent, after_id]
         if step is not None:
             where += " AND step = ?"
             params.append(step)
+        if key_id is not None:
+            where += " AND key_id = ?"
+            params.append(key_id)
         return [
             dict(r)
             for r in self.query(
@@ -1424,6 +1439,22 @@ class Ledger:
             clauses.append("c.agent = ?")
             params.append(agent)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        per_attempt: dict[tuple[str, bool], list[ReportRow]] = {}
+        for r in self.query(
+            f"""SELECT 'run ' || c.run_id || ' ' || c.agent AS run_grp,
+                       coalesce(c.step, '-') || ' attempt ' || coalesce(c.attempt, '-') || ' ' || c.tier
+                       || CASE WHEN max(c.key_id IS NOT NULL AND c.via = 'gateway') THEN ' (agent program)' ELSE '' END,
+                       c.simulated, count(*),
+                       sum(1 - c.priced), sum(c.error_class IS NOT NULL), sum(coalesce(c.input_uncached, 0)),
+                       sum(coalesce(c.cache_read, 0)),
+                       sum(coalesce(c.cache_write_5m, 0) + coalesce(c.cache_write_1h, 0)),
+                       sum(coalesce(c.output, 0)), sum(coalesce(c.reasoning, 0)), sum(coalesce(c.cost_micros, 0)),
+                       sum(coalesce(c.compute_s, 0))
+                FROM calls c {where} {"AND" if where else "WHERE"} c.run_id IS NOT NULL
+                GROUP BY c.run_id, c.agent, c.simulated, c.step, c.attempt, c.tier ORDER BY min(c.id)""",
+            params,
+        ):
+            per_attempt.setdefault((str(r[0]), bool(r[2])), []).append(_report_row(tuple(r)[1:]))
         rows = self.query(
             f"""SELECT 'run ' || coalesce(c.run_id, '-') || ' ' || c.agent AS grp, c.simulated, count(*),
                        sum(1 - c.priced), sum(c.error_class IS NOT NULL), sum(coalesce(c.input_uncached, 0)),
@@ -1434,10 +1465,14 @@ class Ledger:
                 FROM calls c {where} GROUP BY c.run_id, c.agent, c.simulated ORDER BY c.run_id, c.agent, c.simulated""",
             params,
         )
-        return [_report_row(r) for r in rows]
+        out = []
+        for r in rows:
+            row = _report_row(r)
+            out.append(replace(row, attempts=tuple(per_attempt.get((row.group, row.simulated), ()))))
+        return out
 
 
-def _report_row(r: sqlite3.Row) -> ReportRow:
+def _report_row(r: sqlite3.Row | tuple[Any, ...]) -> ReportRow:
     return ReportRow(
         group=str(r[0]),
         simulated=bool(r[1]),

@@ -135,8 +135,16 @@ class Approvals:
             )
             cold = turn.cold_micros + (step.turn_limit - 1) * turn.warm_micros
             warm = step.turn_limit * turn.warm_micros
-        left = caps_left(rt.ledger, rt.config, state.agent, state.run_id, rt.clock())
         reason = (failure or "the lower tiers could not serve this step").strip()
+        if step.is_agent_step:
+            # An agent program's calls are its own: bound by max_calls at the per-call worst case, and the
+            # attempt cap. The approval comes before the program starts.
+            from supervisor.runtime.program import attempt_estimate
+
+            cold, why = attempt_estimate(rt.config, state.cfg, step, candidate.spec, rt.clock())
+            warm = cold
+            reason = f"{why}\n\n{reason}"
+        left = caps_left(rt.ledger, rt.config, state.agent, state.run_id, rt.clock())
         approval_id = rt.ledger.request_approval(
             agent=state.agent,
             run_id=state.run_id,

@@ -55,17 +55,18 @@ def last_trip(ledger: Ledger, agent: str) -> tuple[int, datetime | None]:
 
 
 def check_rising_input(
-    ledger: Ledger, agent: str, step: str, cfg: BreakerConfig, *, floor_tokens: int = 0
+    ledger: Ledger, agent: str, step: str, cfg: BreakerConfig, *, floor_tokens: int = 0, key_id: int | None = None
 ) -> Trip | None:
     """Rule (a), per step: the same step re-sending more and more each call is the signature of a growing
     session; different steps of a pipeline reading different-sized files are not.
 
     ``floor_tokens``: calls whose input is at most this are not evidence. The built-in worker passes the size
     its lean transcript settles at (the fixed head, the summary lines and the transcript budget): a loop
-    filling its budget grows by design; one whose turns keep growing past it is what this rule is for."""
+    filling its budget grows by design; one whose turns keep growing past it is what this rule is for.
+    ``key_id``: only the calls made with this gateway key (an agent step's attempt: each attempt starts afresh)."""
     floor, _ = last_trip(ledger, agent)
     calls = list(
-        reversed(ledger.recent_agent_calls(agent, cfg.rising_calls, step=step, after_id=floor))
+        reversed(ledger.recent_agent_calls(agent, cfg.rising_calls, step=step, after_id=floor, key_id=key_id))
     )  # oldest first
     if len(calls) < cfg.rising_calls:
         return None

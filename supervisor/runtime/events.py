@@ -309,6 +309,53 @@ class WorkerFinished(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ProgramStarted(Event):
+    """An agent step's program started for one attempt, with a gateway key bound to the attempt's tier."""
+
+    kind: ClassVar[str] = "program_started"
+    step: str
+    tier: str
+    attempt: int
+    command: str
+    pid: int
+    key_prefix: str  # the attempt key's display prefix (never the key)
+    gateway_url: str
+    model: str  # what the program is told to ask for (SUPERVISOR_MODEL)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgramOutput(Event):
+    """What an agent step's program printed (stdout and stderr), in pieces as it arrives, secrets scrubbed."""
+
+    kind: ClassVar[str] = "program_output"
+    step: str
+    attempt: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProgramFinished(Event):
+    """An agent step's program ended (or was stopped): how, and what its calls through the gateway used."""
+
+    kind: ClassVar[str] = "program_finished"
+    step: str
+    tier: str
+    attempt: int
+    exit_code: int | None
+    timed_out: bool
+    stopped: str  # why it was stopped early ("" when it ended by itself)
+    seconds: float
+    calls: int  # model calls recorded under the attempt's key
+    refused: int  # requests the gateway refused
+    input_tokens: int  # every prompt token: uncached, cache read and cache write
+    output_tokens: int
+    cost_micros: int
+    unpriced_calls: int = 0
+    served: list[str] = field(default_factory=list)  # the models that answered (provider:id)
+    simulated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ModelSubstituted(Event):
     """The gateway served a request with another model than the client asked for (never silently)."""
 

@@ -1,7 +1,8 @@
 """The ladder walk: a model step tries its tiers cheapest first, each attempt under every cap, gated.
 
 Each attempt builds a fresh prompt, reserves its worst case (``ModelCaller``), calls the model, writes the
-answer and runs every gate (``StepRunner.apply_and_verify``). A failed attempt retries with the failure; a tier
+answer and runs every gate (``StepRunner.apply_and_verify``); a step with tools runs the built-in worker's loop
+instead (``Worker.attempt``), and an agent step runs its program against the gateway (``Programs.attempt``). A failed attempt retries with the failure; a tier
 that keeps failing escalates; the frontier tier waits for a human's approval unless the agent says otherwise.
 """
 
@@ -161,7 +162,7 @@ class Ladder:
                 )
             outcome = await self._try_tier(walk, tier, candidates, tier_attempts)
             walk.attempts = outcome.attempts
-            if outcome.status != "failed":
+            if outcome.status != "failed" or outcome.final:
                 return outcome
             walk.failure = outcome.failure or walk.failure
             last_tier = tier
@@ -249,7 +250,9 @@ class Ladder:
                 return StepOutcome(
                     "paused", f"runaway breaker: {hourly.message}", tier=tier, model=candidate.key, attempts=used - 1
                 )
-            if step.uses_tools:
+            if step.is_agent_step:
+                result = await rt.programs.attempt(walk, tier, candidate, used, failure)
+            elif step.uses_tools:
                 result = await rt.worker.attempt(walk, tier, candidate, used, failure, context)
             else:
                 result = await self._single_call(walk, tier, candidate, used, failure, context)
@@ -283,6 +286,9 @@ class Ladder:
                 return StepOutcome(
                     "paused", result.detail, tier=tier, model=candidate.key, attempts=used, failure=failure or ""
                 )
+            if result.kind == "broken":
+                reason = result.detail.splitlines()[0] if result.detail else "the step cannot be done here"
+                return StepOutcome("failed", reason, tier=tier, attempts=used, failure=result.detail, final=True)
             if result.kind == "call_failed":
                 failure = f"the call failed: {result.error}"
                 if isinstance(result.error, BadRequest):

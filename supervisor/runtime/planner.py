@@ -5,7 +5,8 @@ may only be model steps or commands from the agent's ``tools`` allowlist; anythi
 planning is retried and escalated like any step. A tool step runs the allowlisted string from the config (the
 model only names it): model output is never executed as a shell command. A planned model step may use the
 built-in worker (``tools`` from the six built-in tools, ``commands`` by name from the agent's ``commands``
-table, whose command lines come from the config).
+table, whose command lines come from the config). A planned ``agent`` step runs one of the agent's ``programs``
+by name (its command line from the config) with the plan's ``task`` as its task file.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def _listing(workspace: Path) -> str:
 def planner_step(agent: AgentConfig, workspace: Path) -> StepConfig:
     tools = "\n".join(f"- {t}" for t in agent.tools) or "(none: plan model steps only)"
     commands = "\n".join(f"- {name}: {c.cmd}" for name, c in agent.commands.items()) or "(none)"
+    programs = "\n".join(f"- {name}" for name in agent.programs) or "(none)"
     prompt = (
         "Plan the steps that reach the goal. Reply with one JSON object matching this schema:\n"
         f"{json.dumps(plan_schema()['properties'], separators=(',', ':'))}\n\n"
@@ -58,8 +60,9 @@ def planner_step(agent: AgentConfig, workspace: Path) -> StepConfig:
         "it `writes`, and `verify` commands from the tools list); a `tool` step runs one command from the tools "
         "list, copied exactly. A `model` step that needs several files or to run checks may list built-in "
         f"worker `tools` ({', '.join(TOOL_NAMES)}) and, for run_command, `commands` by name from the commands "
-        f"list.\n\nTools (the only commands allowed):\n{tools}\n\nCommands a worker may run (by name):\n"
-        f"{commands}\n\nFiles in the workspace:\n{_listing(workspace)}"
+        "list. An `agent` step hands a `task` to one of the agent programs below, by name.\n\n"
+        f"Tools (the only commands allowed):\n{tools}\n\nCommands a worker may run (by name):\n"
+        f"{commands}\n\nAgent programs (by name):\n{programs}\n\nFiles in the workspace:\n{_listing(workspace)}"
     )
     return StepConfig(name=PLAN_STEP, prompt=prompt, output=PLAN_STEP, max_output_tokens=1024)
 
@@ -84,6 +87,21 @@ def validate_plan(answer: str, agent: AgentConfig, snapshot_ignore: Sequence[str
         if step["name"] in names:
             return GateResult(label, False, f"steps[{index}]: the name {step['name']!r} is used twice")
         names.add(step["name"])
+        if step["kind"] == "agent":
+            if step["program"] not in agent.programs:
+                return GateResult(
+                    label,
+                    False,
+                    f"steps[{index}] ({step['name']}): {step['program']!r} is not one of the agent's programs; "
+                    f"allowed: {', '.join(agent.programs) or 'none'}",
+                )
+            for command in step.get("verify", []):
+                if command not in agent.tools:
+                    return GateResult(
+                        label,
+                        False,
+                        f"steps[{index}] ({step['name']}): verify command {command!r} is not one of the agent's tools",
+                    )
         if step["kind"] == "tool" and step["tool"] not in agent.tools:
             return GateResult(
                 label,
@@ -144,6 +162,12 @@ def steps_from_plan(answer: str, agent: AgentConfig) -> list[StepConfig]:
         if step["kind"] == "tool":
             command = agent.tools[agent.tools.index(step["tool"])]
             steps.append(StepConfig(name=step["name"], run=command))
+        elif step["kind"] == "agent":
+            # the program's command line comes from the config; the plan only names it and writes the task
+            verify = [CommandGate(cmd=agent.tools[agent.tools.index(c)]) for c in step.get("verify", [])]
+            steps.append(
+                StepConfig(name=step["name"], agent=agent.programs[step["program"]], task=step["task"], verify=verify)
+            )
         else:
             verify = [CommandGate(cmd=agent.tools[agent.tools.index(c)]) for c in step.get("verify", [])]
             tools = step.get("tools")

@@ -12,11 +12,13 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 TERM_GRACE_S = 2.0
+DRAIN_GRACE_S = 1.0  # after the command exits, how long its output may keep arriving (from what it left running)
+EXIT_POLL_S = 0.05
 CHILDREN_FILE = "children"  # process groups a run started, so a recovery can stop what a crash left running
 
 
@@ -28,14 +30,15 @@ class CommandResult:
     truncated_bytes: int
     timed_out: bool
     seconds: float
+    stopped: bool = False  # ended early by the caller (``stop``), not by itself or a timeout
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and not self.stopped
 
     def summary(self, limit: int = 2000) -> str:
         """The tail of the output (where errors usually are), with the exit status."""
-        status = "timed out" if self.timed_out else f"exit {self.exit_code}"
+        status = "timed out" if self.timed_out else "stopped" if self.stopped else f"exit {self.exit_code}"
         text = self.output.strip()
         if len(text) > limit:
             text = "…" + text[-limit:]
@@ -70,11 +73,16 @@ async def run_command(
     registry: ProcessRegistry | None = None,
     agent: str = "",
     group_file: Path | None = None,
+    on_output: Callable[[bytes], None] | None = None,
+    stop: asyncio.Event | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> CommandResult:
     """Run ``command`` with the shell in ``cwd``; never leaves a child behind, whatever happens to us.
 
     ``group_file`` records the child's process group, so that if we are killed outright (SIGKILL), the next
-    start can stop whatever the command left running before it restores the workspace.
+    start can stop whatever the command left running before it restores the workspace. ``on_output`` gets the
+    output as it arrives (an agent step's live log); setting ``stop`` ends the command early (its group is
+    stopped like on a timeout, and the result says ``stopped``); ``on_start`` gets the child's pid.
     """
     started = time.monotonic()
     proc = await asyncio.create_subprocess_shell(
@@ -90,6 +98,8 @@ async def run_command(
         registry.add(agent, proc.pid)
     if group_file is not None:
         _record_group(group_file, proc.pid)
+    if on_start is not None:
+        on_start(proc.pid)
     kept = bytearray()
     dropped = 0
 
@@ -101,29 +111,54 @@ async def run_command(
             if room > 0:
                 kept.extend(chunk[:room])
             dropped += max(0, len(chunk) - max(room, 0))
+            if on_output is not None:
+                on_output(chunk)
 
-    timed_out = False
+    async def exit_seen() -> None:
+        # ``proc.wait()`` also waits for the pipe to close, which a descendant holding it delays for as long as it
+        # lives; the exit status is known at once.
+        while proc.returncode is None:
+            await asyncio.sleep(EXIT_POLL_S)
+
+    reader = asyncio.ensure_future(read_all())
+    waiter = asyncio.ensure_future(proc.wait())
+    exited = asyncio.ensure_future(exit_seen())
+    stopper = asyncio.ensure_future(stop.wait()) if stop is not None else None
+    timed_out = stopped = False
     try:
         try:
-            await asyncio.wait_for(asyncio.gather(read_all(), proc.wait()), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):
+                ends = {waiter, exited} | ({stopper} if stopper is not None else set())
+                done, _ = await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
+                if waiter in done or exited in done:
+                    # Drain what it wrote. A descendant that keeps the pipe open (a daemonized grandchild) does not
+                    # hold us past a short grace: the command itself has ended.
+                    await asyncio.wait({reader}, timeout=DRAIN_GRACE_S)
+                else:
+                    stopped = True
         except TimeoutError:
             timed_out = True
+        if (timed_out or stopped) and proc.returncode is None:
             await _terminate(proc)
     except asyncio.CancelledError:
         await _terminate(proc)
         raise
     finally:
+        for task in (reader, waiter, exited, stopper):
+            if task is not None and not task.done():
+                task.cancel()
         if registry is not None:
             registry.remove(agent, proc.pid)
         # Whatever the command left running in its group goes too.
         _kill_group(proc.pid, signal.SIGKILL)
     return CommandResult(
         command=command,
-        exit_code=None if timed_out else proc.returncode,
+        exit_code=None if timed_out or stopped else proc.returncode,
         output=kept.decode("utf-8", errors="replace"),
         truncated_bytes=dropped,
         timed_out=timed_out,
         seconds=time.monotonic() - started,
+        stopped=stopped,
     )
 
 

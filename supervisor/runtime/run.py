@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -29,6 +30,7 @@ from supervisor.runtime.events import (
     EscalationRequested,
     Event,
     Notice,
+    ProgramFinished,
     RunFinished,
     RunStarted,
     TurnFinished,
@@ -40,6 +42,7 @@ from supervisor.runtime.process import CHILDREN_FILE
 from supervisor.runtime.workspace import Snapshot, WorkspaceError
 
 if TYPE_CHECKING:
+    from supervisor.runtime.program import AttemptGateway
     from supervisor.runtime.runtime import Runtime
     from supervisor.runtime.steps import StepOutcome
 
@@ -112,6 +115,8 @@ class RunState:
     pause_after: breaker.Trip | None = None
     approval_id: int | None = None
     planning_step: StepConfig | None = None  # the planner's own step (planner mode), checked as a plan
+    gateway: AttemptGateway | None = None  # a gateway started for this run's agent steps (closed at its end)
+    gateway_exit: AsyncExitStack | None = None
 
     @property
     def scheduled(self) -> bool:
@@ -257,6 +262,9 @@ async def _finish(
 
     Returns the final outcome and reason (the breaker may turn a finished run into a paused one)."""
     emit = runtime.bus.publish
+    if state is not None and state.gateway_exit is not None:
+        exit_stack, state.gateway, state.gateway_exit = state.gateway_exit, None, None
+        await exit_stack.aclose()  # the run's own gateway: nothing of the run may outlive it
     if state is not None:
         if outcome != "success":
             restored, removed = state.snapshot.restore()
@@ -414,6 +422,11 @@ def record_lines(summary: RunSummary, events: list[Event]) -> list[str]:
     turns = [e for e in events if isinstance(e, TurnFinished)]
     if turns:
         lines += ["## Turns", "", *(turn_line(t) for t in turns), ""]
+    programs = [e for e in events if isinstance(e, ProgramFinished)]
+    if programs:
+        from supervisor.runtime.program import program_summary
+
+        lines += ["## Agent program attempts", "", *(f"- {e.step}: {program_summary(e)}" for e in programs), ""]
     lines += ["## Events", ""]
     for event in events:
         data = json.dumps(event.data(), default=str, ensure_ascii=False)
@@ -451,6 +464,7 @@ def recover(runtime: Runtime) -> list[str]:
     from supervisor.runtime.process import kill_recorded_groups
 
     report = runtime.ledger.reconcile()
+    runtime.ledger.revoke_finished_attempt_keys()  # an agent step's key dies with its run, even a crashed one
     notes: list[str] = []
     snapshots = runtime.home / "snapshots"
     for directory in sorted(snapshots.iterdir()) if snapshots.is_dir() else []:

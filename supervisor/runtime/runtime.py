@@ -37,6 +37,7 @@ from supervisor.runtime.ladder import Ladder
 from supervisor.runtime.memory import AgentMemory
 from supervisor.runtime.pool import BackendPool
 from supervisor.runtime.process import ProcessRegistry
+from supervisor.runtime.program import AttemptGateway, GatewayFactory, Programs
 from supervisor.runtime.router import Router
 from supervisor.runtime.run import EXIT_CODES, Approver, Outcome, RunResult, RunState, execute_run, recover
 from supervisor.runtime.steps import StepOutcome, StepRunner
@@ -72,6 +73,7 @@ class Runtime:
         backends: Mapping[str, Backend] | None = None,
         clock: Callable[[], datetime] = utcnow,
         home: Path | None = None,
+        gateway_factory: GatewayFactory | None = None,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -91,6 +93,11 @@ class Runtime:
         self.ladder = Ladder(self)
         self.steps = StepRunner(self)
         self.worker = Worker(self)
+        self.programs = Programs(self)
+        # Agent steps reach models through a gateway in this process: the one it hosts (the daemon's, the TUI's),
+        # else one started for the run by ``gateway_factory`` (set by whoever builds the runtime: the CLI).
+        self.gateway: AttemptGateway | None = None
+        self.gateway_factory = gateway_factory
         self._semaphore = asyncio.Semaphore(config.file.limits.max_concurrent_agents)
         self._running: dict[str, asyncio.Task[RunResult]] = {}
         self._run_ids: set[int] = set()  # runs this runtime started

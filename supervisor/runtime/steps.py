@@ -3,7 +3,8 @@
 ``StepRunner.run`` records the step and dispatches on its kind. To add a kind of step: name it in ``StepKind``
 and ``step_kind``, and give ``StepRunner._kinds`` the coroutine that runs it (it receives the run's state, the
 step and its ledger row id, and returns a ``StepOutcome``). A ``run`` step is tier 0 (a command, no model);
-``model`` and ``plan`` steps walk their ladder (``supervisor.runtime.ladder``).
+``model``, ``plan`` and ``agent`` steps walk their ladder (``supervisor.runtime.ladder``), an ``agent`` step's
+attempts running an agent program through the gateway (``supervisor.runtime.program``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from supervisor.runtime.runtime import Runtime
 
 StepStatus = Literal["passed", "failed", "exhausted", "denied", "deferred", "waiting_approval", "paused"]
-StepKind = Literal["run", "model", "plan"]
+StepKind = Literal["run", "model", "plan", "agent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,7 @@ class StepOutcome:
     failure: str = ""
     approval_id: int | None = None
     cap: CapHit | None = None
+    final: bool = False  # a "failed" that no other tier can fix: the ladder stops here instead of escalating
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +61,10 @@ class Attempt:
     (too big for the model, or it cannot be reached: another model may serve; ``overflow`` says which);
     ``dropped``: the provider refused the call (not the model's failure); ``call_failed``: the call failed
     (``error``); ``deferred``: a cap stopped it before a call (``cap``); ``paused``: the agent was paused
-    (``detail`` says by whom) or the breaker tripped."""
+    (``detail`` says by whom) or the breaker tripped; ``broken``: nothing a tier could change went wrong (an agent
+    program that cannot start or never asks for a model): the step fails without escalating (``detail``)."""
 
-    kind: Literal["judged", "not_sent", "dropped", "call_failed", "deferred", "paused"]
+    kind: Literal["judged", "not_sent", "dropped", "call_failed", "deferred", "paused", "broken"]
     passed: bool = False
     detail: str = ""
     overflow: bool = False
@@ -72,8 +75,10 @@ class Attempt:
 
 
 def step_kind(step: StepConfig) -> StepKind:
-    """The kind of a configured step: a command (``run``) or a model step."""
-    return "run" if step.run is not None else "model"
+    """The kind of a configured step: a command (``run``), an agent program (``agent``) or a model step."""
+    if step.run is not None:
+        return "run"
+    return "agent" if step.is_agent_step else "model"
 
 
 class StepRunner:
@@ -86,6 +91,7 @@ class StepRunner:
             "run": self._run_command_step,
             "model": runtime.ladder.run_model_step,
             "plan": runtime.ladder.run_model_step,
+            "agent": runtime.ladder.run_model_step,
         }
 
     async def run(self, state: RunState, step: StepConfig, kind: StepKind | None = None) -> StepOutcome:

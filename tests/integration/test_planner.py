@@ -300,7 +300,7 @@ def test_the_published_schema_is_the_one_enforced() -> None:
     assert schema == plan_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     kinds = {item["properties"]["kind"]["const"] for item in schema["properties"]["steps"]["items"]["oneOf"]}
-    assert kinds == {"model", "tool"}
+    assert kinds == {"model", "tool", "agent"}
 
 
 def test_a_plan_step_named_plan_is_not_mistaken_for_the_plan(tmp_path: Path) -> None:

@@ -28,6 +28,9 @@ from supervisor.runtime.events import (
     ModelSubstituted,
     Notice,
     PlanRecorded,
+    ProgramFinished,
+    ProgramOutput,
+    ProgramStarted,
     RunFinished,
     RunStarted,
     StepFinished,
@@ -115,6 +118,33 @@ def describe(item: FeedItem, p: Palette) -> Text | None:
             f"worker stopped after {d.get('turns')} turn(s) ({d.get('end')}): {one_line(str(d.get('summary', '')), 160)}",
             style=p.muted,
         )
+    elif kind == ProgramStarted.kind:
+        mark("⚙", p.busy)
+        line.append(f"agent program at {d.get('tier')}, attempt {d.get('attempt')} (pid {d.get('pid')}): ")
+        line.append(one_line(str(d.get("command", "")), 160), style=p.muted)
+    elif kind == ProgramOutput.kind:
+        lines = [safe(x) for x in str(d.get("text", "")).splitlines() if x.strip()]
+        if not lines:
+            return None
+        line.append("\n".join(f"  │ {x[:300]}" for x in lines[-40:]), style=p.muted)
+    elif kind == ProgramFinished.kind:
+        ok = d.get("exit_code") == 0 and not d.get("stopped") and not d.get("timed_out")
+        mark("⚙", p.ok if ok else p.bad)
+        if d.get("stopped"):
+            how = f"stopped ({one_line(str(d.get('stopped')), 120)})"
+        elif d.get("timed_out"):
+            how = "timed out"
+        else:
+            how = f"exited {d.get('exit_code')}"
+        line.append(f"agent program {how} after {float(d.get('seconds') or 0):.1f}s: ", style="bold")
+        line.append(
+            f"{d.get('calls', 0)} call(s), {tokens(d.get('input_tokens'))} in / {tokens(d.get('output_tokens'))} out "
+        )
+        line.append(money(d.get("cost_micros")), style=p.simulated if d.get("simulated") else "bold")
+        if d.get("unpriced_calls"):
+            line.append(f" + {d.get('unpriced_calls')} unpriced", style=p.attention)
+        if d.get("refused"):
+            line.append(f"  {d.get('refused')} refused by the gateway", style=p.attention)
     elif kind == GateChecked.kind:
         passed = bool(d.get("passed"))
         mark("✓" if passed else "✗", p.ok if passed else p.bad)
