@@ -238,8 +238,6 @@ async def test_tee_reads_the_fakes_bytes_as_the_backend_reads_the_same_answer(
     fake: tuple[str, FakeServer, str, str], stream: bool
 ) -> None:
     name, server, protocol, path = fake
-    if not stream and name == "deepseek":
-        pytest.skip("the deepseek dialect fake has no non-streaming form")
     reply = (
         REPLY
         if not name.startswith("ollama")
