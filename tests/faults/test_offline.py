@@ -33,7 +33,7 @@ from tests.fakes.anthropic import AnthropicFake
 from tests.fakes.openai import OpenAIFake
 from tests.helpers import tree_digest
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = pytest.mark.timeout(150)
 
 GENEROUS_S = 30.0  # a hang-catcher, not a speed test: every probe here has a timeout of a few seconds, and
 # a probe without one would wait on the silent server forever; a loaded CI machine may take 10 s to start Python
