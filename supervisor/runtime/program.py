@@ -49,12 +49,11 @@ from supervisor.runtime.events import (
     ProgramFinished,
     ProgramOutput,
     ProgramStarted,
-    WorkspaceRestored,
 )
 from supervisor.runtime.process import CHILDREN_FILE, CommandResult, run_command
 from supervisor.runtime.prompt import clean_failure
 from supervisor.runtime.router import Candidate
-from supervisor.runtime.steps import Attempt
+from supervisor.runtime.steps import Attempt, restore_attempt
 from supervisor.runtime.workspace import Snapshot, WorkspaceError, resolve_inside
 from supervisor.secrets import StreamScrubber
 
@@ -496,17 +495,7 @@ class Programs:
         )
         verdict = await self._judge(state, step, tier, attempt, result, watch, usage)
         if verdict.kind != "judged" or not verdict.passed:
-            restored, removed = snapshot.restore()
-            rt.bus.publish(
-                WorkspaceRestored(
-                    agent=state.agent,
-                    run_id=state.run_id,
-                    step=step.name,
-                    files_restored=restored,
-                    files_removed=removed,
-                    scope="attempt",
-                )
-            )
+            restore_attempt(rt, state, step.name, snapshot)
         snapshot.discard()
         return verdict
 

@@ -74,6 +74,23 @@ class Attempt:
     rising_checked: bool = False  # the worker checked the rising-input rule after every turn
 
 
+def restore_attempt(rt: Runtime, state: RunState, step: str, snapshot: Snapshot, *, report_empty: bool = True) -> None:
+    """Put the workspace back as the attempt found it and say so (``WorkspaceRestored``, scope "attempt");
+    ``report_empty=False`` stays quiet when there was nothing to put back."""
+    restored, removed = snapshot.restore()
+    if restored or removed or report_empty:
+        rt.bus.publish(
+            WorkspaceRestored(
+                agent=state.agent,
+                run_id=state.run_id,
+                step=step,
+                files_restored=restored,
+                files_removed=removed,
+                scope="attempt",
+            )
+        )
+
+
 def step_kind(step: StepConfig) -> StepKind:
     """The kind of a configured step: a command (``run``), an agent program (``agent``) or a model step."""
     if step.run is not None:
@@ -244,21 +261,11 @@ class StepRunner:
         except WorkspaceError as exc:
             passed, detail = False, str(exc)
         except BaseException:
-            restored, removed = snapshot.restore()
+            snapshot.restore()
             snapshot.discard()
             raise
         if not passed:
-            restored, removed = snapshot.restore()
-            rt.bus.publish(
-                WorkspaceRestored(
-                    agent=state.agent,
-                    run_id=state.run_id,
-                    step=step.name,
-                    files_restored=restored,
-                    files_removed=removed,
-                    scope="attempt",
-                )
-            )
+            restore_attempt(rt, state, step.name, snapshot)
         snapshot.discard()
         return passed, detail
 

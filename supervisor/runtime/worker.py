@@ -33,11 +33,11 @@ from supervisor.ledger import CapHit
 from supervisor.runtime import breaker
 from supervisor.runtime.agent_state import change_state, paused_reason
 from supervisor.runtime.caller import CallOutcome
-from supervisor.runtime.events import TurnFinished, WorkerFinished, WorkspaceRestored
+from supervisor.runtime.events import TurnFinished, WorkerFinished
 from supervisor.runtime.process import CHILDREN_FILE
 from supervisor.runtime.prompt import ContextFile, build_messages, clean_failure
 from supervisor.runtime.router import Candidate
-from supervisor.runtime.steps import Attempt
+from supervisor.runtime.steps import Attempt, restore_attempt
 from supervisor.runtime.toolproto import ToolProtocolError, parse_reply, render_error, render_tools
 from supervisor.runtime.tools import ToolBox, ToolLimits, tool_specs
 from supervisor.runtime.transcript import (
@@ -160,18 +160,7 @@ class Worker:
             snapshot.discard()
             raise
         if not passed:
-            restored, removed = snapshot.restore()
-            if restored or removed or (loop is not None and loop.attempt is None):
-                rt.bus.publish(
-                    WorkspaceRestored(
-                        agent=state.agent,
-                        run_id=state.run_id,
-                        step=step.name,
-                        files_restored=restored,
-                        files_removed=removed,
-                        scope="attempt",
-                    )
-                )
+            restore_attempt(rt, state, step.name, snapshot, report_empty=loop is not None and loop.attempt is None)
         snapshot.discard()
         if loop is not None and loop.attempt is not None:
             return loop.attempt
