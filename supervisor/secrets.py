@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 _KEY_NAME = re.compile(r"(API_KEY|_TOKEN|_SECRET)$")
@@ -37,6 +38,15 @@ class Redactor:
         pairs = sorted(merged.items(), key=lambda p: len(p[1]), reverse=True)
         return Redactor(tuple(pairs))
 
+    def may_hide_in_json(self, text: str) -> bool:
+        """Whether JSON ``text`` (encoded with ``ensure_ascii=False``) may hold a key in one of its strings: a key
+        JSON writes as itself is there only if its text is; a key with a character JSON escapes may hide."""
+        return self._escaped_in_json or any(value in text for _name, value in self.secrets)
+
+    @cached_property
+    def _escaped_in_json(self) -> bool:
+        return not all(_json_plain(value) for _name, value in self.secrets)
+
     def scrub(self, text: str) -> str:
         for name, value in self.secrets:
             if value in text:
@@ -45,6 +55,11 @@ class Redactor:
 
 
 NO_SECRETS = Redactor()
+
+
+def _json_plain(value: str) -> bool:
+    """``json.dumps(value, ensure_ascii=False)`` writes ``value`` as itself, between quotes."""
+    return '"' not in value and "\\" not in value and all(ord(c) >= 0x20 for c in value)
 
 
 class StreamScrubber:
