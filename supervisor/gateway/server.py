@@ -22,7 +22,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import httpx
@@ -37,6 +37,7 @@ from supervisor.gateway import codecs
 from supervisor.gateway.http import ClientGone, HttpRequest, HttpResponse, HttpServer, ServerLimits
 from supervisor.gateway.keys import bearer_token, lookup_key
 from supervisor.gateway.routing import RouteRefused, resolve
+from supervisor.gateway.upstream import UpstreamPool
 from supervisor.ledger import CapHit, CapLimits, GatewayKey
 from supervisor.runtime import breaker
 from supervisor.runtime.budget import cap_limits, caps_left, estimate_call
@@ -107,10 +108,14 @@ class Gateway:
         )
         self.bound_port = 0
         self.port_agents: dict[int, str] = {}
-        self._upstream: httpx.AsyncClient | None = None
+        self._upstream: UpstreamPool | None = None
         self._secrets_for: object = None
         self._secret_bytes: list[tuple[bytes, bytes]] = []
         self.requests_seen = 0
+        self._codecs: dict[str, Any] = {}
+        self._stop_checkpoints: Callable[[], None] | None = None
+        self._max_tokens_keys: dict[str, str] = {}
+        self._limits_cache: dict[str, tuple[object, AgentConfig, CapLimits]] = {}
         self._hourly_checked: dict[
             str, float
         ] = {}  # every request that reached the handler (tests check SDKs do not retry refusals)
@@ -147,11 +152,16 @@ class Gateway:
                 f"the gateway cannot listen on {self.host}:{self.port}: {exc.strerror or exc}",
                 "is another gateway running? choose another port with --port or [gateway] port",
             ) from None
+        # Every request commits twice: the WAL checkpoints those commits would trigger run in a thread instead.
+        self._stop_checkpoints = self.runtime.ledger.checkpoint_in_background()
         return self
 
     async def aclose(self, grace_s: float | None = None) -> None:
         """Stop accepting; requests in flight finish within ``grace_s`` or are cancelled (their holds settled)."""
         await self.server.close(self.config.shutdown_grace_s if grace_s is None else grace_s)
+        if self._stop_checkpoints is not None:
+            stop, self._stop_checkpoints = self._stop_checkpoints, None
+            stop()
         if self._upstream is not None:
             client, self._upstream = self._upstream, None
             await client.aclose()
@@ -162,12 +172,9 @@ class Gateway:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def upstream(self) -> httpx.AsyncClient:
+    def upstream(self) -> UpstreamPool:
         if self._upstream is None:
-            self._upstream = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.config.upstream_timeout_s, connect=5.0),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            )
+            self._upstream = UpstreamPool(connect_timeout_s=5.0, timeout_s=self.config.upstream_timeout_s)
         return self._upstream
 
     def _internal_error(self, exc: BaseException) -> None:
@@ -181,7 +188,9 @@ class Gateway:
     async def handle(self, req: HttpRequest, resp: HttpResponse) -> None:
         self.requests_seen += 1
         protocol = self._protocol_for(req)
-        codec = codecs.codec_for(protocol)
+        codec = self._codecs.get(protocol)
+        if codec is None:
+            codec = self._codecs[protocol] = codecs.codec_for(protocol)  # stateless: one per protocol
         try:
             self._check_security(req)
             await self._route(req, resp, protocol, codec)
@@ -362,7 +371,7 @@ class Gateway:
             raise Refusal(
                 400, "invalid_request", "requests that need server state (previous_response_id, store) are not served"
             )
-        limits = self._limits(agent, key)
+        limits = self._limits(agent_name, agent, key)
         tried: list[str] = list(route.skipped)
         for candidate, substituted in route.candidates:
             if candidate.tier == "frontier" and agent.frontier == "never":
@@ -454,7 +463,7 @@ class Gateway:
             finally:
                 if not pending.done:
                     pending.cancelled("interrupted")
-            self._after_call(agent_name, agent, pending.step)
+            self._after_call(agent_name, agent, pending)
             return
         offline = runtime.config.offline and any("offline" in t for t in tried)
         message = f"no model may serve {inbound.model!r} for agent {agent_name!r}: " + (
@@ -482,8 +491,14 @@ class Gateway:
             return False
         return bool(getattr(backend, "supports_tools", False))
 
-    def _limits(self, agent: AgentConfig, key: GatewayKey | None) -> CapLimits:
-        limits: CapLimits = cap_limits(self.runtime.config, agent)
+    def _limits(self, agent_name: str, agent: AgentConfig, key: GatewayKey | None) -> CapLimits:
+        config = self.runtime.config
+        cached = self._limits_cache.get(agent_name)
+        if cached is not None and cached[0] is config and cached[1] is agent:
+            limits = cached[2]
+        else:
+            limits = cap_limits(config, agent)
+            self._limits_cache[agent_name] = (config, agent, limits)
         if key is None:
             return limits
         return _with(limits, key_micros=key.max_micros, key_tokens=key.max_tokens, key_calls=key.max_calls)
@@ -535,12 +550,19 @@ class Gateway:
         self._refused(agent, requested, 429, message)
         raise Refusal(429, "cap_reached", message, retry_after_s=max(61, reset_s))
 
-    def _after_call(self, agent_name: str, agent: AgentConfig, step: str) -> None:
+    def _after_call(self, agent_name: str, agent: AgentConfig, pending: PendingCall) -> None:
         """The runaway breaker watches gateway traffic like the runtime's: rising input with lean output, or an
         hour's spend over its share of the day cap, pauses the agent; its next request is refused."""
         runtime = self.runtime
         cfg = runtime.config.file.breaker
-        trip = breaker.check_rising_input(runtime.ledger, agent_name, step, cfg)
+        trip = None
+        usage = pending.finished_usage
+        # The rising-input rule needs every call of its window to have lean output, and this call is the newest
+        # of the window (nothing awaited since it was recorded): an answer that is not lean rules it out without
+        # reading the ledger.
+        lean = usage is None or (usage.output or 0) < cfg.max_output_ratio * (usage.prompt_tokens or 0)
+        if lean:
+            trip = breaker.check_rising_input(runtime.ledger, agent_name, pending.step, cfg)
         now = time.monotonic()
         if trip is None and agent.caps.day_usd and now - self._hourly_checked.get(agent_name, 0.0) >= 1.0:
             # Summing an hour of spend after every call would grow with the traffic: once a second is enough
@@ -718,9 +740,11 @@ class Gateway:
         pcfg = self.runtime.config.providers[candidate.provider]
         max_tokens_key = None
         if pcfg.kind == "openai_compat":
-            from supervisor.backends.openai_compat import max_tokens_field
+            max_tokens_key = self._max_tokens_keys.get(pcfg.base_url or "")
+            if max_tokens_key is None:
+                from supervisor.backends.openai_compat import max_tokens_field
 
-            max_tokens_key = max_tokens_field(pcfg.base_url or "")
+                max_tokens_key = self._max_tokens_keys[pcfg.base_url or ""] = max_tokens_field(pcfg.base_url or "")
         body = codec.pass_through_body(
             inbound,
             upstream_model=candidate.model_id,
@@ -745,9 +769,7 @@ class Gateway:
         try:
             async with (
                 asyncio.timeout(self.config.upstream_timeout_s),
-                self.upstream().stream(
-                    "POST", url, content=codecs.dumps(body), headers=headers, timeout=self.config.upstream_timeout_s
-                ) as upstream,
+                self.upstream().stream("POST", url, content=codecs.dumps(body), headers=headers) as upstream,
             ):
                 if upstream.status_code >= 400:
                     raw = await upstream.aread()
