@@ -44,6 +44,7 @@ from supervisor.runtime.budget import cap_limits, caps_left, estimate_call
 from supervisor.runtime.caller import CallTags, PendingCall
 from supervisor.runtime.events import EscalationRequested, GatewayRefused, ModelSubstituted, Notice
 from supervisor.runtime.router import Candidate
+from supervisor.secrets import ByteStreamScrubber
 
 if TYPE_CHECKING:
     from supervisor.runtime.runtime import Runtime
@@ -109,8 +110,6 @@ class Gateway:
         self.bound_port = 0
         self.port_agents: dict[int, str] = {}
         self._upstream: UpstreamPool | None = None
-        self._secrets_for: object = None
-        self._secret_bytes: list[tuple[bytes, bytes]] = []
         self.requests_seen = 0
         self._codecs: dict[str, Any] = {}
         self._stop_checkpoints: Callable[[], None] | None = None
@@ -231,17 +230,12 @@ class Gateway:
     def _scrub(self, text: str) -> str:
         return str(self.runtime.ledger.redactor.scrub(text))
 
-    def _scrub_bytes(self, chunk: bytes) -> bytes:
-        """A relayed piece with any known key replaced (an upstream error event may echo the provider key). A
-        ``bytes in`` test per secret keeps the common case (no key) at C speed."""
-        secrets = self.runtime.ledger.redactor.secrets
-        if secrets is not self._secrets_for:
-            self._secrets_for = secrets
-            self._secret_bytes = [(value.encode(), f"[redacted:{name}]".encode()) for name, value in secrets]
-        for value, replacement in self._secret_bytes:
-            if value in chunk:
-                chunk = chunk.replace(value, replacement)
-        return chunk
+    def _scrub_bytes(self, body: bytes) -> bytes:
+        """A whole relayed body with any known key replaced (an upstream error may echo the provider key)."""
+        for value, replacement in self.runtime.ledger.redactor.secret_bytes:
+            if value in body:
+                body = body.replace(value, replacement)
+        return body
 
     async def _route(self, req: HttpRequest, resp: HttpResponse, protocol: str, codec: Any) -> None:
         path, method = req.path, req.method
@@ -805,16 +799,19 @@ class Gateway:
                         resp.start(upstream.status_code, [*out_headers, ("cache-control", "no-cache")])
                     started = True
                     splitter = _SSEEvents() if drop_usage_chunk else None
+                    # Keys are scrubbed across reads: a key split between two reads is still caught.
+                    scrubber = ByteStreamScrubber(self.runtime.ledger.redactor)
                     async for chunk in upstream.aiter_raw():
                         if ttft is None:
                             ttft = time.monotonic() - t0
                         tee.feed(chunk)
                         if splitter is not None:
                             chunk = splitter.without_usage_chunk(chunk)
-                        resp.write(self._scrub_bytes(chunk))
+                        resp.write(scrubber.feed(chunk))
                         await resp.drain()
                     if splitter is not None:
-                        resp.write(splitter.rest())
+                        resp.write(scrubber.feed(splitter.rest()))
+                    resp.write(scrubber.flush())
                     resp.end()
         except TimeoutError:
             # The whole call outlived upstream_timeout_s (httpx's own timeout is per read): it may be billed.

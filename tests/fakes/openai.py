@@ -89,12 +89,16 @@ class RawStream:
     cut: bool = False
     forever: bool = False
     interval_s: float = 0.0
+    # (k, event): chunk k is written only once the test sets ``event`` (a split the test controls exactly).
+    hold_before: tuple[int, threading.Event] | None = None
 
 
 def write_raw_stream(server: FakeServer, handler: BaseHTTPRequestHandler, raw: RawStream) -> None:
     """Render a ``RawStream`` on a chunked ``text/event-stream`` response."""
     server.start_stream(handler, "text/event-stream")
-    for chunk in raw.chunks:
+    for index, chunk in enumerate(raw.chunks):
+        if raw.hold_before is not None and raw.hold_before[0] == index:
+            raw.hold_before[1].wait(30)
         server.write_chunk(handler, chunk)
         if raw.interval_s:
             server.hang(raw.interval_s)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from supervisor.gateway.keys import mint_key
 from tests.fakes.base import Reply
+from tests.fakes.openai import RawStream
 from tests.gateway_harness import running_gateway
 
 
@@ -320,3 +322,53 @@ async def test_a_client_that_stops_reading_a_stream_is_cut_off_and_its_hold_sett
             assert g.ledger.held_reservations() == []
         finally:
             sock.close()
+
+
+def sse_chunk(content: str | None, usage: dict[str, int] | None = None) -> bytes:
+    choices = [] if content is None else [{"index": 0, "delta": {"content": content}, "finish_reason": None}]
+    payload = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": choices}
+    if usage is not None:
+        payload["usage"] = usage
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+async def test_a_key_split_across_two_upstream_reads_is_still_scrubbed(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        secret = g.environ["DEEPSEEK_API_KEY"].encode()
+        half = len(secret) // 2
+        # An upstream echoing the provider key in an answer, torn in the middle of the key: the fake sends the
+        # first half, then waits until the client has everything before it, then sends the rest.
+        torn = sse_chunk("the key is " + "\x00")
+        head, _, tail = torn.partition(b"\\u0000")
+        release = threading.Event()
+        usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+        g.openai.enqueue(
+            RawStream(
+                (sse_chunk("hello ") + head + secret[:half], secret[half:] + tail, sse_chunk(None, usage)),
+                hold_before=(1, release),
+            )
+        )
+        received = b""
+        body = {
+            "model": "cheap",
+            "messages": [{"role": "user", "content": "echo"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        async with (
+            httpx.AsyncClient() as client,
+            client.stream(
+                "POST", g.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {g.key()}"}
+            ) as response,
+        ):
+            async for piece in response.aiter_raw():
+                received += piece
+                if b"the key is " in received:
+                    release.set()
+        assert release.is_set()
+        assert secret not in received
+        assert secret[:half] not in received
+        assert b"the key is [redacted:DEEPSEEK_API_KEY]" in received
+        row = g.calls()[-1]
+        assert (row["input_uncached"], row["output"]) == (9, 4)
+        assert secret.decode() not in json.dumps(g.calls())

@@ -162,7 +162,7 @@ async def test_a_proxy_named_by_the_environment_is_used(monkeypatch: pytest.Monk
     async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         line, _, _ = await read_request(reader)
         lines.append(line)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"via\": 1}\n")
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{"via": 1}\n')
         await writer.drain()
 
     async with server(proxy) as (proxy_url, _):
