@@ -754,7 +754,7 @@ class Gateway:
         site = CallSite(
             candidate.provider, candidate.model_id, url, pcfg.api_key_env, getattr(backend, "_api_key", None)
         )
-        tee = codec.usage_tee(streaming=inbound.stream)
+        tee = codec.usage_tee(streaming=inbound.stream, request=inbound)
         drop_usage_chunk = inbound.protocol == "openai_chat" and inbound.stream and not inbound.include_usage
         pending.mark_sent()
         t0 = time.monotonic()

@@ -155,6 +155,29 @@ async def test_anthropic_messages_json_and_stream_price_cache_writes(tmp_path: P
         assert g.ledger.held_reservations() == []
 
 
+async def test_anthropic_cache_writes_without_a_split_bill_at_the_ttl_the_client_asked_for(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        g.anthropic.split_cache_creation = False  # only cache_creation_input_tokens: the TTL decides the rate
+        client = anth(g)
+        system = [{"type": "text", "text": "You review code.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+        for stream in (False, True):
+            g.anthropic.enqueue(Reply("ok", input_tokens=20, cache_write_1h=1000, output_tokens=3))
+            if stream:
+                async with client.messages.stream(
+                    model="frontier", max_tokens=64, system=system, messages=[{"role": "user", "content": "hi"}]
+                ) as events:
+                    await events.get_final_message()
+            else:
+                await client.messages.create(
+                    model="frontier", max_tokens=64, system=system, messages=[{"role": "user", "content": "hi"}]
+                )
+        for row in g.calls("aider"):
+            assert (row["cache_write_5m"], row["cache_write_1h"]) == (0, 1000)
+            assert row["cost_micros"] == expected_micros(
+                g, "anthropic:claude-sonnet-5-5", Usage(20, 0, 0, 1000, 3, None)
+            )
+
+
 async def test_a_mapped_name_is_a_visible_substitution(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as g:
         g.openai.enqueue(Reply("from the cheap tier", input_tokens=10, output_tokens=3))

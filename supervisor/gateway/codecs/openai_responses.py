@@ -504,5 +504,5 @@ class OpenAIResponsesCodec:
         body["max_output_tokens"] = max_output_tokens if requested is None else min(requested, max_output_tokens)
         return body
 
-    def usage_tee(self, *, streaming: bool) -> ResponseTee:
+    def usage_tee(self, *, streaming: bool, request: InboundRequest | None = None) -> ResponseTee:
         return ResponseTee()
