@@ -64,6 +64,7 @@ ROUTES: dict[str, str] = {
     "/api/chat": "ollama_chat",
     "/api/generate": "ollama_generate",
 }
+COUNT_TOKENS = "/v1/messages/count_tokens"
 UPSTREAM_PROTOCOL = {"openai_compat": "openai_chat", "anthropic": "anthropic", "ollama": "ollama"}
 
 
@@ -253,8 +254,6 @@ class Gateway:
                 "permission",
                 f"{path} is refused: the gateway does not manage models (pull them with ollama itself)",
             )
-        if path == "/v1/messages/count_tokens":
-            raise Refusal(404, "not_found", "count_tokens is not served: no exact count is available here")
         agent_name, key, auth = self._authenticate(req)
         if path in ("/v1/models", "/models") and method == "GET":
             self._models(req, resp, agent_name, key)
@@ -263,16 +262,21 @@ class Gateway:
             self._ollama_tags(resp, agent_name, key, path)
             return
         if path == "/api/show" and method == "POST":
-            resp.send(
-                200,
-                [("content-type", "application/json")],
-                codecs.dumps({"details": {"format": "gateway"}, "model_info": {}, "capabilities": ["completion"]}),
-            )
+            await self._ollama_show(req, resp, agent_name, key)
+            return
+        if path == COUNT_TOKENS:
+            if method != "POST":
+                raise Refusal(405, "invalid_request", f"{path} takes POST")
+            await self._count_tokens(req, resp, self._parse(req, codec), agent_name, key)
             return
         if path not in ROUTES:
             raise Refusal(404, "not_found", f"no route {method} {path}")
         if method != "POST":
             raise Refusal(405, "invalid_request", f"{path} takes POST")
+        await self._serve(req, resp, codec, self._parse(req, codec), agent_name, key, auth)
+
+    def _parse(self, req: HttpRequest, codec: Any) -> codecs.InboundRequest:
+        """The request body as JSON, read by the client protocol's codec (a clear 4xx when it cannot be)."""
         content_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise Refusal(415, "invalid_request", "the body must be JSON sent as Content-Type: application/json")
@@ -281,10 +285,10 @@ class Gateway:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise Refusal(400, "invalid_request", f"the body is not valid JSON: {exc}") from None
         try:
-            inbound = codec.parse(body)
+            inbound: codecs.InboundRequest = codec.parse(body)
         except codecs.CodecError as exc:
             raise Refusal(400, "invalid_request", exc.message) from None
-        await self._serve(req, resp, codec, inbound, agent_name, key, auth)
+        return inbound
 
     def _authenticate(self, req: HttpRequest) -> tuple[str, GatewayKey | None, str]:
         token = bearer_token(req.headers)
@@ -339,6 +343,107 @@ class Gateway:
             for n in names
         ]
         resp.send(200, [("content-type", "application/json")], codecs.dumps({"models": models}))
+
+    async def _ollama_show(self, req: HttpRequest, resp: HttpResponse, agent_name: str, key: GatewayKey | None) -> None:
+        """``POST /api/show`` about the model that would serve a chat request for that name: Ollama's own answer
+        when it is an Ollama model (forwarded, the name replaced), the model files' facts for in-process MLX
+        (architecture, context length, parameters, quantization; text only), the catalog's for an API model."""
+        content_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            body = json.loads(req.body or b"{}") if content_type in ("application/json", "") else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            raise Refusal(400, "invalid_request", 'the body must be a JSON object such as {"model": "local"}')
+        name = body.get("model") or body.get("name")
+        if not isinstance(name, str) or not name:
+            raise Refusal(400, "invalid_request", "model is required")
+        agent = self._agent(agent_name)
+        probe = codecs.InboundRequest(
+            protocol="ollama_chat",
+            model=name,
+            stream=False,
+            messages=(),
+            tools=(),
+            max_output_tokens=None,
+            temperature=None,
+            stop=(),
+            include_usage=False,
+            needs_server_state=False,
+            body={},
+        )
+        candidate, tried = self._serving_candidate(probe, agent_name, agent, key)
+        if candidate is None:
+            raise Refusal(
+                404,
+                "not_found",
+                f"model '{name}' not found: nothing may serve it for agent {agent_name!r} ("
+                + ("; ".join(tried) or "no tier has models")
+                + ")",
+            )
+        served = [("x-supervisor-served-model", candidate.key)]
+        pcfg = self.runtime.config.providers[candidate.provider]
+        if pcfg.kind == "ollama":
+            host = (pcfg.host or "http://127.0.0.1:11434").rstrip("/")
+            url = (host if host.startswith(("http://", "https://")) else f"http://{host}") + "/api/show"
+            forwarded = {k: v for k, v in body.items() if k not in ("model", "name")} | {"model": candidate.model_id}
+            headers = {"content-type": "application/json", **dict(pcfg.headers)}
+            try:
+                async with (
+                    asyncio.timeout(self.config.upstream_timeout_s),
+                    self.upstream().stream("POST", url, content=codecs.dumps(forwarded), headers=headers) as upstream,
+                ):
+                    raw = await upstream.aread()
+            except (TimeoutError, httpx.HTTPError) as exc:
+                raise Refusal(502, "unavailable", f"{candidate.key}: Ollama did not answer /api/show ({exc})") from None
+            content = upstream.headers.get("content-type", "application/json")
+            resp.send(upstream.status_code, [("content-type", content), *served], self._scrub_bytes(raw))
+            return
+        window = candidate.spec.context_window
+        if pcfg.kind == "mlx":
+            try:
+                backend = self.runtime.pool.get(candidate.provider)
+                facts = await asyncio.to_thread(backend.model_facts, candidate.model_id)  # type: ignore[attr-defined]
+            except (BackendError, OSError, ValueError) as exc:
+                raise Refusal(404, "not_found", self._scrub(f"{candidate.key}: {exc}")) from None
+            arch = facts.architecture or "unknown"
+            context = min(c for c in (facts.context_length, window) if c) if facts.context_length or window else None
+            info: dict[str, Any] = {"general.architecture": arch}
+            if facts.parameter_count:
+                info["general.parameter_count"] = facts.parameter_count
+            if context:
+                info[f"{arch}.context_length"] = context
+            details = {
+                "parent_model": "",
+                "format": facts.format,
+                "family": arch,
+                "families": [arch],
+                "parameter_size": _human_number(facts.parameter_count) if facts.parameter_count else "",
+                "quantization_level": facts.quantization or ("F32" if facts.format == "gguf" else ""),
+            }
+            capabilities = ["completion"]  # the in-process backend serves text, not tool calls
+        else:
+            arch = candidate.provider
+            info = {"general.architecture": arch, f"{arch}.context_length": window}
+            details = {
+                "parent_model": "",
+                "format": pcfg.kind,
+                "family": candidate.provider,
+                "families": [candidate.provider],
+                "parameter_size": "",
+                "quantization_level": "",
+            }
+            capabilities = ["completion", *(["tools"] if self._supports_tools(candidate) else [])]
+        payload = {
+            "modelfile": f"# served by frugal-supervisor: {candidate.key}\n",
+            "parameters": "",
+            "template": "",
+            "details": details,
+            "model_info": info,
+            "capabilities": capabilities,
+            "modified_at": "1970-01-01T00:00:00Z",
+        }
+        resp.send(200, [("content-type", "application/json"), *served], codecs.dumps(payload))
 
     # ----------------------------------------------------------------------------------------------------
     # One model request
@@ -570,6 +675,129 @@ class Gateway:
             trip_breaker(runtime, agent_name, None, trip)
 
     # ----------------------------------------------------------------------------------------------------
+    # Token counting (Anthropic's count_tokens), only where the count is exact
+
+    def _serving_candidate(
+        self, inbound: codecs.InboundRequest, agent_name: str, agent: AgentConfig, key: GatewayKey | None
+    ) -> tuple[Candidate | None, list[str]]:
+        """The model that would serve ``inbound`` (the first candidate the agent may use that can take it),
+        without reserving anything; and why the others were passed over."""
+        try:
+            route = resolve(self.runtime.config, self.runtime.router, agent_name, agent, key, inbound.model)
+        except RouteRefused as exc:
+            raise Refusal(exc.status, exc.kind, exc.message) from None
+        tried = list(route.skipped)
+        for candidate, _substituted in route.candidates:
+            if candidate.tier == "frontier" and agent.frontier == "never":
+                tried.append(f'{candidate.key}: frontier = "never" for agent {agent_name}')
+                continue
+            if self._mode(inbound, candidate) == "translate":
+                try:
+                    codecs.check_translatable(inbound)
+                except codecs.CodecError as exc:
+                    tried.append(f"{candidate.key}: {exc.message}")
+                    continue
+                if inbound.tools and not self._supports_tools(candidate):
+                    tried.append(f"{candidate.key}: cannot call tools, and the request has tools")
+                    continue
+            return candidate, tried
+        return None, tried
+
+    async def _count_tokens(
+        self,
+        req: HttpRequest,
+        resp: HttpResponse,
+        inbound: codecs.InboundRequest,
+        agent_name: str,
+        key: GatewayKey | None,
+    ) -> None:
+        """``POST /v1/messages/count_tokens`` for the model that would serve the same Messages request: Anthropic's
+        own count for a Claude route (forwarded: the upstream speaks Anthropic), the model's own tokenizer and
+        chat template for in-process MLX (the prompt size the call would record), and 404 for everything else,
+        because an understated count is worse than none. Counting sends no model request and costs nothing:
+        nothing is reserved or recorded."""
+        agent = self._agent(agent_name)
+        self._check_paused(agent_name, inbound.model)
+        candidate, tried = self._serving_candidate(inbound, agent_name, agent, key)
+        if candidate is None:
+            raise Refusal(
+                404,
+                "not_found",
+                f"no model may serve {inbound.model!r} for agent {agent_name!r}, so no count: "
+                + ("; ".join(tried) or "no tier has models"),
+            )
+        served = [("x-supervisor-served-model", candidate.key)]
+        kind = self.runtime.config.providers[candidate.provider].kind
+        if kind == "anthropic":
+            await self._forward_count(req, resp, inbound, candidate, served)
+            return
+        if kind == "mlx":
+            request = Request(
+                model=candidate.model_id,
+                messages=inbound.messages,
+                max_output_tokens=1,
+                context_window=candidate.spec.context_window,
+            )
+            try:
+                backend = self.runtime.pool.get(candidate.provider)
+                count: TokenCount = await asyncio.to_thread(backend.count_tokens, request)  # may load the model
+            except BackendError as exc:
+                raise Refusal(
+                    503 if exc.retryable else 400,
+                    "unavailable" if exc.retryable else "invalid_request",
+                    self._scrub(str(exc)),
+                ) from None
+            if count.exact:
+                resp.send(
+                    200, [("content-type", "application/json"), *served], codecs.dumps({"input_tokens": count.tokens})
+                )
+                return
+        raise Refusal(
+            404,
+            "not_found",
+            f"count_tokens is answered only where the count is exact: {candidate.key} would serve this request, "
+            f"and the gateway has no exact tokenizer for it (an estimate could understate the prompt)",
+        )
+
+    async def _forward_count(
+        self,
+        req: HttpRequest,
+        resp: HttpResponse,
+        inbound: codecs.InboundRequest,
+        candidate: Candidate,
+        served: list[tuple[str, str]],
+    ) -> None:
+        from supervisor.backends._http import CallSite, error_from_transport
+        from supervisor.gateway.codecs._common import without_endpoint_fields
+
+        body = without_endpoint_fields(inbound.body)
+        body["model"] = candidate.model_id
+        try:
+            base, headers = self._anthropic_upstream(req, candidate)
+        except BackendUnavailable as exc:
+            raise Refusal(503, "unavailable", str(exc)) from None
+        url = f"{base}/v1/messages/count_tokens"
+        try:
+            async with (
+                asyncio.timeout(self.config.upstream_timeout_s),
+                self.upstream().stream("POST", url, content=codecs.dumps(body), headers=headers) as upstream,
+            ):
+                raw = await upstream.aread()
+        except TimeoutError:
+            raise Refusal(
+                504, "timeout", f"{candidate.key} did not count within {self.config.upstream_timeout_s:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            pcfg = self.runtime.config.providers[candidate.provider]
+            error = error_from_transport(
+                CallSite(candidate.provider, candidate.model_id, url, pcfg.api_key_env), exc, response_started=False
+            )
+            raise Refusal(502, "unavailable", self._scrub(str(error))) from None
+        out = [("content-type", upstream.headers.get("content-type", "application/json"))]
+        out += [(h, upstream.headers[h]) for h in ("retry-after", *FORWARDED_HEADERS) if h in upstream.headers]
+        resp.send(upstream.status_code, out + served, self._scrub_bytes(raw))
+
+    # ----------------------------------------------------------------------------------------------------
     # Frontier approvals
 
     async def _frontier_approval(
@@ -706,18 +934,27 @@ class Gateway:
                 headers["authorization"] = f"Bearer {key}"
             return f"{(pcfg.base_url or '').rstrip('/')}/chat/completions", headers
         if pcfg.kind == "anthropic":
-            key = api_key(candidate.model_id)
-            if key:
-                headers["x-api-key"] = key
-            headers["anthropic-version"] = req.headers.get("anthropic-version", pcfg.anthropic_version)
-            if "anthropic-beta" in req.headers:
-                headers["anthropic-beta"] = req.headers["anthropic-beta"]
-            return f"{(pcfg.base_url or '').rstrip('/')}/v1/messages", headers
+            base, headers = self._anthropic_upstream(req, candidate)
+            return f"{base}/v1/messages", headers
         host = (pcfg.host or "http://127.0.0.1:11434").rstrip("/")
         if not host.startswith(("http://", "https://")):
             host = f"http://{host}"
         path = "/api/chat" if inbound.protocol == "ollama_chat" else "/api/generate"
         return host + path, headers
+
+    def _anthropic_upstream(self, req: HttpRequest, candidate: Candidate) -> tuple[str, dict[str, str]]:
+        """The base URL of an Anthropic provider and the headers a forwarded request carries (our key, the
+        client's API version and betas)."""
+        pcfg = self.runtime.config.providers[candidate.provider]
+        backend = self.runtime.pool.get(candidate.provider)
+        headers = {"content-type": "application/json", **dict(pcfg.headers)}
+        key = backend.api_key(candidate.model_id) if isinstance(backend, HttpBackend) else None
+        if key:
+            headers["x-api-key"] = key
+        headers["anthropic-version"] = req.headers.get("anthropic-version", pcfg.anthropic_version)
+        if "anthropic-beta" in req.headers:
+            headers["anthropic-beta"] = req.headers["anthropic-beta"]
+        return (pcfg.base_url or "").rstrip("/"), headers
 
     async def _relay(
         self,
@@ -960,6 +1197,15 @@ def _is_usage_only(event: bytes) -> bool:
                 return False
             return isinstance(payload, dict) and not payload.get("choices") and "usage" in payload
     return False
+
+
+def _human_number(count: int) -> str:
+    """A parameter count as Ollama writes it (``format.HumanNumber``): "8B", "3.2B", "134.52M", "500K"."""
+    for unit, size, digits in (("B", 1_000_000_000, 1), ("M", 1_000_000, 2)):
+        if count >= size:
+            number = count / size
+            return f"{number:.0f}{unit}" if number == int(number) else f"{number:.{digits}f}{unit}"
+    return f"{count / 1000:.0f}K" if count >= 1000 else str(count)
 
 
 def _with(limits: CapLimits, **changes: Any) -> CapLimits:
