@@ -31,7 +31,7 @@ from supervisor.backends._http import HttpBackend
 from supervisor.backends.base import Request, Result, TokenCount
 from supervisor.catalog import TIERS
 from supervisor.clock import utcnow
-from supervisor.config import AgentConfig, GatewayConfig
+from supervisor.config import AgentConfig, GatewayConfig, ProviderConfig
 from supervisor.errors import BackendError, BackendUnavailable, ContextOverflow, SupervisorError
 from supervisor.gateway import codecs
 from supervisor.gateway.http import ClientGone, HttpRequest, HttpResponse, HttpServer, ServerLimits
@@ -466,10 +466,6 @@ class Gateway:
         except RouteRefused as exc:
             self._refused(agent_name, inbound.model, exc.status, exc.message)
             raise Refusal(exc.status, exc.kind, exc.message) from None
-        if inbound.needs_server_state:
-            raise Refusal(
-                400, "invalid_request", "requests that need server state (previous_response_id, store) are not served"
-            )
         limits = self._limits(agent_name, agent, key)
         tried: list[str] = list(route.skipped)
         for candidate, substituted in route.candidates:
@@ -477,6 +473,11 @@ class Gateway:
                 tried.append(f'{candidate.key}: frontier = "never" for agent {agent_name}')
                 continue
             mode = self._mode(inbound, candidate)
+            if inbound.needs_server_state and mode != "pass_through":
+                tried.append(
+                    f"{candidate.key}: its provider does not speak OpenAI's Responses API, which keeps the state"
+                )
+                continue
             if mode == "translate":
                 try:
                     codecs.check_translatable(inbound)
@@ -507,6 +508,10 @@ class Gateway:
                 json_schema=inbound.json_schema,
             )
             count = await self._count(candidate, request, req.body)
+            if mode == "pass_through" and _has_hidden_input(inbound):
+                # The prompt includes a conversation kept on the server, which the body does not show: the worst
+                # case is a full context window, so the caps hold whatever it holds.
+                count = TokenCount(max(count.tokens, candidate.spec.context_window - max_out), exact=False)
             window_limits = limits
             if approval_id is not None:
                 row = runtime.ledger.approval(approval_id)
@@ -568,6 +573,12 @@ class Gateway:
         message = f"no model may serve {inbound.model!r} for agent {agent_name!r}: " + (
             "; ".join(tried) or "no tier has models"
         )
+        if inbound.needs_server_state and not offline:
+            message = (
+                "requests that need server state (previous_response_id, store, conversation, item_reference) are "
+                "served only by a model whose provider speaks OpenAI's Responses API (api.openai.com, or "
+                f"`responses = true` under its [providers] table); send the whole conversation instead. {message}"
+            )
         if offline:
             self._refused(agent_name, inbound.model, 503, message)
             raise Refusal(503, "offline", f"offline mode: API tiers are off. {message}")
@@ -575,13 +586,25 @@ class Gateway:
         raise Refusal(400, "invalid_request", message)
 
     def _mode(self, inbound: codecs.InboundRequest, candidate: Candidate) -> str:
-        kind = self.runtime.config.providers[candidate.provider].kind
+        pcfg = self.runtime.config.providers[candidate.provider]
+        kind = pcfg.kind
+        if inbound.protocol == "openai_responses" and kind == "openai_compat" and self._speaks_responses(pcfg):
+            return "pass_through"
         upstream = UPSTREAM_PROTOCOL.get(kind)
         if upstream == "ollama" and inbound.protocol in ("ollama_chat", "ollama_generate"):
             return "pass_through"
         if upstream is not None and upstream == inbound.protocol:
             return "pass_through"
         return "translate"
+
+    def _speaks_responses(self, pcfg: ProviderConfig) -> bool:
+        """Whether an OpenAI-compatible server also speaks the Responses API: ``responses`` in its config, else
+        only OpenAI's own (api.openai.com)."""
+        if pcfg.responses is not None:
+            return pcfg.responses
+        from urllib.parse import urlsplit
+
+        return (urlsplit(pcfg.base_url or "").hostname or "") == "api.openai.com"
 
     def _supports_tools(self, candidate: Candidate) -> bool:
         try:
@@ -932,7 +955,8 @@ class Gateway:
             key = api_key(candidate.model_id)
             if key:
                 headers["authorization"] = f"Bearer {key}"
-            return f"{(pcfg.base_url or '').rstrip('/')}/chat/completions", headers
+            path = "/responses" if inbound.protocol == "openai_responses" else "/chat/completions"
+            return f"{(pcfg.base_url or '').rstrip('/')}{path}", headers
         if pcfg.kind == "anthropic":
             base, headers = self._anthropic_upstream(req, candidate)
             return f"{base}/v1/messages", headers
@@ -1197,6 +1221,16 @@ def _is_usage_only(event: bytes) -> bool:
                 return False
             return isinstance(payload, dict) and not payload.get("choices") and "usage" in payload
     return False
+
+
+def _has_hidden_input(inbound: codecs.InboundRequest) -> bool:
+    """A Responses request whose prompt includes items stored on the server (a previous response, a
+    conversation, item references): its body understates the prompt."""
+    body = inbound.body
+    if body.get("previous_response_id") is not None or body.get("conversation") is not None:
+        return True
+    items = body.get("input")
+    return isinstance(items, list) and any(isinstance(i, dict) and i.get("type") == "item_reference" for i in items)
 
 
 def _human_number(count: int) -> str:

@@ -579,7 +579,7 @@ async def test_tools_never_go_to_a_model_that_cannot_call_them(tmp_path: Path) -
 
 
 # ------------------------------------------------------------------------------------------------------------
-# OpenAI Responses (stateless; translated, since no configured upstream speaks it)
+# OpenAI Responses: translated for other upstreams; passed through (stateful requests too) to one speaking it
 
 
 async def test_openai_responses_json_and_stream_are_translated_and_priced(tmp_path: Path) -> None:
@@ -596,8 +596,49 @@ async def test_openai_responses_json_and_stream_are_translated_and_priced(tmp_pa
         assert (first["input_uncached"], first["cache_read"], first["output"]) == (21, 4, 3)
         assert first["cost_micros"] == expected_micros(g, "deepseek:deepseek-flash", Usage(21, 4, 0, 0, 3, None))
         assert (second["input_uncached"], second["output"]) == (11, 2)
-        with pytest.raises(openai.BadRequestError, match="previous_response_id"):
-            await client.responses.create(model="cheap", input="more", previous_response_id="resp_123")
+        seen = g.gateway.requests_seen
+        with pytest.raises(openai.BadRequestError, match="speaks OpenAI's Responses API"):
+            await client.responses.create(model="deepseek:deepseek-flash", input="more", previous_response_id="resp_1")
+        assert g.gateway.requests_seen == seen + 1
+        assert g.ledger.held_reservations() == []
+
+
+async def test_openai_responses_pass_through_to_a_responses_upstream_stateful_requests_included(
+    tmp_path: Path,
+) -> None:
+    async with running_gateway(tmp_path) as g:
+        assert g.openai_plain is not None
+        client = oai(g)
+        g.openai_plain.enqueue(Reply("first answer", input_tokens=70, cache_read=930, output_tokens=12, reasoning=4))
+        first = await client.responses.create(model="openai:gpt-5.4-mini", input="Plan the fix.")
+        assert first.output_text == "first answer"
+        g.openai_plain.enqueue(Reply("second answer", input_tokens=40, cache_read=1000, output_tokens=6, chunks=3))
+        stream = await client.responses.create(
+            model="openai:gpt-5.4-mini", input="And then?", previous_response_id=first.id, stream=True
+        )
+        events = [e async for e in stream]
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "second answer"
+        assert events[-1].type == "response.completed"
+        assert events[-1].response.usage is not None
+        assert events[-1].response.usage.input_tokens == 1040  # the upstream's own usage reached the client
+        sent = g.openai_plain.responses_requests()
+        assert [r.json["model"] for r in sent] == ["gpt-5.4-mini", "gpt-5.4-mini"]
+        assert sent[1].json["previous_response_id"] == first.id
+        assert sent[0].json["max_output_tokens"] == 4096  # the gateway's ceiling, injected
+        assert sent[0].headers["authorization"] == "Bearer " + g.environ["OPENAI_API_KEY"]
+        rows = g.calls("aider")
+        assert [(r["input_uncached"], r["cache_read"], r["output"]) for r in rows] == [(70, 930, 12), (40, 1000, 6)]
+        assert rows[0]["cost_micros"] == expected_micros(g, "openai:gpt-5.4-mini", Usage(70, 930, 0, 0, 12, 4))
+        assert rows[1]["cost_micros"] == expected_micros(g, "openai:gpt-5.4-mini", Usage(40, 1000, 0, 0, 6, None))
+        # The continued request's prompt lives on the server: it was reserved at a full context window.
+        spec = g.runtime.catalog.get("openai:gpt-5.4-mini")
+        assert spec is not None
+        held = g.ledger.query("SELECT tokens FROM reservations ORDER BY id")
+        assert held[1][0] == spec.context_window
+        # An unknown previous response is OpenAI's own 400, relayed (nothing was billed, nothing is held).
+        with pytest.raises(openai.BadRequestError, match="resp_nope' not found") as unknown:
+            await client.responses.create(model="openai:gpt-5.4-mini", input="x", previous_response_id="resp_nope")
+        assert unknown.value.code == "previous_response_not_found"
         assert g.ledger.held_reservations() == []
 
 
