@@ -197,8 +197,11 @@ class Gateway:
         except Refusal as refusal:
             if resp.started:  # held open with pings: the refusal goes in-band
                 if not resp.ended and not resp.disconnected:
-                    encoder = codec.stream(model="", include_usage=False)
-                    resp.write(encoder.error(refusal.kind, self._scrub(refusal.message)))
+                    if resp.media_type == "application/json":  # keep-alive whitespace, then the error body
+                        resp.write(codec.error(refusal.status, refusal.kind, self._scrub(refusal.message))[2])
+                    else:
+                        encoder = codec.stream(model="", include_usage=False)
+                        resp.write(encoder.error(refusal.kind, self._scrub(refusal.message)))
                     resp.end()
                 return
             status, headers, body = codec.error(
@@ -909,9 +912,11 @@ class Gateway:
         hold_s: float,
         served_headers: list[tuple[str, str]],
     ) -> tuple[bool, int | None]:
-        """Wait up to ``hold_s`` for a decision, pinging a streaming client: (True, the window's id or None) once
-        approved; denied -> refused; still undecided -> (False, None), and the caller refuses (the request stays
-        pending for the next try)."""
+        """Wait up to ``hold_s`` for a decision, pinging the client (a streaming client with the protocol's own
+        keep-alive, a non-streaming one with whitespace before its JSON body): (True, the window's id or None)
+        once approved; denied -> refused; still undecided -> (False, None), and the caller refuses (the request
+        stays pending for the next try). After the first ping the status (200) is sent: a refusal or an
+        upstream error arrives in-band, as the protocol's error event or error body."""
         ledger = self.runtime.ledger
         loop = asyncio.get_running_loop()
         deadline = loop.time() + hold_s
@@ -928,15 +933,22 @@ class Gateway:
                     return True, int(row.id)
                 if ledger.consume_approval(approval_id):
                     return True, None
-            if inbound.stream and loop.time() >= next_ping:
-                if encoder is None:
-                    encoder = codec.stream(model=inbound.model, include_usage=inbound.include_usage)
-                    resp.start(
-                        200, [("content-type", encoder.media_type), ("cache-control", "no-cache"), *served_headers]
-                    )
-                ping = encoder.ping()
-                if ping:
-                    resp.write(ping)
+            if loop.time() >= next_ping:
+                if not inbound.stream:
+                    # A JSON body may start with whitespace: the status goes out now (200) and a space every
+                    # interval keeps the client's read timeout (and any proxy's) from firing while a human decides.
+                    if not resp.started:
+                        resp.start(200, [("content-type", "application/json"), *served_headers])
+                    resp.write(b" ")
+                else:
+                    if encoder is None:
+                        encoder = codec.stream(model=inbound.model, include_usage=inbound.include_usage)
+                        resp.start(
+                            200, [("content-type", encoder.media_type), ("cache-control", "no-cache"), *served_headers]
+                        )
+                    ping = encoder.ping()
+                    if ping:
+                        resp.write(ping)
                 next_ping = loop.time() + self.config.ping_interval_s
             await asyncio.sleep(APPROVAL_POLL_S)
         return False, None
@@ -1030,10 +1042,13 @@ class Gateway:
                     raw = await upstream.aread()
                     error = error_from_response(site, upstream.status_code, upstream.headers, raw)
                     pending.fail(error)
-                    if resp.started:
-                        resp.write(
-                            codec.stream(model="", include_usage=False).error("api_error", self._scrub(str(error)))
-                        )
+                    if resp.started:  # held open: the status (200) is sent; the error goes in-band
+                        if resp.media_type == "application/json":
+                            resp.write(self._scrub_bytes(raw))
+                        else:
+                            resp.write(
+                                codec.stream(model="", include_usage=False).error("api_error", self._scrub(str(error)))
+                            )
                         resp.end()
                         return
                     out_headers = [("content-type", upstream.headers.get("content-type", "application/json"))]
@@ -1054,7 +1069,7 @@ class Gateway:
                     raw = await upstream.aread()
                     tee.feed(raw)
                     ttft = time.monotonic() - t0
-                    resp.send(upstream.status_code, out_headers, self._scrub_bytes(raw))
+                    resp.complete(upstream.status_code, out_headers, self._scrub_bytes(raw))
                 else:
                     if not resp.started:  # (a held request already started its response with pings)
                         resp.start(upstream.status_code, [*out_headers, ("cache-control", "no-cache")])
@@ -1171,7 +1186,7 @@ class Gateway:
             resp.write(encoder.finish(result))
             resp.end()
         else:
-            resp.send(
+            resp.complete(
                 200,
                 [("content-type", "application/json"), *served_headers],
                 codec.response(result, model=inbound.model),

@@ -251,6 +251,53 @@ async def test_an_agent_can_hold_a_frontier_request_open_until_a_human_approves(
         assert len(g.calls()) == 1
 
 
+async def test_a_held_non_streaming_request_gets_keep_alive_whitespace_and_succeeds_after_approval(
+    tmp_path: Path,
+) -> None:
+    async with running_gateway(tmp_path, HOLD + "\n[gateway]\nping_interval_s = 0.2\n") as g:
+        import anthropic
+
+        client = g.track(anthropic.AsyncAnthropic(base_url=g.url, api_key=g.key("claude"), max_retries=0))
+        g.anthropic.enqueue(Reply("worth the wait", input_tokens=4, output_tokens=3))
+
+        async def decide_soon(approve: bool) -> None:
+            while not [a for a in g.ledger.approvals() if a.state == "pending"]:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.7)  # long enough for a few keep-alive spaces
+            pending = next(a for a in g.ledger.approvals() if a.state == "pending")
+            if approve:
+                g.runtime.approve(pending.id, "test")
+            else:
+                g.runtime.deny(pending.id, "test")
+
+        approver = asyncio.create_task(decide_soon(True))
+        raw = await client.messages.with_raw_response.create(
+            model="frontier", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+        )
+        await approver
+        body = await raw.http_response.aread()
+        assert body.startswith(b"   ")  # kept alive with whitespace while the human decided
+        message = raw.parse()
+        assert message.content[0].text == "worth the wait"  # type: ignore[union-attr]
+        assert len(g.calls()) == 1
+
+        # Denied after the status went out: the refusal arrives in-band, as Anthropic's error body.
+        denier = asyncio.create_task(decide_soon(False))
+        async with httpx.AsyncClient(base_url=g.url, timeout=30) as plain:
+            refused = await plain.post(
+                "/v1/messages",
+                json={"model": "frontier", "max_tokens": 16, "messages": [{"role": "user", "content": "y"}]},
+                headers={"x-api-key": g.key("claude"), "anthropic-version": "2023-06-01"},
+            )
+        await denier
+        assert refused.status_code == 200
+        assert refused.content.startswith(b" ")
+        assert refused.json()["type"] == "error"
+        assert "denied" in refused.json()["error"]["message"]
+        assert len(g.calls()) == 1
+        assert g.ledger.held_reservations() == []
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
