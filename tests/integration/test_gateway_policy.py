@@ -277,7 +277,7 @@ async def test_a_held_non_streaming_request_gets_keep_alive_whitespace_and_succe
         await approver
         body = await raw.http_response.aread()
         assert body.startswith(b" ")  # kept alive with whitespace while the human decided
-        message = raw.parse()
+        message = await raw.parse()
         assert message.content[0].text == "worth the wait"  # type: ignore[union-attr]
         assert len(g.calls()) == 1
 
