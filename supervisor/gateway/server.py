@@ -1080,10 +1080,9 @@ class Gateway:
                     async for chunk in upstream.aiter_raw():
                         if ttft is None:
                             ttft = time.monotonic() - t0
+                        relayed = splitter.without_usage_chunk(chunk) if splitter is not None else chunk
+                        resp.write(scrubber.feed(relayed))  # the client first; the usage copy is read after
                         tee.feed(chunk)
-                        if splitter is not None:
-                            chunk = splitter.without_usage_chunk(chunk)
-                        resp.write(scrubber.feed(chunk))
                         await resp.drain()
                     if splitter is not None:
                         resp.write(scrubber.feed(splitter.rest()))
