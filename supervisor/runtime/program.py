@@ -448,9 +448,8 @@ class Programs:
         tasks.mkdir(parents=True, exist_ok=True)
         task_file = tasks / f"{state.run_id}-{_safe_name(step.name)}.md"
         previous = f"attempt {attempt - 1}" if attempt > 1 else "an earlier attempt"
-        cleaned = clean_failure(failure, state.workspace, rt.ledger.redactor)
-        if cleaned and len(cleaned) > limits.failure_excerpt_chars:
-            cleaned = "…" + cleaned[-limits.failure_excerpt_chars :]
+        # Reduced as a model step's retry prompt carries it, at most failure_excerpt_chars.
+        cleaned = clean_failure(failure, state.workspace, rt.ledger.redactor, limits.failure_excerpt_chars)
         task_file.write_text(task_text(step, cleaned, previous=previous), encoding="utf-8")
         snapshot = Snapshot.take(
             state.workspace,

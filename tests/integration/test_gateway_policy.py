@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 
 from supervisor.gateway.keys import mint_key
 from tests.fakes.base import Reply
+from tests.fakes.openai import RawStream
 from tests.gateway_harness import running_gateway
 
 
@@ -249,6 +251,53 @@ async def test_an_agent_can_hold_a_frontier_request_open_until_a_human_approves(
         assert len(g.calls()) == 1
 
 
+async def test_a_held_non_streaming_request_gets_keep_alive_whitespace_and_succeeds_after_approval(
+    tmp_path: Path,
+) -> None:
+    async with running_gateway(tmp_path, HOLD + "\n[gateway]\nping_interval_s = 0.2\n") as g:
+        import anthropic
+
+        client = g.track(anthropic.AsyncAnthropic(base_url=g.url, api_key=g.key("claude"), max_retries=0))
+        g.anthropic.enqueue(Reply("worth the wait", input_tokens=4, output_tokens=3))
+
+        async def decide_soon(approve: bool) -> None:
+            while not [a for a in g.ledger.approvals() if a.state == "pending"]:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.7)  # long enough for a few keep-alive spaces
+            pending = next(a for a in g.ledger.approvals() if a.state == "pending")
+            if approve:
+                g.runtime.approve(pending.id, "test")
+            else:
+                g.runtime.deny(pending.id, "test")
+
+        approver = asyncio.create_task(decide_soon(True))
+        raw = await client.messages.with_raw_response.create(
+            model="frontier", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+        )
+        await approver
+        body = await raw.http_response.aread()
+        assert body.startswith(b" ")  # kept alive with whitespace while the human decided
+        message = await raw.parse()
+        assert message.content[0].text == "worth the wait"  # type: ignore[union-attr]
+        assert len(g.calls()) == 1
+
+        # Denied after the status went out: the refusal arrives in-band, as Anthropic's error body.
+        denier = asyncio.create_task(decide_soon(False))
+        async with httpx.AsyncClient(base_url=g.url, timeout=30) as plain:
+            refused = await plain.post(
+                "/v1/messages",
+                json={"model": "frontier", "max_tokens": 16, "messages": [{"role": "user", "content": "y"}]},
+                headers={"x-api-key": g.key("claude"), "anthropic-version": "2023-06-01"},
+            )
+        await denier
+        assert refused.status_code == 200
+        assert refused.content.startswith(b" ")
+        assert refused.json()["type"] == "error"
+        assert "denied" in refused.json()["error"]["message"]
+        assert len(g.calls()) == 1
+        assert g.ledger.held_reservations() == []
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -320,3 +369,53 @@ async def test_a_client_that_stops_reading_a_stream_is_cut_off_and_its_hold_sett
             assert g.ledger.held_reservations() == []
         finally:
             sock.close()
+
+
+def sse_chunk(content: str | None, usage: dict[str, int] | None = None) -> bytes:
+    choices = [] if content is None else [{"index": 0, "delta": {"content": content}, "finish_reason": None}]
+    payload = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": choices}
+    if usage is not None:
+        payload["usage"] = usage
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+async def test_a_key_split_across_two_upstream_reads_is_still_scrubbed(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        secret = g.environ["DEEPSEEK_API_KEY"].encode()
+        half = len(secret) // 2
+        # An upstream echoing the provider key in an answer, torn in the middle of the key: the fake sends the
+        # first half, then waits until the client has everything before it, then sends the rest.
+        torn = sse_chunk("the key is " + "\x00")
+        head, _, tail = torn.partition(b"\\u0000")
+        release = threading.Event()
+        usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+        g.openai.enqueue(
+            RawStream(
+                (sse_chunk("hello ") + head + secret[:half], secret[half:] + tail, sse_chunk(None, usage)),
+                hold_before=(1, release),
+            )
+        )
+        received = b""
+        body = {
+            "model": "cheap",
+            "messages": [{"role": "user", "content": "echo"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        async with (
+            httpx.AsyncClient() as client,
+            client.stream(
+                "POST", g.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {g.key()}"}
+            ) as response,
+        ):
+            async for piece in response.aiter_raw():
+                received += piece
+                if b"the key is " in received:
+                    release.set()
+        assert release.is_set()
+        assert secret not in received
+        assert secret[:half] not in received
+        assert b"the key is [redacted:DEEPSEEK_API_KEY]" in received
+        row = g.calls()[-1]
+        assert (row["input_uncached"], row["output"]) == (9, 4)
+        assert secret.decode() not in json.dumps(g.calls())
