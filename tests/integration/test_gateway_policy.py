@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from supervisor.gateway.keys import mint_key
+from supervisor.runtime.program import AttemptGrant
 from tests.fakes.base import Reply
 from tests.fakes.openai import RawStream
 from tests.gateway_harness import running_gateway
@@ -419,3 +420,67 @@ async def test_a_key_split_across_two_upstream_reads_is_still_scrubbed(tmp_path:
         row = g.calls()[-1]
         assert (row["input_uncached"], row["output"]) == (9, 4)
         assert secret.decode() not in json.dumps(g.calls())
+
+
+async def test_an_attempt_key_is_scrubbed_from_relayed_bytes_too_and_dies_with_the_attempt(tmp_path: Path) -> None:
+    """An agent step attempt's key through the pass-through relay: whatever name the program asks for is served by
+    the attempt's tier (a visible substitution), the row is the attempt's, an upstream echoing the key (torn across
+    two reads) reaches the program scrubbed, and once the attempt is closed the same key gets 401."""
+    async with running_gateway(tmp_path) as g:
+        run_id = g.ledger.start_run("aider", "manual")
+        expires = datetime.now(UTC) + timedelta(minutes=5)
+        door = await g.gateway.open_attempt(AttemptGrant("aider", run_id, "fix", 2, "cheap", expires, max_calls=5))
+        secret = door.token.encode()
+        half = len(secret) // 2
+        torn = sse_chunk("the key is " + "\x00")
+        head, _, tail = torn.partition(b"\\u0000")
+        release = threading.Event()
+        usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+        g.openai.enqueue(
+            RawStream(
+                (sse_chunk("hello ") + head + secret[:half], secret[half:] + tail, sse_chunk(None, usage)),
+                hold_before=(1, release),
+            )
+        )
+        body = {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "echo"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},  # (else a partial event waits to be whole, and so the fake)
+        }
+        received = b""
+        async with (
+            httpx.AsyncClient() as client,
+            client.stream(
+                "POST", door.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {door.token}"}
+            ) as response,
+        ):
+            assert response.headers["x-supervisor-served-model"] == "deepseek:deepseek-flash"
+            assert response.headers["x-supervisor-substituted"] == "gpt-4o -> deepseek:deepseek-flash"
+            async for piece in response.aiter_raw():
+                received += piece
+                if b"the key is " in received:
+                    release.set()
+        assert release.is_set()
+        assert secret not in received
+        assert secret[:half] not in received
+        assert b"the key is [redacted:SUPERVISOR_GATEWAY_KEY" in received  # (mint_key names the newest key too)
+        row = g.calls()[-1]
+        assert (row["run_id"], row["step"], row["attempt"], row["tier"], row["key_id"]) == (
+            run_id,
+            "fix",
+            2,
+            "cheap",
+            door.key_id,
+        )
+        assert (row["requested_model"], row["input_uncached"], row["output"]) == ("gpt-4o", 9, 4)
+        assert door.watch.requests == 1
+        assert door.token not in json.dumps(g.calls())
+
+        await g.gateway.close_attempt(door)
+        async with httpx.AsyncClient() as client:
+            late = await client.post(
+                door.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {door.token}"}
+            )
+        assert late.status_code == 401
+        assert len(g.calls()) == 1  # nothing was sent for the straggler
