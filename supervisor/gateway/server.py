@@ -1205,7 +1205,7 @@ class Gateway:
                     resp.write(scrubber.flush())
                     resp.end()
         except TimeoutError:
-            # The whole call outlived upstream_timeout_s (httpx's own timeout is per read): it may be billed.
+            # The whole call outlived upstream_timeout_s: it may be billed.
             pending.lost(f"no complete answer within {self.config.upstream_timeout_s:g} s")
             if started:
                 with contextlib.suppress(ClientGone):
