@@ -2,11 +2,13 @@
 
 Run as ``python bench/gateway.py [--requests 2000] [--warmup 100] [--json PATH]``.
 
-Three processes, so nobody competes for one GIL: the OpenAI-compatible fake (``tests.fakes.openai.OpenAIFake``,
+Four processes, so nobody competes for one GIL: the OpenAI-compatible fake (``tests.fakes.openai.OpenAIFake``,
 TCP_NODELAY, streams that keep the connection open as real APIs do), a real ``supervisor gateway`` CLI process
 with the whole path on (key lookup, routing, the reservation in ``BEGIN IMMEDIATE`` against agent and global
-caps, the pass-through relay with its usage tee, pricing, settlement, the ledger row and the events), and this
-client (httpx, keep-alive). Every request of the "gateway" arm is a real priced call in the gateway's ledger.
+caps, the pass-through relay with its usage tee, pricing, settlement, the ledger row and the events), a bare
+relay built from the gateway's own HTTP server and upstream client with nothing else (the floor: what the extra
+Python hop alone costs here), and this client (httpx, keep-alive). Every request of the "gateway" arm is a real
+priced call in the gateway's ledger.
 
 Scenarios, each with the two arms interleaved (ABAB, the order drawn per round) after a warm-up:
 
@@ -77,6 +79,40 @@ fake.start()
 print(fake.url, flush=True)
 sys.stdin.read()
 fake.stop()
+"""
+
+FLOOR = """
+import asyncio, sys
+sys.path.insert(0, {repo!r})
+from supervisor.gateway.http import HttpServer
+from supervisor.gateway.upstream import UpstreamPool
+
+UPSTREAM = {upstream!r}
+pool = UpstreamPool()
+
+
+async def relay(req, resp):
+    headers = {{"content-type": "application/json", "authorization": "Bearer upstream-key"}}
+    async with pool.stream("POST", UPSTREAM + "/chat/completions", content=req.body, headers=headers) as up:
+        kind = up.headers.get("content-type", "application/json")
+        if "json" in kind:
+            resp.send(up.status_code, [("content-type", kind)], await up.aread())
+            return
+        resp.start(up.status_code, [("content-type", kind)])
+        async for chunk in up.aiter_raw():
+            resp.write(chunk)
+            await resp.drain()
+        resp.end()
+
+
+async def main():
+    server = HttpServer(relay)
+    port = await server.listen("127.0.0.1", 0)
+    print(f"http://127.0.0.1:{{port}}", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+asyncio.run(main())
 """
 
 CONFIG = """
@@ -167,18 +203,18 @@ class Arm:
         return arrivals[0], arrivals[-1], arrivals
 
 
-async def interleaved(n: int, warmup: int, direct: Any, via: Any) -> tuple[list[Any], list[Any]]:
+async def interleaved(n: int, warmup: int, *arms: Any) -> list[list[Any]]:
+    """Each round calls every arm once, in an order drawn per round."""
     rng = random.Random(20261205)
-    out_direct: list[Any] = []
-    out_via: list[Any] = []
+    outs: list[list[Any]] = [[] for _ in arms]
     for i in range(warmup + n):
-        pair = [(direct, out_direct), (via, out_via)]
-        rng.shuffle(pair)
-        for call, sink in pair:
+        order = list(zip(arms, outs, strict=True))
+        rng.shuffle(order)
+        for call, sink in order:
             value = await call()
             if i >= warmup:
                 sink.append(value)
-    return out_direct, out_via
+    return outs
 
 
 async def concurrent(n: int, workers: int, call: Any) -> list[float]:
@@ -201,13 +237,14 @@ def cpu_s(pid: int) -> float:
 
 
 async def measure(
-    fake_url: str, gateway_url: str, key: str, n: int, warmup: int, gateway_pid: int, fake_pid: int
+    fake_url: str, gateway_url: str, floor_url: str, key: str, n: int, warmup: int, gateway_pid: int, fake_pid: int
 ) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         json_headers = {"content-type": "application/json", "authorization": "Bearer upstream-key"}
         direct = Arm(client, fake_url + "/chat/completions", json_headers)
         via = Arm(client, gateway_url + "/v1/chat/completions", {**json_headers, "authorization": f"Bearer {key}"})
+        floor = Arm(client, floor_url + "/v1/chat/completions", json_headers)
         plain = json.dumps(body(False)).encode()
         streamed = json.dumps(body(True)).encode()
         paced = json.dumps(body(True, "paced")).encode()
@@ -215,18 +252,28 @@ async def measure(
 
         print(f"non-streaming, sequential: {n} requests per arm, interleaved ...", flush=True)
         gateway_cpu, fake_cpu = cpu_s(gateway_pid), cpu_s(fake_pid)
-        d, v = await interleaved(n, warmup, lambda: direct.json_call(plain), lambda: via.json_call(plain))
+        d, v, f = await interleaved(
+            n, warmup, lambda: direct.json_call(plain), lambda: via.json_call(plain), lambda: floor.json_call(plain)
+        )
         results["json_sequential"] = added(v, d)
+        results["json_sequential"]["floor"] = added(f, d)
         # CPU time is what a loaded machine cannot inflate: the gateway's own work per request, and the fake's
-        # per request (it serves both arms: 2 requests per round).
+        # per request (it serves all three arms: 3 requests per round).
         results["json_sequential"]["gateway_cpu_ms_per_request"] = (
             (cpu_s(gateway_pid) - gateway_cpu) * 1000 / (n + warmup)
         )
-        results["json_sequential"]["fake_cpu_ms_per_request"] = (cpu_s(fake_pid) - fake_cpu) * 1000 / (2 * (n + warmup))
+        results["json_sequential"]["fake_cpu_ms_per_request"] = (cpu_s(fake_pid) - fake_cpu) * 1000 / (3 * (n + warmup))
 
         print(f"streaming (20 chunks), sequential: {n} requests per arm, interleaved ...", flush=True)
-        d, v = await interleaved(n, warmup, lambda: direct.stream_call(streamed), lambda: via.stream_call(streamed))
+        d, v, f = await interleaved(
+            n,
+            warmup,
+            lambda: direct.stream_call(streamed),
+            lambda: via.stream_call(streamed),
+            lambda: floor.stream_call(streamed),
+        )
         ttfb = added([x[0] for x in v], [x[0] for x in d])
+        ttfb["floor"] = added([x[0] for x in f], [x[0] for x in d])
         total = added([x[1] for x in v], [x[1] for x in d])
         body_span_direct = statistics.median(x[1] - x[0] for x in d)
         body_span_via = statistics.median(x[1] - x[0] for x in v)
@@ -277,6 +324,20 @@ def start_fake() -> tuple[subprocess.Popen[str], str]:
     return proc, url
 
 
+def start_floor(upstream: str) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FLOOR.format(repo=str(ROOT), upstream=upstream)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url.startswith("http://127.0.0.1:"):
+        raise SystemExit("the bare relay did not start")
+    return proc, url
+
+
 def start_gateway(config: Path, env: dict[str, str], log: Path) -> tuple[subprocess.Popen[str], str]:
     with open(log, "w") as err:
         proc = subprocess.Popen(
@@ -304,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "SUPERVISOR_HOME": str(work / "home"), "BENCH_DEEPSEEK_KEY": "sk-bench-0123456789"}
         env.pop("SUPERVISOR_OFFLINE", None)
         fake, fake_url = start_fake()
+        floor, floor_url = start_floor(fake_url)
         gateway: subprocess.Popen[str] | None = None
         try:
             config = work / "supervisor.toml"
@@ -318,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             key = json.loads(created.stdout)["key"]
             gateway, gateway_url = start_gateway(config, env, work / "gateway.log")
             results = asyncio.run(
-                measure(fake_url, gateway_url, key, args.requests, args.warmup, gateway.pid, fake.pid)
+                measure(fake_url, gateway_url, floor_url, key, args.requests, args.warmup, gateway.pid, fake.pid)
             )
             ledger_rows = subprocess.run(
                 [
@@ -333,9 +395,10 @@ def main(argv: list[str] | None = None) -> int:
             if gateway is not None:
                 gateway.terminate()
                 gateway.wait(30)
-            if fake.stdin is not None:
-                fake.stdin.close()
-            fake.wait(10)
+            for proc in (floor, fake):
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                proc.wait(10)
     seq = results["json_sequential"]
     ttfb = results["stream_sequential"]["ttfb"]
     buf = results["buffering"]
@@ -352,8 +415,13 @@ def main(argv: list[str] | None = None) -> int:
         f"p99 {seq['p99_added_ms']:+.2f} ms (target <= {TARGETS['p99_added_ms']}); ratio {seq['ratio_p50']:.2f}x"
     )
     print(
+        f"  the floor (a bare relay: the same HTTP server and upstream client, no gateway logic): added p50 "
+        f"{seq['floor']['p50_added_ms']:+.2f} ms, p99 {seq['floor']['p99_added_ms']:+.2f} ms"
+    )
+    print(
         f"streaming: TTFB added p50 {ttfb['p50_added_ms']:+.2f} ms (target <= {TARGETS['ttfb_added_ms']}), "
-        f"p99 {ttfb['p99_added_ms']:+.2f} ms; per chunk {results['stream_sequential']['per_chunk_added_ms']:+.3f} ms"
+        f"p99 {ttfb['p99_added_ms']:+.2f} ms; per chunk {results['stream_sequential']['per_chunk_added_ms']:+.3f} ms; "
+        f"the floor's TTFB added p50 {ttfb['floor']['p50_added_ms']:+.2f} ms"
     )
     print(
         f"buffering: {buf['buffered_gateway']} of {buf['requests']} paced streams buffered through the gateway "

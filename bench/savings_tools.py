@@ -67,7 +67,7 @@ from bench.savings import (
 )
 from supervisor import __version__, paths
 from supervisor.backends.base import Backend, Request
-from supervisor.backends.scripted import ScriptedAnswer, ScriptedBackend
+from supervisor.backends.scripted import ScriptedAnswer, ScriptedBackend, prompt_text
 from supervisor.catalog import Catalog, load_catalog
 from supervisor.config import Config, parse_config
 from supervisor.cost import format_usd
@@ -81,7 +81,8 @@ SHAPES = ("tools", "single")
 MAX_TURNS = 12
 WORKER_TOOLS = ["read_file", "list_files", "write_file", "edit_file", "run_command", "finish"]
 TASK_KEYS = {"category", "difficulty", "prompt", "context", "verify", "commands", "changes", "wrong", "checks", "files"}
-_WRITE_STEP = re.compile(r"This step: write the complete new (\S+) \(the other files")
+WRITE_STEP = "This step: write the complete new {path} (the other files are handled by their own steps)."
+_WRITE_STEP_LINE = re.compile(r"This step: write the complete new (.+?) \(the other files")
 _TURN_LINE = re.compile(r"^- turn (\d+):", re.MULTILINE)
 _FOLD_LINE = re.compile(r"^- turns (\d+)-(\d+):", re.MULTILINE)
 
@@ -213,8 +214,7 @@ def build_config(
                 steps.append(
                     {
                         "name": f"write-{index + 1}",
-                        "prompt": f"{task.prompt} This step: write the complete new {path} (the other files are "
-                        "handled by their own steps).",
+                        "prompt": f"{task.prompt} {WRITE_STEP.format(path=path)}",
                         "context": task.context,
                         "writes": path,
                         "max_output_tokens": budget,
@@ -258,16 +258,17 @@ def responder(
     tier: Tier, model: CorrectnessModel, by_agent: Mapping[str, ToolTask]
 ) -> Callable[[Request], ScriptedAnswer]:
     def respond(request: Request) -> ScriptedAnswer:
-        # The prompt is the only reliable mark: the minimal prompt local models get names no agent.
-        text = "\n".join(m.content for m in request.messages)
+        # The task is the one whose prompt the request carries: the minimal prompt that small local models get
+        # names no agent and no step (as in bench/savings.py).
+        text = prompt_text(request)
         found = [task for task in by_agent.values() if task.prompt.strip() in text]
         if not found:
             raise RuntimeError("a benchmark backend got a prompt that carries no task of the suite")
-        task = max(found, key=lambda task: len(task.prompt))
+        task = max(found, key=lambda t: len(t.prompt))
         correct = model.passes(task, tier)  # type: ignore[arg-type]  # duck-typed: name and difficulty
-        step = _WRITE_STEP.search(text)  # a single-call step names the one file it writes (both prompt layouts)
-        if step is not None:
-            return ScriptedAnswer(text=task.content(step.group(1), correct))
+        write = _WRITE_STEP_LINE.search(text)
+        if write is not None:
+            return ScriptedAnswer(text=task.content(write.group(1), correct))
         calls = task.calls(correct)
         return ScriptedAnswer(text=json.dumps(calls[min(turns_so_far(request), len(calls) - 1)]))
 

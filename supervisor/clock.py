@@ -11,9 +11,11 @@ from datetime import UTC, date, datetime, timedelta
 
 def iso(moment: datetime) -> str:
     """UTC timestamps as fixed-width strings, so string order is time order in SQL."""
-    if moment.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if moment.tzinfo is not UTC:
+        if moment.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        moment = moment.astimezone(UTC)
+    return f"{moment.isoformat(timespec='microseconds')[:-6]}Z"  # "...+00:00" -> "...Z" (faster than strftime)
 
 
 def parse_iso(text: str) -> datetime:

@@ -69,6 +69,10 @@ class ProviderConfig(_Model):
     """Seconds to wait for a connection."""
     headers: dict[str, str] = Field(default_factory=dict)
     """Extra HTTP headers (not for secrets: use api_key_env)."""
+    responses: bool | None = None
+    """openai_compat: the server also speaks OpenAI's Responses API (``POST {base_url}/responses``), so the
+    gateway passes Responses requests through to it, stateful ones (``previous_response_id``, ``store``,
+    ``conversation``) included. Default: true for api.openai.com, false for every other server."""
     anthropic_version: str = "2023-06-01"
     """anthropic: the ``anthropic-version`` header."""
     cache_ttl: Literal["5m", "1h"] = "5m"

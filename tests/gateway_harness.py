@@ -42,6 +42,7 @@ kind = "openai_compat"
 base_url = "{openai_plain}"
 api_key_env = "OPENAI_API_KEY"
 max_retries = 0
+responses = true
 
 [providers.anthropic]
 kind = "anthropic"

@@ -443,3 +443,86 @@ def _float_list(metadata: Mapping[str, Any], key: str) -> list[float] | None:
         return None
     values = value.tolist() if hasattr(value, "tolist") else list(value)
     return [float(v) for v in values]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The header alone: metadata and tensor shapes without reading a single weight (an Ollama client's /api/show)
+
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+_GGUF_STRING, _GGUF_ARRAY = 8, 9
+# llama.cpp's llama_ftype (general.file_type), as Ollama names them in quantization_level.
+FILE_TYPES = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    32: "BF16",
+}
+
+
+def read_gguf_header(path: Path, *, max_array: int = 64) -> tuple[dict[str, Any], dict[str, tuple[int, ...]]]:
+    """``(metadata, tensor shapes)`` from a GGUF file's header; arrays longer than ``max_array`` (the
+    tokenizer's vocabulary) are skipped, not read into memory. Raises ``ModelNotFound`` for a file that is not
+    GGUF."""
+    import struct
+
+    with open(path, "rb") as f:
+
+        def take(fmt: str) -> Any:
+            size = struct.calcsize(fmt)
+            data = f.read(size)
+            if len(data) != size:
+                raise ModelNotFound(f"{path}: the GGUF header is cut short", "re-download or re-export the file")
+            return struct.unpack(fmt, data)[0]
+
+        def string() -> str:
+            return bytes(f.read(take("<Q"))).decode("utf-8", "replace")
+
+        def value(kind: int) -> Any:
+            if kind == _GGUF_STRING:
+                return string()
+            if kind == _GGUF_ARRAY:
+                item_kind, count = take("<I"), take("<Q")
+                if count > max_array and item_kind in _GGUF_SCALARS:
+                    f.seek(count * struct.calcsize(_GGUF_SCALARS[item_kind]), 1)
+                    return None
+                if count > max_array and item_kind == _GGUF_STRING:
+                    for _ in range(count):
+                        f.seek(take("<Q"), 1)
+                    return None
+                items = [value(item_kind) for _ in range(count)]
+                return items if count <= max_array else None
+            if kind not in _GGUF_SCALARS:
+                raise ModelNotFound(f"{path}: unknown GGUF value type {kind}", "re-export the file with llama.cpp")
+            return take(_GGUF_SCALARS[kind])
+
+        if f.read(4) != b"GGUF":
+            raise ModelNotFound(f"{path} is not a GGUF file (no GGUF magic)", "point the model at a .gguf file")
+        take("<I")  # version
+        tensor_count, kv_count = take("<Q"), take("<Q")
+        metadata: dict[str, Any] = {}
+        for _ in range(kv_count):
+            key = string()
+            item = value(take("<I"))
+            if item is not None:
+                metadata[key] = item
+        tensors: dict[str, tuple[int, ...]] = {}
+        for _ in range(tensor_count):
+            name = string()
+            dims = tuple(take("<Q") for _ in range(take("<I")))
+            take("<I")  # type
+            take("<Q")  # offset
+            tensors[name] = dims
+    return metadata, tensors

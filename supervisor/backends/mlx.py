@@ -70,6 +70,19 @@ class ModelSource:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """What a model's files say about it (read without loading it): for an Ollama client's ``/api/show``."""
+
+    name: str
+    format: Literal["mlx", "gguf"]
+    architecture: str | None
+    context_length: int | None
+    parameter_count: int | None
+    quantization: str | None  # "Q4_K_M" (GGUF file type), "4-bit" (MLX), None (full precision or unknown)
+    size_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class MLXStats:
     """What this backend has computed so far, cancelled calls included (they used the CPU too)."""
 
@@ -422,6 +435,52 @@ class MLXBackend:
         out.extend(self._describe(entry) for location, entry in loaded.items() if location not in seen)
         return out
 
+    def model_facts(self, name: str) -> ModelFacts:
+        """What ``name``'s files say: architecture, context length, parameter count and quantization, read from
+        config.json and the safetensors headers (MLX), or the GGUF header, without loading any weights."""
+        source = self.resolve(name)
+        size = _disk_size(source)
+        if source.kind == "gguf":
+            from supervisor.backends.gguf import FILE_TYPES, read_gguf_header
+
+            metadata, tensors = read_gguf_header(Path(source.location))
+            arch = metadata.get("general.architecture")
+            arch = arch if isinstance(arch, str) else None
+            context = metadata.get(f"{arch}.context_length") if arch else None
+            file_type = metadata.get("general.file_type")
+            return ModelFacts(
+                name=name,
+                format="gguf",
+                architecture=arch,
+                context_length=int(context) if isinstance(context, int) else None,
+                parameter_count=sum(_product(shape) for shape in tensors.values()) or None,
+                quantization=FILE_TYPES.get(file_type) if isinstance(file_type, int) else None,
+                size_bytes=size,
+            )
+        directory = Path(source.location) if source.kind == "dir" else _hf_cached_snapshot(source.location)
+        if directory is None or not (directory / "config.json").is_file():
+            raise ModelNotFound(
+                f"{source.describe()} is not on this machine",
+                f"call the model once online, or point [providers.{self.provider}.models] at a local directory",
+                provider=self.provider,
+                model=name,
+            )
+        import json
+
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+        quantization = config.get("quantization") if isinstance(config.get("quantization"), dict) else None
+        bits = quantization.get("bits") if quantization else None
+        arch = config.get("model_type")
+        return ModelFacts(
+            name=name,
+            format="mlx",
+            architecture=arch if isinstance(arch, str) else None,
+            context_length=_context_length(config),
+            parameter_count=_safetensors_parameters(directory, bits if isinstance(bits, int) else None),
+            quantization=f"{bits}-bit" if isinstance(bits, int) else None,
+            size_bytes=size,
+        )
+
     def memory_used_bytes(self) -> int:
         """Parameter bytes of the loaded models (what the memory budget is measured against)."""
         with self._lock:
@@ -723,6 +782,34 @@ def _parameter_bytes(model: Any) -> int:
 
     leaves: Any = tree_flatten(model.parameters())
     return int(sum(value.nbytes for _, value in leaves))
+
+
+def _product(shape: Sequence[int]) -> int:
+    out = 1
+    for dim in shape:
+        out *= dim
+    return out
+
+
+def _safetensors_parameters(directory: Path, bits: int | None) -> int | None:
+    """Parameters counted from the safetensors headers (8-byte length, then JSON: no weights are read). A
+    quantized MLX weight packs 32/bits values per uint32; its scales and biases are not parameters."""
+    import json
+    import struct
+
+    total = 0
+    for path in sorted(directory.glob("*.safetensors")):
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        for tensor, info in header.items():
+            if tensor == "__metadata__" or not isinstance(info, dict):
+                continue
+            if bits and tensor.endswith((".scales", ".biases")):
+                continue
+            count = _product(info.get("shape") or [])
+            total += count * 32 // bits if bits and info.get("dtype") == "U32" else count
+    return total or None
 
 
 def _context_length(config: Mapping[str, Any]) -> int | None:

@@ -72,7 +72,7 @@ class ServerLimits:
 class HttpResponse:
     """One response: ``send`` (a whole body) or ``start`` + ``write``... + ``end`` (chunked, streamed)."""
 
-    __slots__ = ("_chunked", "_conn", "_keep_alive", "ended", "started", "status")
+    __slots__ = ("_chunked", "_conn", "_keep_alive", "ended", "media_type", "started", "status")
 
     def __init__(self, conn: _Connection, keep_alive: bool) -> None:
         self._conn = conn
@@ -81,6 +81,7 @@ class HttpResponse:
         self.started = False
         self.ended = False
         self.status = 0
+        self.media_type = ""  # the content type a started (streamed) response promised
 
     @property
     def disconnected(self) -> bool:
@@ -108,7 +109,17 @@ class HttpResponse:
         self.started = True
         self._chunked = True
         self.status = status
+        self.media_type = next((v.split(";")[0].strip() for k, v in headers if k.lower() == "content-type"), "")
         self._conn.write(self._head(status, headers, "transfer-encoding: chunked\r\n"))
+
+    def complete(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
+        """The whole body: at once, or, when the response already started (keep-alive whitespace sent before a
+        JSON body while a request was held), as its last piece under the status already sent."""
+        if self.started:
+            self.write(body)
+            self.end()
+        else:
+            self.send(status, headers, body)
 
     def write(self, data: bytes) -> None:
         """One piece of a streamed body, sent at once (never buffered here)."""

@@ -23,7 +23,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -33,12 +33,13 @@ from supervisor.backends._http import HttpBackend
 from supervisor.backends.base import Request, Result, TokenCount
 from supervisor.catalog import TIERS
 from supervisor.clock import utcnow
-from supervisor.config import AgentConfig, GatewayConfig
+from supervisor.config import AgentConfig, GatewayConfig, ProviderConfig
 from supervisor.errors import BackendError, BackendUnavailable, ContextOverflow, SupervisorError
 from supervisor.gateway import codecs
 from supervisor.gateway.http import ClientGone, HttpRequest, HttpResponse, HttpServer, ServerLimits
 from supervisor.gateway.keys import bearer_token, lookup_key, mint_key
 from supervisor.gateway.routing import RouteRefused, resolve
+from supervisor.gateway.upstream import UpstreamPool
 from supervisor.ledger import CapHit, CapLimits, GatewayKey
 from supervisor.runtime import breaker
 from supervisor.runtime.budget import cap_limits, caps_left, estimate_call
@@ -46,7 +47,7 @@ from supervisor.runtime.caller import CallTags, PendingCall
 from supervisor.runtime.events import EscalationRequested, GatewayRefused, ModelSubstituted, Notice
 from supervisor.runtime.program import AttemptDoor, AttemptGrant, AttemptWatch
 from supervisor.runtime.router import Candidate
-from supervisor.secrets import Redactor
+from supervisor.secrets import ByteStreamScrubber, Redactor
 
 if TYPE_CHECKING:
     from supervisor.runtime.runtime import Runtime
@@ -66,6 +67,7 @@ ROUTES: dict[str, str] = {
     "/api/chat": "ollama_chat",
     "/api/generate": "ollama_generate",
 }
+COUNT_TOKENS = "/v1/messages/count_tokens"
 UPSTREAM_PROTOCOL = {"openai_compat": "openai_chat", "anthropic": "anthropic", "ollama": "ollama"}
 ATTEMPT_SETTLE_S = 2.0  # when an attempt ends, its requests still in flight get this long to finish, then are cut
 WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
@@ -117,10 +119,12 @@ class Gateway:
         self.port_agents: dict[int, str] = {}
         self.attempts: dict[int, AttemptWatch] = {}  # agent step attempts' keys (by key id) and what they did
         self.port_keys: dict[int, int] = {}  # an attempt's own loopback port -> its key id
-        self._upstream: httpx.AsyncClient | None = None
-        self._secrets_for: object = None
-        self._secret_bytes: list[tuple[bytes, bytes]] = []
+        self._upstream: UpstreamPool | None = None
         self.requests_seen = 0
+        self._codecs: dict[str, Any] = {}
+        self._stop_checkpoints: Callable[[], None] | None = None
+        self._max_tokens_keys: dict[str, str] = {}
+        self._limits_cache: dict[str, tuple[object, AgentConfig, CapLimits]] = {}
         self._hourly_checked: dict[
             str, float
         ] = {}  # every request that reached the handler (tests check SDKs do not retry refusals)
@@ -164,11 +168,16 @@ class Gateway:
                 f"the gateway cannot listen on {self.host}:{self.port}: {exc.strerror or exc}",
                 "is another gateway running? choose another port with --port or [gateway] port",
             ) from None
+        # Every request commits twice: the WAL checkpoints those commits would trigger run in a thread instead.
+        self._stop_checkpoints = self.runtime.ledger.checkpoint_in_background()
         return self
 
     async def aclose(self, grace_s: float | None = None) -> None:
         """Stop accepting; requests in flight finish within ``grace_s`` or are cancelled (their holds settled)."""
         await self.server.close(self.config.shutdown_grace_s if grace_s is None else grace_s)
+        if self._stop_checkpoints is not None:
+            stop, self._stop_checkpoints = self._stop_checkpoints, None
+            stop()
         if self._upstream is not None:
             client, self._upstream = self._upstream, None
             await client.aclose()
@@ -179,12 +188,9 @@ class Gateway:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def upstream(self) -> httpx.AsyncClient:
+    def upstream(self) -> UpstreamPool:
         if self._upstream is None:
-            self._upstream = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.config.upstream_timeout_s, connect=5.0),
-                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            )
+            self._upstream = UpstreamPool(connect_timeout_s=5.0, timeout_s=self.config.upstream_timeout_s)
         return self._upstream
 
     def _internal_error(self, exc: BaseException) -> None:
@@ -252,7 +258,9 @@ class Gateway:
     async def handle(self, req: HttpRequest, resp: HttpResponse) -> None:
         self.requests_seen += 1
         protocol = self._protocol_for(req)
-        codec = codecs.codec_for(protocol)
+        codec = self._codecs.get(protocol)
+        if codec is None:
+            codec = self._codecs[protocol] = codecs.codec_for(protocol)  # stateless: one per protocol
         reset = _REQUEST_KEY.set(None)
         try:
             self._check_security(req)
@@ -263,8 +271,11 @@ class Gateway:
                 watch.note_refusal(refusal.status, self._scrub(refusal.message))
             if resp.started:  # held open with pings: the refusal goes in-band
                 if not resp.ended and not resp.disconnected:
-                    encoder = codec.stream(model="", include_usage=False)
-                    resp.write(encoder.error(refusal.kind, self._scrub(refusal.message)))
+                    if resp.media_type == "application/json":  # keep-alive whitespace, then the error body
+                        resp.write(codec.error(refusal.status, refusal.kind, self._scrub(refusal.message))[2])
+                    else:
+                        encoder = codec.stream(model="", include_usage=False)
+                        resp.write(encoder.error(refusal.kind, self._scrub(refusal.message)))
                     resp.end()
                 return
             status, headers, body = codec.error(
@@ -307,17 +318,12 @@ class Gateway:
     def _scrub(self, text: str) -> str:
         return str(self.runtime.ledger.redactor.scrub(text))
 
-    def _scrub_bytes(self, chunk: bytes) -> bytes:
-        """A relayed piece with any known key replaced (an upstream error event may echo the provider key). A
-        ``bytes in`` test per secret keeps the common case (no key) at C speed."""
-        secrets = self.runtime.ledger.redactor.secrets
-        if secrets is not self._secrets_for:
-            self._secrets_for = secrets
-            self._secret_bytes = [(value.encode(), f"[redacted:{name}]".encode()) for name, value in secrets]
-        for value, replacement in self._secret_bytes:
-            if value in chunk:
-                chunk = chunk.replace(value, replacement)
-        return chunk
+    def _scrub_bytes(self, body: bytes) -> bytes:
+        """A whole relayed body with any known key replaced (an upstream error may echo the provider key)."""
+        for value, replacement in self.runtime.ledger.redactor.secret_bytes:
+            if value in body:
+                body = body.replace(value, replacement)
+        return body
 
     async def _route(self, req: HttpRequest, resp: HttpResponse, protocol: str, codec: Any) -> None:
         path, method = req.path, req.method
@@ -335,8 +341,6 @@ class Gateway:
                 "permission",
                 f"{path} is refused: the gateway does not manage models (pull them with ollama itself)",
             )
-        if path == "/v1/messages/count_tokens":
-            raise Refusal(404, "not_found", "count_tokens is not served: no exact count is available here")
         agent_name, key, auth = self._authenticate(req)
         if path in ("/v1/models", "/models") and method == "GET":
             self._models(req, resp, agent_name, key)
@@ -345,16 +349,21 @@ class Gateway:
             self._ollama_tags(resp, agent_name, key, path)
             return
         if path == "/api/show" and method == "POST":
-            resp.send(
-                200,
-                [("content-type", "application/json")],
-                codecs.dumps({"details": {"format": "gateway"}, "model_info": {}, "capabilities": ["completion"]}),
-            )
+            await self._ollama_show(req, resp, agent_name, key)
+            return
+        if path == COUNT_TOKENS:
+            if method != "POST":
+                raise Refusal(405, "invalid_request", f"{path} takes POST")
+            await self._count_tokens(req, resp, self._parse(req, codec), agent_name, key)
             return
         if path not in ROUTES:
             raise Refusal(404, "not_found", f"no route {method} {path}")
         if method != "POST":
             raise Refusal(405, "invalid_request", f"{path} takes POST")
+        await self._serve(req, resp, codec, self._parse(req, codec), agent_name, key, auth)
+
+    def _parse(self, req: HttpRequest, codec: Any) -> codecs.InboundRequest:
+        """The request body as JSON, read by the client protocol's codec (a clear 4xx when it cannot be)."""
         content_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != "application/json":
             raise Refusal(415, "invalid_request", "the body must be JSON sent as Content-Type: application/json")
@@ -363,10 +372,10 @@ class Gateway:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise Refusal(400, "invalid_request", f"the body is not valid JSON: {exc}") from None
         try:
-            inbound = codec.parse(body)
+            inbound: codecs.InboundRequest = codec.parse(body)
         except codecs.CodecError as exc:
             raise Refusal(400, "invalid_request", exc.message) from None
-        await self._serve(req, resp, codec, inbound, agent_name, key, auth)
+        return inbound
 
     def _authenticate(self, req: HttpRequest) -> tuple[str, GatewayKey | None, str]:
         token = bearer_token(req.headers)
@@ -419,7 +428,7 @@ class Gateway:
         return agent
 
     def _allowed_names(self, agent_name: str, key: GatewayKey | None) -> list[str]:
-        agent = self._agent(agent_name)
+        agent = self._agent(agent_name, attempt=_for_attempt(key))
         names: list[str] = ["auto", *agent.ladder] if key is None or key.tier is None else [key.tier]
         names.extend(agent.models)
         config = self.runtime.config
@@ -441,6 +450,107 @@ class Gateway:
         ]
         resp.send(200, [("content-type", "application/json")], codecs.dumps({"models": models}))
 
+    async def _ollama_show(self, req: HttpRequest, resp: HttpResponse, agent_name: str, key: GatewayKey | None) -> None:
+        """``POST /api/show`` about the model that would serve a chat request for that name: Ollama's own answer
+        when it is an Ollama model (forwarded, the name replaced), the model files' facts for in-process MLX
+        (architecture, context length, parameters, quantization; text only), the catalog's for an API model."""
+        content_type = req.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            body = json.loads(req.body or b"{}") if content_type in ("application/json", "") else None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            raise Refusal(400, "invalid_request", 'the body must be a JSON object such as {"model": "local"}')
+        name = body.get("model") or body.get("name")
+        if not isinstance(name, str) or not name:
+            raise Refusal(400, "invalid_request", "model is required")
+        agent = self._agent(agent_name, attempt=_for_attempt(key))
+        probe = codecs.InboundRequest(
+            protocol="ollama_chat",
+            model=name,
+            stream=False,
+            messages=(),
+            tools=(),
+            max_output_tokens=None,
+            temperature=None,
+            stop=(),
+            include_usage=False,
+            needs_server_state=False,
+            body={},
+        )
+        candidate, tried = self._serving_candidate(probe, agent_name, agent, key)
+        if candidate is None:
+            raise Refusal(
+                404,
+                "not_found",
+                f"model '{name}' not found: nothing may serve it for agent {agent_name!r} ("
+                + ("; ".join(tried) or "no tier has models")
+                + ")",
+            )
+        served = [("x-supervisor-served-model", candidate.key)]
+        pcfg = self.runtime.config.providers[candidate.provider]
+        if pcfg.kind == "ollama":
+            host = (pcfg.host or "http://127.0.0.1:11434").rstrip("/")
+            url = (host if host.startswith(("http://", "https://")) else f"http://{host}") + "/api/show"
+            forwarded = {k: v for k, v in body.items() if k not in ("model", "name")} | {"model": candidate.model_id}
+            headers = {"content-type": "application/json", **dict(pcfg.headers)}
+            try:
+                async with (
+                    asyncio.timeout(self.config.upstream_timeout_s),
+                    self.upstream().stream("POST", url, content=codecs.dumps(forwarded), headers=headers) as upstream,
+                ):
+                    raw = await upstream.aread()
+            except (TimeoutError, httpx.HTTPError) as exc:
+                raise Refusal(502, "unavailable", f"{candidate.key}: Ollama did not answer /api/show ({exc})") from None
+            content = upstream.headers.get("content-type", "application/json")
+            resp.send(upstream.status_code, [("content-type", content), *served], self._scrub_bytes(raw))
+            return
+        window = candidate.spec.context_window
+        if pcfg.kind == "mlx":
+            try:
+                backend = self.runtime.pool.get(candidate.provider)
+                facts = await asyncio.to_thread(backend.model_facts, candidate.model_id)  # type: ignore[attr-defined]
+            except (BackendError, OSError, ValueError) as exc:
+                raise Refusal(404, "not_found", self._scrub(f"{candidate.key}: {exc}")) from None
+            arch = facts.architecture or "unknown"
+            context = min(c for c in (facts.context_length, window) if c) if facts.context_length or window else None
+            info: dict[str, Any] = {"general.architecture": arch}
+            if facts.parameter_count:
+                info["general.parameter_count"] = facts.parameter_count
+            if context:
+                info[f"{arch}.context_length"] = context
+            details = {
+                "parent_model": "",
+                "format": facts.format,
+                "family": arch,
+                "families": [arch],
+                "parameter_size": _human_number(facts.parameter_count) if facts.parameter_count else "",
+                "quantization_level": facts.quantization or ("F32" if facts.format == "gguf" else ""),
+            }
+            capabilities = ["completion"]  # the in-process backend serves text, not tool calls
+        else:
+            arch = candidate.provider
+            info = {"general.architecture": arch, f"{arch}.context_length": window}
+            details = {
+                "parent_model": "",
+                "format": pcfg.kind,
+                "family": candidate.provider,
+                "families": [candidate.provider],
+                "parameter_size": "",
+                "quantization_level": "",
+            }
+            capabilities = ["completion", *(["tools"] if self._supports_tools(candidate) else [])]
+        payload = {
+            "modelfile": f"# served by frugal-supervisor: {candidate.key}\n",
+            "parameters": "",
+            "template": "",
+            "details": details,
+            "model_info": info,
+            "capabilities": capabilities,
+            "modified_at": "1970-01-01T00:00:00Z",
+        }
+        resp.send(200, [("content-type", "application/json"), *served], codecs.dumps(payload))
+
     # ----------------------------------------------------------------------------------------------------
     # One model request
 
@@ -458,7 +568,7 @@ class Gateway:
         watch = self._watch()
         if watch is not None:
             watch.model_requests += 1
-        attempt_key = key is not None and key.run_id is not None  # an agent step's attempt: its run decided
+        attempt_key = _for_attempt(key)  # an agent step's attempt: its run decided
         agent = self._agent(agent_name, attempt=attempt_key)
         self._check_paused(agent_name, inbound.model)
         try:
@@ -466,17 +576,18 @@ class Gateway:
         except RouteRefused as exc:
             self._refused(agent_name, inbound.model, exc.status, exc.message)
             raise Refusal(exc.status, exc.kind, exc.message) from None
-        if inbound.needs_server_state:
-            raise Refusal(
-                400, "invalid_request", "requests that need server state (previous_response_id, store) are not served"
-            )
-        limits = self._limits(agent, key)
+        limits = self._limits(agent_name, agent, key)
         tried: list[str] = list(route.skipped)
         for candidate, substituted in route.candidates:
             if candidate.tier == "frontier" and agent.frontier == "never":
                 tried.append(f'{candidate.key}: frontier = "never" for agent {agent_name}')
                 continue
             mode = self._mode(inbound, candidate)
+            if inbound.needs_server_state and mode != "pass_through":
+                tried.append(
+                    f"{candidate.key}: its provider does not speak OpenAI's Responses API, which keeps the state"
+                )
+                continue
             if mode == "translate":
                 try:
                     codecs.check_translatable(inbound)
@@ -508,6 +619,10 @@ class Gateway:
                 json_schema=inbound.json_schema,
             )
             count = await self._count(candidate, request, req.body)
+            if mode == "pass_through" and _has_hidden_input(inbound):
+                # The prompt includes a conversation kept on the server, which the body does not show: the worst
+                # case is a full context window, so the caps hold whatever it holds.
+                count = TokenCount(max(count.tokens, candidate.spec.context_window - max_out), exact=False)
             window_limits = limits
             if approval_id is not None:
                 row = runtime.ledger.approval(approval_id)
@@ -563,12 +678,18 @@ class Gateway:
             finally:
                 if not pending.done:
                     pending.cancelled("interrupted")
-            self._after_call(agent_name, agent, pending.step, key)
+            self._after_call(agent_name, agent, pending, key)
             return
         offline = runtime.config.offline and any("offline" in t for t in tried)
         message = f"no model may serve {inbound.model!r} for agent {agent_name!r}: " + (
             "; ".join(tried) or "no tier has models"
         )
+        if inbound.needs_server_state and not offline:
+            message = (
+                "requests that need server state (previous_response_id, store, conversation, item_reference) are "
+                "served only by a model whose provider speaks OpenAI's Responses API (api.openai.com, or "
+                f"`responses = true` under its [providers] table); send the whole conversation instead. {message}"
+            )
         if offline:
             self._refused(agent_name, inbound.model, 503, message)
             raise Refusal(503, "offline", f"offline mode: API tiers are off. {message}")
@@ -576,13 +697,25 @@ class Gateway:
         raise Refusal(400, "invalid_request", message)
 
     def _mode(self, inbound: codecs.InboundRequest, candidate: Candidate) -> str:
-        kind = self.runtime.config.providers[candidate.provider].kind
+        pcfg = self.runtime.config.providers[candidate.provider]
+        kind = pcfg.kind
+        if inbound.protocol == "openai_responses" and kind == "openai_compat" and self._speaks_responses(pcfg):
+            return "pass_through"
         upstream = UPSTREAM_PROTOCOL.get(kind)
         if upstream == "ollama" and inbound.protocol in ("ollama_chat", "ollama_generate"):
             return "pass_through"
         if upstream is not None and upstream == inbound.protocol:
             return "pass_through"
         return "translate"
+
+    def _speaks_responses(self, pcfg: ProviderConfig) -> bool:
+        """Whether an OpenAI-compatible server also speaks the Responses API: ``responses`` in its config, else
+        only OpenAI's own (api.openai.com)."""
+        if pcfg.responses is not None:
+            return pcfg.responses
+        from urllib.parse import urlsplit
+
+        return (urlsplit(pcfg.base_url or "").hostname or "") == "api.openai.com"
 
     def _supports_tools(self, candidate: Candidate) -> bool:
         try:
@@ -591,8 +724,14 @@ class Gateway:
             return False
         return bool(getattr(backend, "supports_tools", False))
 
-    def _limits(self, agent: AgentConfig, key: GatewayKey | None) -> CapLimits:
-        limits: CapLimits = cap_limits(self.runtime.config, agent)
+    def _limits(self, agent_name: str, agent: AgentConfig, key: GatewayKey | None) -> CapLimits:
+        config = self.runtime.config
+        cached = self._limits_cache.get(agent_name)
+        if cached is not None and cached[0] is config and cached[1] is agent:
+            limits = cached[2]
+        else:
+            limits = cap_limits(config, agent)
+            self._limits_cache[agent_name] = (config, agent, limits)
         if key is None:
             return limits
         return _with(limits, key_micros=key.max_micros, key_tokens=key.max_tokens, key_calls=key.max_calls)
@@ -647,7 +786,9 @@ class Gateway:
         self._refused(agent, requested, 429, message)
         raise Refusal(429, "cap_reached", message, retry_after_s=max(61, reset_s))
 
-    def _after_call(self, agent_name: str, agent: AgentConfig, step: str, key: GatewayKey | None = None) -> None:
+    def _after_call(
+        self, agent_name: str, agent: AgentConfig, pending: PendingCall, key: GatewayKey | None = None
+    ) -> None:
         """The runaway breaker watches gateway traffic like the runtime's: rising input with lean output, or an
         hour's spend over its share of the day cap, pauses the agent; its next request is refused. An agent
         step attempt's calls are watched within the attempt (its key), and a trip stops its program."""
@@ -655,7 +796,14 @@ class Gateway:
         cfg = runtime.config.file.breaker
         run_id = key.run_id if key is not None else None
         attempt_key = key.id if key is not None and run_id is not None else None
-        trip = breaker.check_rising_input(runtime.ledger, agent_name, step, cfg, key_id=attempt_key)
+        trip = None
+        usage = pending.finished_usage
+        # The rising-input rule needs every call of its window (the agent's step, or the attempt's key) to have
+        # lean output, and this call is the newest of the window (nothing awaited since it was recorded): an
+        # answer that is not lean rules it out without reading the ledger.
+        lean = usage is None or (usage.output or 0) < cfg.max_output_ratio * (usage.prompt_tokens or 0)
+        if lean:
+            trip = breaker.check_rising_input(runtime.ledger, agent_name, pending.step, cfg, key_id=attempt_key)
         now = time.monotonic()
         if trip is None and agent.caps.day_usd and now - self._hourly_checked.get(agent_name, 0.0) >= 1.0:
             # Summing an hour of spend after every call would grow with the traffic: once a second is enough
@@ -667,6 +815,129 @@ class Gateway:
             from supervisor.runtime.run import trip_breaker
 
             trip_breaker(runtime, agent_name, run_id, trip)
+
+    # ----------------------------------------------------------------------------------------------------
+    # Token counting (Anthropic's count_tokens), only where the count is exact
+
+    def _serving_candidate(
+        self, inbound: codecs.InboundRequest, agent_name: str, agent: AgentConfig, key: GatewayKey | None
+    ) -> tuple[Candidate | None, list[str]]:
+        """The model that would serve ``inbound`` (the first candidate the agent may use that can take it),
+        without reserving anything; and why the others were passed over."""
+        try:
+            route = resolve(self.runtime.config, self.runtime.router, agent_name, agent, key, inbound.model)
+        except RouteRefused as exc:
+            raise Refusal(exc.status, exc.kind, exc.message) from None
+        tried = list(route.skipped)
+        for candidate, _substituted in route.candidates:
+            if candidate.tier == "frontier" and agent.frontier == "never":
+                tried.append(f'{candidate.key}: frontier = "never" for agent {agent_name}')
+                continue
+            if self._mode(inbound, candidate) == "translate":
+                try:
+                    codecs.check_translatable(inbound)
+                except codecs.CodecError as exc:
+                    tried.append(f"{candidate.key}: {exc.message}")
+                    continue
+                if inbound.tools and not self._supports_tools(candidate):
+                    tried.append(f"{candidate.key}: cannot call tools, and the request has tools")
+                    continue
+            return candidate, tried
+        return None, tried
+
+    async def _count_tokens(
+        self,
+        req: HttpRequest,
+        resp: HttpResponse,
+        inbound: codecs.InboundRequest,
+        agent_name: str,
+        key: GatewayKey | None,
+    ) -> None:
+        """``POST /v1/messages/count_tokens`` for the model that would serve the same Messages request: Anthropic's
+        own count for a Claude route (forwarded: the upstream speaks Anthropic), the model's own tokenizer and
+        chat template for in-process MLX (the prompt size the call would record), and 404 for everything else,
+        because an understated count is worse than none. Counting sends no model request and costs nothing:
+        nothing is reserved or recorded."""
+        agent = self._agent(agent_name, attempt=_for_attempt(key))
+        self._check_paused(agent_name, inbound.model)
+        candidate, tried = self._serving_candidate(inbound, agent_name, agent, key)
+        if candidate is None:
+            raise Refusal(
+                404,
+                "not_found",
+                f"no model may serve {inbound.model!r} for agent {agent_name!r}, so no count: "
+                + ("; ".join(tried) or "no tier has models"),
+            )
+        served = [("x-supervisor-served-model", candidate.key)]
+        kind = self.runtime.config.providers[candidate.provider].kind
+        if kind == "anthropic":
+            await self._forward_count(req, resp, inbound, candidate, served)
+            return
+        if kind == "mlx":
+            request = Request(
+                model=candidate.model_id,
+                messages=inbound.messages,
+                max_output_tokens=1,
+                context_window=candidate.spec.context_window,
+            )
+            try:
+                backend = self.runtime.pool.get(candidate.provider)
+                count: TokenCount = await asyncio.to_thread(backend.count_tokens, request)  # may load the model
+            except BackendError as exc:
+                raise Refusal(
+                    503 if exc.retryable else 400,
+                    "unavailable" if exc.retryable else "invalid_request",
+                    self._scrub(str(exc)),
+                ) from None
+            if count.exact:
+                resp.send(
+                    200, [("content-type", "application/json"), *served], codecs.dumps({"input_tokens": count.tokens})
+                )
+                return
+        raise Refusal(
+            404,
+            "not_found",
+            f"count_tokens is answered only where the count is exact: {candidate.key} would serve this request, "
+            f"and the gateway has no exact tokenizer for it (an estimate could understate the prompt)",
+        )
+
+    async def _forward_count(
+        self,
+        req: HttpRequest,
+        resp: HttpResponse,
+        inbound: codecs.InboundRequest,
+        candidate: Candidate,
+        served: list[tuple[str, str]],
+    ) -> None:
+        from supervisor.backends._http import CallSite, error_from_transport
+        from supervisor.gateway.codecs._common import without_endpoint_fields
+
+        body = without_endpoint_fields(inbound.body)
+        body["model"] = candidate.model_id
+        try:
+            base, headers = self._anthropic_upstream(req, candidate)
+        except BackendUnavailable as exc:
+            raise Refusal(503, "unavailable", str(exc)) from None
+        url = f"{base}/v1/messages/count_tokens"
+        try:
+            async with (
+                asyncio.timeout(self.config.upstream_timeout_s),
+                self.upstream().stream("POST", url, content=codecs.dumps(body), headers=headers) as upstream,
+            ):
+                raw = await upstream.aread()
+        except TimeoutError:
+            raise Refusal(
+                504, "timeout", f"{candidate.key} did not count within {self.config.upstream_timeout_s:g} s"
+            ) from None
+        except httpx.HTTPError as exc:
+            pcfg = self.runtime.config.providers[candidate.provider]
+            error = error_from_transport(
+                CallSite(candidate.provider, candidate.model_id, url, pcfg.api_key_env), exc, response_started=False
+            )
+            raise Refusal(502, "unavailable", self._scrub(str(error))) from None
+        out = [("content-type", upstream.headers.get("content-type", "application/json"))]
+        out += [(h, upstream.headers[h]) for h in ("retry-after", *FORWARDED_HEADERS) if h in upstream.headers]
+        resp.send(upstream.status_code, out + served, self._scrub_bytes(raw))
 
     # ----------------------------------------------------------------------------------------------------
     # Frontier approvals
@@ -757,9 +1028,11 @@ class Gateway:
         hold_s: float,
         served_headers: list[tuple[str, str]],
     ) -> tuple[bool, int | None]:
-        """Wait up to ``hold_s`` for a decision, pinging a streaming client: (True, the window's id or None) once
-        approved; denied -> refused; still undecided -> (False, None), and the caller refuses (the request stays
-        pending for the next try)."""
+        """Wait up to ``hold_s`` for a decision, pinging the client (a streaming client with the protocol's own
+        keep-alive, a non-streaming one with whitespace before its JSON body): (True, the window's id or None)
+        once approved; denied -> refused; still undecided -> (False, None), and the caller refuses (the request
+        stays pending for the next try). After the first ping the status (200) is sent: a refusal or an
+        upstream error arrives in-band, as the protocol's error event or error body."""
         ledger = self.runtime.ledger
         loop = asyncio.get_running_loop()
         deadline = loop.time() + hold_s
@@ -776,15 +1049,22 @@ class Gateway:
                     return True, int(row.id)
                 if ledger.consume_approval(approval_id):
                     return True, None
-            if inbound.stream and loop.time() >= next_ping:
-                if encoder is None:
-                    encoder = codec.stream(model=inbound.model, include_usage=inbound.include_usage)
-                    resp.start(
-                        200, [("content-type", encoder.media_type), ("cache-control", "no-cache"), *served_headers]
-                    )
-                ping = encoder.ping()
-                if ping:
-                    resp.write(ping)
+            if loop.time() >= next_ping:
+                if not inbound.stream:
+                    # A JSON body may start with whitespace: the status goes out now (200) and a space every
+                    # interval keeps the client's read timeout (and any proxy's) from firing while a human decides.
+                    if not resp.started:
+                        resp.start(200, [("content-type", "application/json"), *served_headers])
+                    resp.write(b" ")
+                else:
+                    if encoder is None:
+                        encoder = codec.stream(model=inbound.model, include_usage=inbound.include_usage)
+                        resp.start(
+                            200, [("content-type", encoder.media_type), ("cache-control", "no-cache"), *served_headers]
+                        )
+                    ping = encoder.ping()
+                    if ping:
+                        resp.write(ping)
                 next_ping = loop.time() + self.config.ping_interval_s
             await asyncio.sleep(APPROVAL_POLL_S)
         return False, None
@@ -803,20 +1083,30 @@ class Gateway:
             key = api_key(candidate.model_id)
             if key:
                 headers["authorization"] = f"Bearer {key}"
-            return f"{(pcfg.base_url or '').rstrip('/')}/chat/completions", headers
+            path = "/responses" if inbound.protocol == "openai_responses" else "/chat/completions"
+            return f"{(pcfg.base_url or '').rstrip('/')}{path}", headers
         if pcfg.kind == "anthropic":
-            key = api_key(candidate.model_id)
-            if key:
-                headers["x-api-key"] = key
-            headers["anthropic-version"] = req.headers.get("anthropic-version", pcfg.anthropic_version)
-            if "anthropic-beta" in req.headers:
-                headers["anthropic-beta"] = req.headers["anthropic-beta"]
-            return f"{(pcfg.base_url or '').rstrip('/')}/v1/messages", headers
+            base, headers = self._anthropic_upstream(req, candidate)
+            return f"{base}/v1/messages", headers
         host = (pcfg.host or "http://127.0.0.1:11434").rstrip("/")
         if not host.startswith(("http://", "https://")):
             host = f"http://{host}"
         path = "/api/chat" if inbound.protocol == "ollama_chat" else "/api/generate"
         return host + path, headers
+
+    def _anthropic_upstream(self, req: HttpRequest, candidate: Candidate) -> tuple[str, dict[str, str]]:
+        """The base URL of an Anthropic provider and the headers a forwarded request carries (our key, the
+        client's API version and betas)."""
+        pcfg = self.runtime.config.providers[candidate.provider]
+        backend = self.runtime.pool.get(candidate.provider)
+        headers = {"content-type": "application/json", **dict(pcfg.headers)}
+        key = backend.api_key(candidate.model_id) if isinstance(backend, HttpBackend) else None
+        if key:
+            headers["x-api-key"] = key
+        headers["anthropic-version"] = req.headers.get("anthropic-version", pcfg.anthropic_version)
+        if "anthropic-beta" in req.headers:
+            headers["anthropic-beta"] = req.headers["anthropic-beta"]
+        return (pcfg.base_url or "").rstrip("/"), headers
 
     async def _relay(
         self,
@@ -833,9 +1123,11 @@ class Gateway:
         pcfg = self.runtime.config.providers[candidate.provider]
         max_tokens_key = None
         if pcfg.kind == "openai_compat":
-            from supervisor.backends.openai_compat import max_tokens_field
+            max_tokens_key = self._max_tokens_keys.get(pcfg.base_url or "")
+            if max_tokens_key is None:
+                from supervisor.backends.openai_compat import max_tokens_field
 
-            max_tokens_key = max_tokens_field(pcfg.base_url or "")
+                max_tokens_key = self._max_tokens_keys[pcfg.base_url or ""] = max_tokens_field(pcfg.base_url or "")
         body = codec.pass_through_body(
             inbound,
             upstream_model=candidate.model_id,
@@ -851,7 +1143,7 @@ class Gateway:
         site = CallSite(
             candidate.provider, candidate.model_id, url, pcfg.api_key_env, getattr(backend, "_api_key", None)
         )
-        tee = codec.usage_tee(streaming=inbound.stream)
+        tee = codec.usage_tee(streaming=inbound.stream, request=inbound)
         drop_usage_chunk = inbound.protocol == "openai_chat" and inbound.stream and not inbound.include_usage
         pending.mark_sent()
         t0 = time.monotonic()
@@ -860,18 +1152,19 @@ class Gateway:
         try:
             async with (
                 asyncio.timeout(self.config.upstream_timeout_s),
-                self.upstream().stream(
-                    "POST", url, content=codecs.dumps(body), headers=headers, timeout=self.config.upstream_timeout_s
-                ) as upstream,
+                self.upstream().stream("POST", url, content=codecs.dumps(body), headers=headers) as upstream,
             ):
                 if upstream.status_code >= 400:
                     raw = await upstream.aread()
                     error = error_from_response(site, upstream.status_code, upstream.headers, raw)
                     pending.fail(error)
-                    if resp.started:
-                        resp.write(
-                            codec.stream(model="", include_usage=False).error("api_error", self._scrub(str(error)))
-                        )
+                    if resp.started:  # held open: the status (200) is sent; the error goes in-band
+                        if resp.media_type == "application/json":
+                            resp.write(self._scrub_bytes(raw))
+                        else:
+                            resp.write(
+                                codec.stream(model="", include_usage=False).error("api_error", self._scrub(str(error)))
+                            )
                         resp.end()
                         return
                     out_headers = [("content-type", upstream.headers.get("content-type", "application/json"))]
@@ -892,25 +1185,27 @@ class Gateway:
                     raw = await upstream.aread()
                     tee.feed(raw)
                     ttft = time.monotonic() - t0
-                    resp.send(upstream.status_code, out_headers, self._scrub_bytes(raw))
+                    resp.complete(upstream.status_code, out_headers, self._scrub_bytes(raw))
                 else:
                     if not resp.started:  # (a held request already started its response with pings)
                         resp.start(upstream.status_code, [*out_headers, ("cache-control", "no-cache")])
                     started = True
                     splitter = _SSEEvents() if drop_usage_chunk else None
+                    # Keys are scrubbed across reads: a key split between two reads is still caught.
+                    scrubber = ByteStreamScrubber(self.runtime.ledger.redactor)
                     async for chunk in upstream.aiter_raw():
                         if ttft is None:
                             ttft = time.monotonic() - t0
+                        relayed = splitter.without_usage_chunk(chunk) if splitter is not None else chunk
+                        resp.write(scrubber.feed(relayed))  # the client first; the usage copy is read after
                         tee.feed(chunk)
-                        if splitter is not None:
-                            chunk = splitter.without_usage_chunk(chunk)
-                        resp.write(self._scrub_bytes(chunk))
                         await resp.drain()
                     if splitter is not None:
-                        resp.write(splitter.rest())
+                        resp.write(scrubber.feed(splitter.rest()))
+                    resp.write(scrubber.flush())
                     resp.end()
         except TimeoutError:
-            # The whole call outlived upstream_timeout_s (httpx's own timeout is per read): it may be billed.
+            # The whole call outlived upstream_timeout_s: it may be billed.
             pending.lost(f"no complete answer within {self.config.upstream_timeout_s:g} s")
             if started:
                 with contextlib.suppress(ClientGone):
@@ -1006,7 +1301,7 @@ class Gateway:
             resp.write(encoder.finish(result))
             resp.end()
         else:
-            resp.send(
+            resp.complete(
                 200,
                 [("content-type", "application/json"), *served_headers],
                 codec.response(result, model=inbound.model),
@@ -1056,6 +1351,30 @@ def _is_usage_only(event: bytes) -> bool:
                 return False
             return isinstance(payload, dict) and not payload.get("choices") and "usage" in payload
     return False
+
+
+def _has_hidden_input(inbound: codecs.InboundRequest) -> bool:
+    """A Responses request whose prompt includes items stored on the server (a previous response, a
+    conversation, item references): its body understates the prompt."""
+    body = inbound.body
+    if body.get("previous_response_id") is not None or body.get("conversation") is not None:
+        return True
+    items = body.get("input")
+    return isinstance(items, list) and any(isinstance(i, dict) and i.get("type") == "item_reference" for i in items)
+
+
+def _for_attempt(key: GatewayKey | None) -> bool:
+    """Whether ``key`` is an agent step attempt's (bound to a run)."""
+    return key is not None and key.run_id is not None
+
+
+def _human_number(count: int) -> str:
+    """A parameter count as Ollama writes it (``format.HumanNumber``): "8B", "3.2B", "134.52M", "500K"."""
+    for unit, size, digits in (("B", 1_000_000_000, 1), ("M", 1_000_000, 2)):
+        if count >= size:
+            number = count / size
+            return f"{number:.0f}{unit}" if number == int(number) else f"{number:.{digits}f}{unit}"
+    return f"{count / 1000:.0f}K" if count >= 1000 else str(count)
 
 
 def _with(limits: CapLimits, **changes: Any) -> CapLimits:

@@ -104,6 +104,7 @@ class PendingCall:
     t0: float = 0.0
     call_id: int | None = None
     sent: bool = False
+    finished_usage: Usage | None = None  # the usage ``finish`` recorded (None: not finished with usage)
 
     @property
     def reserved_micros(self) -> int:
@@ -139,6 +140,7 @@ class PendingCall:
             )
         settlement = Settlement(self.held.id, cost.total_micros if cost.priced else None, actual_tokens)
         call_id = self._record(usage, cost, result, None, self._elapsed(), settlement)
+        self.finished_usage = usage
         return CallOutcome(call_id, result, None, cost, self.count.tokens)
 
     def fail(self, error: BackendError) -> CallOutcome:

@@ -9,6 +9,7 @@ once the call ends.
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime
@@ -33,8 +34,11 @@ class Event:
     at: datetime = field(default_factory=utcnow)
 
     def data(self) -> dict[str, Any]:
-        skip = {"agent", "run_id", "at"}
-        return {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in skip}
+        names, values = _data_fields(type(self))
+        return {
+            name: value if type(value) in _SCALARS else _plain(value)
+            for name, value in zip(names, values(self), strict=True)
+        }
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,6 +48,21 @@ class Event:
             "run_id": self.run_id,
             **self.data(),
         }
+
+
+_DATA_FIELDS: dict[type, tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]] = {}
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _data_fields(cls: type[Event]) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]]:
+    """An event class's data fields, in order, and a getter of their values as a tuple (``dataclasses.fields``
+    and a ``getattr`` per field cost more than the rest of publishing an event)."""
+    known = _DATA_FIELDS.get(cls)
+    if known is None:
+        names = tuple(f.name for f in fields(cls) if f.name not in ("agent", "run_id", "at"))
+        getter = operator.attrgetter(*names) if len(names) > 1 else lambda e: tuple(getattr(e, n) for n in names)
+        known = _DATA_FIELDS[cls] = (names, getter)
+    return known
 
 
 def _plain(value: Any) -> Any:
@@ -443,11 +462,21 @@ class EventBus:
 def scrub_event(event: Event, redactor: Redactor) -> Event:
     from supervisor.secrets import scrub_tree
 
+    names, values = _data_fields(type(event))
+    texts = [event.agent or ""]
+    nested = False
+    for value in values(event):
+        if type(value) is str:
+            texts.append(value)
+        elif isinstance(value, (str, dict, list)):
+            nested = True
+    joined = "\x00".join(texts)
+    if not nested and redactor.scrub(joined) is joined:
+        return event  # the common case: one pass per secret over all the text, nothing to replace
     changes = {}
-    for f in fields(event):
-        value = getattr(event, f.name)
+    for name, value in zip(("agent", *names), (event.agent, *values(event)), strict=True):
         if isinstance(value, (str, dict, list)):
             cleaned = scrub_tree(value, redactor)
             if cleaned != value:
-                changes[f.name] = cleaned
+                changes[name] = cleaned
     return replace(event, **changes) if changes else event

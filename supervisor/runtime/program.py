@@ -447,7 +447,7 @@ class Programs:
         tasks.mkdir(parents=True, exist_ok=True)
         task_file = tasks / f"{state.run_id}-{_safe_name(step.name)}.md"
         previous = f"attempt {attempt - 1}" if attempt > 1 else "an earlier attempt"
-        # reduced to what a program can act on (the exception and the workspace frame, the failing assertions)
+        # Reduced as a model step's retry prompt carries it, at most failure_excerpt_chars.
         cleaned = clean_failure(failure, state.workspace, rt.ledger.redactor, limits.failure_excerpt_chars)
         task_file.write_text(task_text(step, cleaned, previous=previous), encoding="utf-8")
         snapshot = Snapshot.take(

@@ -50,6 +50,8 @@ _ERROR_TYPES = {
     504: "timeout_error",
     529: "overloaded_error",
 }
+# What POST /v1/messages/count_tokens accepts (the Messages request's prompt fields).
+COUNT_TOKENS_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"})
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}
 THINKING_TEXT = "Considering the clause."
 
@@ -80,6 +82,9 @@ class AnthropicFake(FakeServer):
             first, last = (self.models[0], self.models[-1]) if self.models else (None, None)
             self.send_json(handler, 200, {"data": data, "has_more": False, "first_id": first, "last_id": last})
             return
+        if req.method == "POST" and path.endswith("/v1/messages/count_tokens"):
+            self._count_tokens(req, handler)
+            return
         if req.method != "POST" or not path.endswith("/v1/messages"):
             self.send_json(handler, 404, _error("not_found_error", f"Not found: {req.method} {req.path}"))
             return
@@ -100,6 +105,31 @@ class AnthropicFake(FakeServer):
             self.send_json(handler, 200, self._message(model, reply, with_usage=isinstance(behavior, Reply)))
         else:
             self._stream(handler, model, behavior)
+
+    # --- /v1/messages/count_tokens -------------------------------------------------------------------
+
+    def count_of(self, body: dict[str, Any]) -> int:
+        """The fake's token count for a request: a fixed rule (4 characters of system, messages and tools per
+        token, at least 1), so a test can check the number the gateway returns came from here."""
+        counted = {k: body[k] for k in ("system", "messages", "tools") if k in body}
+        return max(1, len(json.dumps(counted, sort_keys=True)) // 4)
+
+    def _count_tokens(self, req: RecordedRequest, handler: BaseHTTPRequestHandler) -> None:
+        """As the real endpoint: the Messages request's prompt fields only (``max_tokens``, ``stream`` and any
+        other field is "Extra inputs are not permitted"), and ``{"input_tokens": N}``."""
+        body = req.json or {}
+        for name in ("model", "messages"):
+            if name not in body:
+                self.send_json(handler, 400, _error("invalid_request_error", f"{name}: Field required"))
+                return
+        extra = sorted(set(body) - COUNT_TOKENS_FIELDS)
+        if extra:
+            self.send_json(handler, 400, _error("invalid_request_error", f"{extra[0]}: Extra inputs are not permitted"))
+            return
+        if str(body["model"]) not in self.models:
+            self.send_json(handler, 404, _error("not_found_error", f"model: {body['model']}"))
+            return
+        self.send_json(handler, 200, {"input_tokens": self.count_of(body)})
 
     # --- rendering -------------------------------------------------------------------------------------
 

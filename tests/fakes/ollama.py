@@ -1,4 +1,5 @@
-"""A loopback Ollama server: ``/api/chat`` NDJSON streaming plus the model-management endpoints.
+"""A loopback Ollama server: ``/api/chat`` and ``/api/generate`` NDJSON streaming plus the model-management
+endpoints.
 
 Wire shapes follow protocols.md section 1: streamed chunks are ``application/x-ndjson`` lines, the final
 ``done: true`` chunk carries ``done_reason`` and the nanosecond metrics, ``stream: false`` returns one
@@ -16,6 +17,10 @@ A ``Reply`` with ``tool_calls`` streams its text, then one ``done: false`` chunk
 an object, as the server parses them; a ``ToolUse`` with str arguments sends that string instead, as a broken
 server might), then the final chunk with ``done_reason: "stop"``, as the current server does
 (server/routes.go). ``tool_call_ids=False`` leaves ids out, as servers before they were added did.
+
+``/api/generate`` answers the same behaviors with ``{"response": "<piece>", "done": false}`` lines and a final
+``done: true`` line carrying ``done_reason``, ``context`` (token ids) and the same metrics; ``stream: false``
+returns that final object with the whole ``response``.
 """
 
 from __future__ import annotations
@@ -175,6 +180,8 @@ class OllamaFake(FakeServer):
         route = (req.method, req.path.split("?", 1)[0])
         if route == ("POST", "/api/chat"):
             self._chat(req, handler)
+        elif route == ("POST", "/api/generate"):
+            self._chat(req, handler, generate=True)
         elif route == ("GET", "/api/tags"):
             self.send_json(handler, 200, {"models": [self._tag(m) for m in self.models.values()]})
         elif route == ("GET", "/api/ps"):
@@ -190,7 +197,14 @@ class OllamaFake(FakeServer):
 
     # --- /api/chat -------------------------------------------------------------------------------------
 
-    def _chat(self, req: RecordedRequest, handler: BaseHTTPRequestHandler) -> None:
+    def generate_bodies(self) -> list[dict[str, Any]]:
+        """The JSON bodies of every ``/api/generate`` request, in order."""
+        return [r.json for r in self.requests if r.method == "POST" and r.path == "/api/generate"]
+
+    def _chat(self, req: RecordedRequest, handler: BaseHTTPRequestHandler, *, generate: bool = False) -> None:
+        """``/api/chat``, or with ``generate`` ``/api/generate``: the same NDJSON stream with the text under
+        ``response`` instead of ``message.content``, and the final chunk's ``context`` (the conversation's token
+        ids, which a client may send back to continue it)."""
         if not req.body:
             self.send_json(handler, 400, {"error": "missing request body"})
             return
@@ -210,7 +224,7 @@ class OllamaFake(FakeServer):
         stream = body.get("stream", True) is not False
         if isinstance(behavior, Reply):
             self._mark_loaded(canonical(name), body)
-            self._reply(handler, name, behavior, stream)
+            self._reply(handler, name, behavior, stream, generate)
         elif isinstance(behavior, HttpError):
             message = behavior.message
             if message == "error":
@@ -221,7 +235,7 @@ class OllamaFake(FakeServer):
             # One more piece than is sent, so what arrives is visibly only part of the answer.
             pieces = self.split_text(behavior.text, behavior.after_chunks + 1)
             for piece in pieces[: behavior.after_chunks]:
-                self._line(handler, self._chunk(name, piece))
+                self._line(handler, self._chunk(name, piece, generate=generate))
             self.cut(handler)
         elif isinstance(behavior, CutToolCall):
             self.start_stream(handler, NDJSON)
@@ -241,7 +255,7 @@ class OllamaFake(FakeServer):
         elif isinstance(behavior, MidStreamError):
             self.start_stream(handler, NDJSON)
             if behavior.text:
-                self._line(handler, self._chunk(name, behavior.text))
+                self._line(handler, self._chunk(name, behavior.text, generate=generate))
             self._line(handler, {"error": behavior.message})
             self._finish(handler)
         elif isinstance(behavior, Hang):
@@ -250,7 +264,7 @@ class OllamaFake(FakeServer):
         elif isinstance(behavior, Malformed):
             self.send_raw(handler, 200, behavior.body, behavior.content_type)
         elif isinstance(behavior, Looping):
-            self._loop(handler, name, behavior)
+            self._loop(handler, name, behavior, generate=generate)
         elif isinstance(behavior, RecordedStream):
             self.start_stream(handler, NDJSON)
             for line in behavior.lines:
@@ -259,15 +273,16 @@ class OllamaFake(FakeServer):
         else:  # pragma: no cover - the Behavior union is closed
             raise TypeError(f"unknown behavior {behavior!r}")
 
-    def _loop(self, handler: BaseHTTPRequestHandler, model: str, loop: Looping) -> None:
+    def _loop(self, handler: BaseHTTPRequestHandler, model: str, loop: Looping, *, generate: bool = False) -> None:
         self.start_stream(handler, NDJSON)
         sent = 0
         try:
             while sent < loop.max_chunks:
-                self._line(handler, self._chunk(model, loop.text))
+                self._line(handler, self._chunk(model, loop.text, generate=generate))
                 sent += 1
                 time.sleep(loop.delay_s)
-            self._line(handler, self._final(model, Reply(text=loop.text * sent, output_tokens=sent, finish="length")))
+            final = Reply(text=loop.text * sent, output_tokens=sent, finish="length")
+            self._line(handler, self._final(model, final, generate=generate))
             self._finish(handler)
         except (BrokenPipeError, ConnectionResetError):
             with self._lock:
@@ -276,9 +291,23 @@ class OllamaFake(FakeServer):
         with self._lock:
             self.loops.append(LoopRecord(sent, client_left=False))
 
-    def _reply(self, handler: BaseHTTPRequestHandler, model: str, reply: Reply, stream: bool) -> None:
+    def _reply(
+        self, handler: BaseHTTPRequestHandler, model: str, reply: Reply, stream: bool, generate: bool = False
+    ) -> None:
         if reply.delay_s:
             self.hang(reply.delay_s)
+        if generate:
+            final = self._final(model, reply, generate=True)
+            if not stream:
+                final["response"] = reply.text
+                self.send_json(handler, 200, final)
+                return
+            self.start_stream(handler, NDJSON)
+            for piece in self.split_text(reply.text, reply.chunks):
+                self._line(handler, self._chunk(model, piece, generate=True))
+            self._line(handler, final)
+            self._finish(handler)
+            return
         thinking = f"thinking for {reply.reasoning} tokens" if reply.reasoning else ""
         calls = [self._tool_call(call, index) for index, call in enumerate(reply.tool_calls)]
         if not stream:
@@ -309,8 +338,16 @@ class OllamaFake(FakeServer):
         return rendered
 
     def _chunk(
-        self, model: str, content: str, thinking: str = "", tool_calls: list[dict[str, Any]] | None = None
+        self,
+        model: str,
+        content: str,
+        thinking: str = "",
+        tool_calls: list[dict[str, Any]] | None = None,
+        *,
+        generate: bool = False,
     ) -> dict[str, Any]:
+        if generate:
+            return {"model": model, "created_at": _now(), "response": content, "done": False}
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if thinking:
             message["thinking"] = thinking
@@ -318,7 +355,7 @@ class OllamaFake(FakeServer):
             message["tool_calls"] = tool_calls
         return {"model": model, "created_at": _now(), "message": message, "done": False}
 
-    def _final(self, model: str, reply: Reply) -> dict[str, Any]:
+    def _final(self, model: str, reply: Reply, *, generate: bool = False) -> dict[str, Any]:
         # prompt_eval_count is CacheN + PromptN on the real server: KV-cache hits are included.
         prompt_tokens = reply.input_tokens + reply.cache_read
         prompt_ns = prompt_tokens * PROMPT_NS_PER_TOKEN
@@ -338,6 +375,14 @@ class OllamaFake(FakeServer):
         }
         if self.report_cached_count and reply.cache_read:
             final["prompt_eval_cached_count"] = reply.cache_read
+        if generate:
+            del final["message"]
+            final["response"] = ""
+            # The conversation as token ids (the real server's are the model's; any ints do for a client).
+            final["context"] = list(range(1, prompt_tokens + reply.output_tokens + 1))
+            return {k: final[k] for k in ("model", "created_at", "response", "done", "done_reason", "context")} | {
+                k: v for k, v in final.items() if k.endswith(("_duration", "_count"))
+            }
         return final
 
     def _finish(self, handler: BaseHTTPRequestHandler) -> None:

@@ -1,4 +1,5 @@
-"""A loopback server speaking OpenAI-compatible Chat Completions, in three usage dialects.
+"""A loopback server speaking OpenAI-compatible Chat Completions (and OpenAI's Responses API), in four usage
+dialects.
 
 Streams exactly as protocols.md §3.3 shows: chunks carry ``"usage": null``, then (only when the request asked
 for ``stream_options.include_usage``) a final chunk with ``"choices": []`` and the usage, then
@@ -22,6 +23,14 @@ A ``Reply`` with ``tool_calls`` streams as OpenAI does: when there is no text, t
 ``fragments`` pieces ``{"index": n, "function": {"arguments": "<piece>"}}``; then ``finish_reason:
 "tool_calls"``, the usage chunk and ``[DONE]``. Non-streamed: ``message.tool_calls`` with whole argument
 strings and ``content: null`` when there is no text.
+
+``POST …/responses`` speaks OpenAI's Responses API: ``store`` defaults to true and a stored response can be
+continued with ``previous_response_id`` (an unknown id is a 400 ``previous_response_not_found``); a stream is
+``response.created``, ``response.in_progress``, the message item's ``output_item.added`` /
+``content_part.added`` / ``output_text.delta``... / ``output_text.done`` / ``content_part.done`` /
+``output_item.done``, each function call's item events, then ``response.completed`` carrying the usage
+(``input_tokens`` with ``input_tokens_details.cached_tokens`` inside it), each event with its
+``sequence_number`` and no ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -89,12 +98,16 @@ class RawStream:
     cut: bool = False
     forever: bool = False
     interval_s: float = 0.0
+    # (k, event): chunk k is written only once the test sets ``event`` (a split the test controls exactly).
+    hold_before: tuple[int, threading.Event] | None = None
 
 
 def write_raw_stream(server: FakeServer, handler: BaseHTTPRequestHandler, raw: RawStream) -> None:
     """Render a ``RawStream`` on a chunked ``text/event-stream`` response."""
     server.start_stream(handler, "text/event-stream")
-    for chunk in raw.chunks:
+    for index, chunk in enumerate(raw.chunks):
+        if raw.hold_before is not None and raw.hold_before[0] == index:
+            raw.hold_before[1].wait(30)
         server.write_chunk(handler, chunk)
         if raw.interval_s:
             server.hang(raw.interval_s)
@@ -119,9 +132,15 @@ class OpenAIFake(FakeServer):
         self.model_name = "fake-model-2026-11-01"
         self.mid_stream_error_type = "server_error"
         self.include_usage: list[bool] = []  # per chat request: did it ask for stream_options.include_usage?
+        self.stored_responses: dict[str, dict[str, Any]] = {}  # Responses API: what store kept, by id
+        self._response_ids = 0
 
     def model_requests(self) -> list[RecordedRequest]:
         return [r for r in self.requests if r.method == "POST" and r.path.endswith("/chat/completions")]
+
+    def responses_requests(self) -> list[RecordedRequest]:
+        """The Responses API requests received (``POST …/responses``)."""
+        return [r for r in self.requests if r.method == "POST" and r.path.split("?")[0].endswith("/responses")]
 
     def enqueue(self, *behaviors: Behavior | RawStream) -> None:
         super().enqueue(*behaviors)  # type: ignore[arg-type]  # the base queue holds only the shared kinds
@@ -133,6 +152,9 @@ class OpenAIFake(FakeServer):
         if req.method == "GET" and path.endswith("/models"):
             data = [{"id": m, "object": "model", "created": 1762000000, "owned_by": "fake"} for m in self.models]
             self.send_json(handler, 200, {"object": "list", "data": data})
+            return
+        if req.method == "POST" and path.endswith("/responses"):
+            self._responses(req, handler)
             return
         if req.method != "POST" or not path.endswith("/chat/completions"):
             self.send_json(handler, 404, _error(f"Unknown request URL: {req.method} {req.path}", 404, None))
@@ -160,6 +182,159 @@ class OpenAIFake(FakeServer):
             self.send_json(handler, 200, self._completion(Reply(text=behavior.text), with_usage=False))
         else:
             self._stream(handler, behavior, include_usage)
+
+    # --- the Responses API (POST …/responses) -------------------------------------------------------------
+
+    def _responses(self, req: RecordedRequest, handler: BaseHTTPRequestHandler) -> None:
+        """As OpenAI's Responses API: ``store`` defaults to true and a stored response can be continued with
+        ``previous_response_id`` (an unknown id is a 400 ``previous_response_not_found``); ``stream: true`` gets
+        the typed SSE events with ``sequence_number``s and the usage in ``response.completed``."""
+        body = req.json or {}
+        previous = body.get("previous_response_id")
+        if previous is not None and previous not in self.stored_responses:
+            error = {
+                "message": f"Previous response with id '{previous}' not found.",
+                "type": "invalid_request_error",
+                "param": "previous_response_id",
+                "code": "previous_response_not_found",
+            }
+            self.send_json(handler, 400, {"error": error})
+            return
+        behavior = self.next_behavior(req)
+        if isinstance(behavior, HttpError):
+            self._http_error(handler, behavior)
+            return
+        reply = behavior if isinstance(behavior, Reply) else Reply(text=getattr(behavior, "text", "ok"))
+        with self._lock:
+            self._response_ids += 1
+            response_id = f"resp_fake{self._response_ids}"
+        output = [
+            {
+                "id": f"msg_{response_id}",
+                "type": "message",
+                "status": "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": reply.text, "annotations": [], "logprobs": []}],
+            }
+        ]
+        output += [
+            {
+                "id": f"fc_{response_id}_{index}",
+                "type": "function_call",
+                "status": "completed",
+                "arguments": call.arguments_text,
+                "call_id": call.id or self.next_tool_id("call_fake"),
+                "name": call.name,
+            }
+            for index, call in enumerate(reply.tool_calls)
+        ]
+        final = self._response(body, response_id, "completed", output, self._responses_usage(reply))
+        if body.get("store", True):
+            with self._lock:
+                self.stored_responses[response_id] = final
+        if not body.get("stream"):
+            self.send_json(handler, 200, final)
+            return
+        self.start_stream(handler, "text/event-stream")
+        sequence = iter(range(1_000_000))
+
+        def event(kind: str, **fields: Any) -> None:
+            payload = {"type": kind, **fields, "sequence_number": next(sequence)}
+            data = json.dumps(payload, ensure_ascii=False)
+            self.write_chunk(handler, f"event: {kind}\ndata: {data}\n\n".encode())
+
+        started = self._response(body, response_id, "in_progress", [], None)
+        event("response.created", response=started)
+        event("response.in_progress", response=started)
+        message = output[0]
+        event("response.output_item.added", output_index=0, item={**message, "status": "in_progress", "content": []})
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        event("response.content_part.added", item_id=message["id"], output_index=0, content_index=0, part=part)
+        for piece in self.split_text(reply.text, reply.chunks):
+            event(
+                "response.output_text.delta",
+                item_id=message["id"],
+                output_index=0,
+                content_index=0,
+                delta=piece,
+                logprobs=[],
+            )
+        done_part = {**part, "text": reply.text}
+        event(
+            "response.output_text.done",
+            item_id=message["id"],
+            output_index=0,
+            content_index=0,
+            text=reply.text,
+            logprobs=[],
+        )
+        event("response.content_part.done", item_id=message["id"], output_index=0, content_index=0, part=done_part)
+        event("response.output_item.done", output_index=0, item=message)
+        for index, item in enumerate(output[1:], start=1):
+            event(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "status": "in_progress", "arguments": ""},
+            )
+            event(
+                "response.function_call_arguments.delta",
+                item_id=item["id"],
+                output_index=index,
+                delta=item["arguments"],
+            )
+            event(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                arguments=item["arguments"],
+            )
+            event("response.output_item.done", output_index=index, item=item)
+        event("response.completed", response=final)
+        self.end_stream(handler)
+
+    def _response(
+        self,
+        body: dict[str, Any],
+        response_id: str,
+        status: str,
+        output: list[dict[str, Any]],
+        usage: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        return {
+            "id": response_id,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": status,
+            "error": None,
+            "incomplete_details": None,
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "model": self.model_name,
+            "output": output,
+            "parallel_tool_calls": True,
+            "previous_response_id": body.get("previous_response_id"),
+            "store": body.get("store", True),
+            "temperature": 1.0,
+            "text": {"format": {"type": "text"}},
+            "tool_choice": "auto",
+            "tools": body.get("tools") or [],
+            "top_p": 1.0,
+            "truncation": "disabled",
+            "usage": usage,
+            "metadata": {},
+        }
+
+    @staticmethod
+    def _responses_usage(reply: Reply) -> dict[str, Any]:
+        """The Responses API's usage: ``input_tokens`` includes the cached ones, as ``prompt_tokens`` does."""
+        prompt = reply.input_tokens + reply.cache_read + reply.cache_write + reply.cache_write_1h
+        return {
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": reply.cache_read},
+            "output_tokens": reply.output_tokens,
+            "output_tokens_details": {"reasoning_tokens": reply.reasoning},
+            "total_tokens": prompt + reply.output_tokens,
+        }
 
     # --- rendering -------------------------------------------------------------------------------------
 

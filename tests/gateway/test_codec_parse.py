@@ -518,6 +518,7 @@ def test_untranslatable_features_are_listed_and_refused_only_for_translation() -
         {"previous_response_id": "resp_123"},
         {"store": True},
         {"input": [{"type": "item_reference", "id": "msg_123"}]},
+        {"conversation": "conv_123"},
     ],
 )
 def test_responses_that_need_server_state_are_flagged(extra: dict[str, Any]) -> None:

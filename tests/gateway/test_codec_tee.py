@@ -322,3 +322,71 @@ async def test_tee_reads_a_tool_call_answer_as_the_backend_does(fake: tuple[str,
     assert expected.finish_reason == "tool_calls"
     assert (read.finish_reason, read.usage, read.text_excerpt) == ("tool_calls", expected.usage, "Checking.")
     assert read.complete
+
+
+# A streamed server-tool run: the 5m/1h split froze at message_start (200 tokens, all 1h) while the cumulative
+# cache_creation_input_tokens kept growing to 500 (LiteLLM #42663). The 300 the split leaves out are billed at
+# the TTL the request asked for.
+FROZEN_SPLIT_STREAM = (
+    b"event: message_start\n"
+    b'data: {"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","content":[],'
+    b'"model":"claude-sonnet-5-5","stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":12,'
+    b'"cache_creation_input_tokens":200,"cache_read_input_tokens":100,"cache_creation":'
+    b'{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":200},"output_tokens":1}}}\n\n'
+    b"event: content_block_start\n"
+    b'data: {"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}\n\n'
+    b"event: content_block_delta\n"
+    b'data: {"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Done."}}\n\n'
+    b"event: content_block_stop\n"
+    b'data: {"type":"content_block_stop","index":0}\n\n'
+    b"event: message_delta\n"
+    b'data: {"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":'
+    b'{"input_tokens":12,"cache_creation_input_tokens":500,"cache_read_input_tokens":100,"output_tokens":20}}\n\n'
+    b"event: message_stop\n"
+    b'data: {"type":"message_stop"}\n\n'
+)
+
+
+def messages_request(ttl: str | None, where: str) -> dict[str, Any]:
+    marker: dict[str, Any] = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
+    system: Any = "You review code."
+    tools: list[dict[str, Any]] = [{"name": "grep", "input_schema": {"type": "object"}}]
+    content: Any = "Review this."
+    if where == "system":
+        system = [{"type": "text", "text": "You review code.", "cache_control": marker}]
+    elif where == "tools":
+        tools[0]["cache_control"] = marker
+    else:
+        content = [{"type": "text", "text": "Review this.", "cache_control": marker}]
+    return {
+        "model": "claude-sonnet-5-5",
+        "max_tokens": 100,
+        "system": system,
+        "tools": tools,
+        "messages": [{"role": "user", "content": content}],
+        "stream": True,
+    }
+
+
+@pytest.mark.parametrize("where", ["system", "tools", "messages"])
+@pytest.mark.parametrize(
+    ("ttl", "expected"),
+    [
+        ("1h", Usage(12, 100, 0, 500, 20, None)),  # the unsplit 300 at the 1h rate the request asked for
+        ("5m", Usage(12, 100, 300, 200, 20, None)),
+        (None, Usage(12, 100, 300, 200, 20, None)),  # no ttl: Anthropic's default, 5 minutes
+    ],
+)
+def test_anthropic_cache_writes_beyond_the_split_bill_at_the_requests_ttl(
+    where: str, ttl: str | None, expected: Usage
+) -> None:
+    codec = codec_for("anthropic")
+    inbound = codec.parse(messages_request(ttl, where))
+    for splits in (None, [], [57, 300, 301, 640]):
+        tee = codec.usage_tee(streaming=True, request=inbound)
+        bounds = [0, *(splits if splits is not None else range(1, len(FROZEN_SPLIT_STREAM))), len(FROZEN_SPLIT_STREAM)]
+        for start, end in itertools.pairwise(bounds):
+            tee.feed(FROZEN_SPLIT_STREAM[start:end])
+        read = tee.close()
+        assert read.usage == expected
+        assert read.complete

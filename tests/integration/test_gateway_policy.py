@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +15,9 @@ import openai
 import pytest
 
 from supervisor.gateway.keys import mint_key
+from supervisor.runtime.program import AttemptGrant
 from tests.fakes.base import Reply
+from tests.fakes.openai import RawStream
 from tests.gateway_harness import running_gateway
 
 
@@ -249,6 +252,53 @@ async def test_an_agent_can_hold_a_frontier_request_open_until_a_human_approves(
         assert len(g.calls()) == 1
 
 
+async def test_a_held_non_streaming_request_gets_keep_alive_whitespace_and_succeeds_after_approval(
+    tmp_path: Path,
+) -> None:
+    async with running_gateway(tmp_path, HOLD + "\n[gateway]\nping_interval_s = 0.2\n") as g:
+        import anthropic
+
+        client = g.track(anthropic.AsyncAnthropic(base_url=g.url, api_key=g.key("claude"), max_retries=0))
+        g.anthropic.enqueue(Reply("worth the wait", input_tokens=4, output_tokens=3))
+
+        async def decide_soon(approve: bool) -> None:
+            while not [a for a in g.ledger.approvals() if a.state == "pending"]:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.7)  # long enough for a few keep-alive spaces
+            pending = next(a for a in g.ledger.approvals() if a.state == "pending")
+            if approve:
+                g.runtime.approve(pending.id, "test")
+            else:
+                g.runtime.deny(pending.id, "test")
+
+        approver = asyncio.create_task(decide_soon(True))
+        raw = await client.messages.with_raw_response.create(
+            model="frontier", max_tokens=16, messages=[{"role": "user", "content": "x"}]
+        )
+        await approver
+        body = await raw.http_response.aread()
+        assert body.startswith(b" ")  # kept alive with whitespace while the human decided
+        message = await raw.parse()
+        assert message.content[0].text == "worth the wait"  # type: ignore[union-attr]
+        assert len(g.calls()) == 1
+
+        # Denied after the status went out: the refusal arrives in-band, as Anthropic's error body.
+        denier = asyncio.create_task(decide_soon(False))
+        async with httpx.AsyncClient(base_url=g.url, timeout=30) as plain:
+            refused = await plain.post(
+                "/v1/messages",
+                json={"model": "frontier", "max_tokens": 16, "messages": [{"role": "user", "content": "y"}]},
+                headers={"x-api-key": g.key("claude"), "anthropic-version": "2023-06-01"},
+            )
+        await denier
+        assert refused.status_code == 200
+        assert refused.content.startswith(b" ")
+        assert refused.json()["type"] == "error"
+        assert "denied" in refused.json()["error"]["message"]
+        assert len(g.calls()) == 1
+        assert g.ledger.held_reservations() == []
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -320,3 +370,117 @@ async def test_a_client_that_stops_reading_a_stream_is_cut_off_and_its_hold_sett
             assert g.ledger.held_reservations() == []
         finally:
             sock.close()
+
+
+def sse_chunk(content: str | None, usage: dict[str, int] | None = None) -> bytes:
+    choices = [] if content is None else [{"index": 0, "delta": {"content": content}, "finish_reason": None}]
+    payload = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": choices}
+    if usage is not None:
+        payload["usage"] = usage
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+async def test_a_key_split_across_two_upstream_reads_is_still_scrubbed(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        secret = g.environ["DEEPSEEK_API_KEY"].encode()
+        half = len(secret) // 2
+        # An upstream echoing the provider key in an answer, torn in the middle of the key: the fake sends the
+        # first half, then waits until the client has everything before it, then sends the rest.
+        torn = sse_chunk("the key is " + "\x00")
+        head, _, tail = torn.partition(b"\\u0000")
+        release = threading.Event()
+        usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+        g.openai.enqueue(
+            RawStream(
+                (sse_chunk("hello ") + head + secret[:half], secret[half:] + tail, sse_chunk(None, usage)),
+                hold_before=(1, release),
+            )
+        )
+        received = b""
+        body = {
+            "model": "cheap",
+            "messages": [{"role": "user", "content": "echo"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        async with (
+            httpx.AsyncClient() as client,
+            client.stream(
+                "POST", g.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {g.key()}"}
+            ) as response,
+        ):
+            async for piece in response.aiter_raw():
+                received += piece
+                if b"the key is " in received:
+                    release.set()
+        assert release.is_set()
+        assert secret not in received
+        assert secret[:half] not in received
+        assert b"the key is [redacted:DEEPSEEK_API_KEY]" in received
+        row = g.calls()[-1]
+        assert (row["input_uncached"], row["output"]) == (9, 4)
+        assert secret.decode() not in json.dumps(g.calls())
+
+
+async def test_an_attempt_key_is_scrubbed_from_relayed_bytes_too_and_dies_with_the_attempt(tmp_path: Path) -> None:
+    """An agent step attempt's key through the pass-through relay: whatever name the program asks for is served by
+    the attempt's tier (a visible substitution), the row is the attempt's, an upstream echoing the key (torn across
+    two reads) reaches the program scrubbed, and once the attempt is closed the same key gets 401."""
+    async with running_gateway(tmp_path) as g:
+        run_id = g.ledger.start_run("aider", "manual")
+        expires = datetime.now(UTC) + timedelta(minutes=5)
+        door = await g.gateway.open_attempt(AttemptGrant("aider", run_id, "fix", 2, "cheap", expires, max_calls=5))
+        secret = door.token.encode()
+        half = len(secret) // 2
+        torn = sse_chunk("the key is " + "\x00")
+        head, _, tail = torn.partition(b"\\u0000")
+        release = threading.Event()
+        usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+        g.openai.enqueue(
+            RawStream(
+                (sse_chunk("hello ") + head + secret[:half], secret[half:] + tail, sse_chunk(None, usage)),
+                hold_before=(1, release),
+            )
+        )
+        body = {
+            "model": "gpt-4o",
+            "messages": [{"role": "user", "content": "echo"}],
+            "stream": True,
+            "stream_options": {"include_usage": True},  # (else a partial event waits to be whole, and so the fake)
+        }
+        received = b""
+        async with (
+            httpx.AsyncClient() as client,
+            client.stream(
+                "POST", door.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {door.token}"}
+            ) as response,
+        ):
+            assert response.headers["x-supervisor-served-model"] == "deepseek:deepseek-flash"
+            assert response.headers["x-supervisor-substituted"] == "gpt-4o -> deepseek:deepseek-flash"
+            async for piece in response.aiter_raw():
+                received += piece
+                if b"the key is " in received:
+                    release.set()
+        assert release.is_set()
+        assert secret not in received
+        assert secret[:half] not in received
+        assert b"the key is [redacted:SUPERVISOR_GATEWAY_KEY" in received  # (mint_key names the newest key too)
+        row = g.calls()[-1]
+        assert (row["run_id"], row["step"], row["attempt"], row["tier"], row["key_id"]) == (
+            run_id,
+            "fix",
+            2,
+            "cheap",
+            door.key_id,
+        )
+        assert (row["requested_model"], row["input_uncached"], row["output"]) == ("gpt-4o", 9, 4)
+        assert door.watch.requests == 1
+        assert door.token not in json.dumps(g.calls())
+
+        await g.gateway.close_attempt(door)
+        async with httpx.AsyncClient() as client:
+            late = await client.post(
+                door.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {door.token}"}
+            )
+        assert late.status_code == 401
+        assert len(g.calls()) == 1  # nothing was sent for the straggler

@@ -17,7 +17,7 @@ import pytest
 from supervisor.cost import cost_of
 from supervisor.usage import Usage
 from tests.fakes.base import Reply, ToolUse, tool_reply
-from tests.gateway_harness import Setup, running_gateway
+from tests.gateway_harness import AGENTS, Setup, running_gateway
 
 
 def expected_micros(g: Setup, key: str, usage: Usage) -> int:
@@ -155,6 +155,71 @@ async def test_anthropic_messages_json_and_stream_price_cache_writes(tmp_path: P
         assert g.ledger.held_reservations() == []
 
 
+async def test_anthropic_cache_writes_without_a_split_bill_at_the_ttl_the_client_asked_for(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path) as g:
+        g.anthropic.split_cache_creation = False  # only cache_creation_input_tokens: the TTL decides the rate
+        client = anth(g)
+        system = [{"type": "text", "text": "You review code.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+        for stream in (False, True):
+            g.anthropic.enqueue(Reply("ok", input_tokens=20, cache_write_1h=1000, output_tokens=3))
+            if stream:
+                async with client.messages.stream(
+                    model="frontier", max_tokens=64, system=system, messages=[{"role": "user", "content": "hi"}]
+                ) as events:
+                    await events.get_final_message()
+            else:
+                await client.messages.create(
+                    model="frontier", max_tokens=64, system=system, messages=[{"role": "user", "content": "hi"}]
+                )
+        for row in g.calls("aider"):
+            assert (row["cache_write_5m"], row["cache_write_1h"]) == (0, 1000)
+            assert row["cost_micros"] == expected_micros(
+                g, "anthropic:claude-sonnet-5-5", Usage(20, 0, 0, 1000, 3, None)
+            )
+
+
+async def test_count_tokens_is_anthropics_own_count_on_a_claude_route_and_404_where_none_is_exact(
+    tmp_path: Path,
+) -> None:
+    async with running_gateway(tmp_path) as g:
+        key = g.key()
+        client = anth(g, key)
+        tools: list[Any] = [
+            {
+                "name": "grep",
+                "description": "Search the code.",
+                "input_schema": {"type": "object", "properties": {"pattern": {"type": "string"}}},
+            }
+        ]
+        messages: list[Any] = [{"role": "user", "content": "Find the bug in parse()."}]
+        counted = await client.messages.count_tokens(
+            model="frontier", system="You review code.", tools=tools, messages=messages
+        )
+        sent = g.anthropic.requests[-1]
+        assert sent.path == "/v1/messages/count_tokens"
+        assert counted.input_tokens == g.anthropic.count_of(sent.json)
+        assert sent.json == {
+            "model": "claude-sonnet-5-5",
+            "system": "You review code.",
+            "tools": tools,
+            "messages": messages,
+        }
+        assert sent.headers["x-api-key"] == g.environ["ANTHROPIC_API_KEY"]
+        assert key not in str(sent.headers)
+        # Counting calls no model: nothing is reserved or recorded.
+        assert g.calls() == []
+        assert g.ledger.query("SELECT count(*) FROM reservations")[0][0] == 0
+        # Claude Code's own model name is mapped to the cheap tier here (DeepSeek): no exact count there.
+        seen = g.gateway.requests_seen
+        with pytest.raises(anthropic.NotFoundError, match="only where the count is exact"):
+            await client.messages.count_tokens(model="claude-sonnet-5-5", messages=messages)
+        assert g.gateway.requests_seen == seen + 1
+        # auto starts at the local tier (Ollama): no exact count either.
+        with pytest.raises(anthropic.NotFoundError, match="ollama:qwen3:4b would serve"):
+            await client.messages.count_tokens(model="auto", messages=messages)
+        assert len(g.anthropic.requests) == 1
+
+
 async def test_a_mapped_name_is_a_visible_substitution(tmp_path: Path) -> None:
     async with running_gateway(tmp_path) as g:
         g.openai.enqueue(Reply("from the cheap tier", input_tokens=10, output_tokens=3))
@@ -195,6 +260,80 @@ async def test_ollama_chat_stream_and_json(tmp_path: Path) -> None:
         assert (first["input_uncached"], first["output"], first["cost_micros"]) == (25, 6, 0)
         assert (second["input_uncached"], second["output"], second["requested_model"]) == (8, 2, "qwen3:4b")
         assert g.ollama.chat_bodies()[-1]["options"]["num_predict"] == 4096
+
+
+CHEAP_ONLY = """
+[agents.scripted]
+goal = "an Ollama-client script routed to an API model"
+ladder = ["cheap"]
+"""
+
+
+async def test_ollama_generate_passes_through_to_ollama_and_is_translated_for_an_api_model(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, AGENTS + CHEAP_ONLY) as g:
+        client = oll(g)
+        g.ollama.enqueue(Reply("local words here", input_tokens=11, output_tokens=3, chunks=3))
+        parts = [
+            p async for p in await client.generate(model="local", prompt="Say hi.", system="Be brief.", stream=True)
+        ]
+        assert "".join(p.response for p in parts) == "local words here"
+        assert parts[-1].done
+        assert parts[-1].done_reason == "stop"
+        assert (parts[-1].prompt_eval_count, parts[-1].eval_count) == (11, 3)
+        g.ollama.enqueue(Reply("whole", input_tokens=4, output_tokens=1))
+        whole = await client.generate(model="qwen3:4b", prompt="Say hi.", options={"num_predict": 20})
+        assert (whole.response, whole.eval_count) == ("whole", 1)
+        sent = g.ollama.generate_bodies()
+        assert [b["model"] for b in sent] == ["qwen3:4b", "qwen3:4b"]
+        assert (sent[0]["prompt"], sent[0]["system"]) == ("Say hi.", "Be brief.")
+        assert sent[0]["options"]["num_predict"] == 4096  # the gateway's ceiling, injected
+        assert sent[1]["options"]["num_predict"] == 20
+        first, second = g.calls("aider")
+        assert (first["input_uncached"], first["output"], first["cost_micros"], first["priced"]) == (11, 3, 0, 1)
+        assert (second["input_uncached"], second["output"], second["requested_model"]) == (4, 1, "qwen3:4b")
+
+        # The same client, for an agent whose only tier is an API model: translated to chat completions.
+        scripted = oll(g, g.key("scripted"))
+        g.openai.enqueue(Reply("from deepseek", input_tokens=30, cache_read=10, output_tokens=4, chunks=2))
+        parts = [
+            p async for p in await scripted.generate(model="auto", prompt="Summarize.", system="Be brief.", stream=True)
+        ]
+        assert "".join(p.response for p in parts) == "from deepseek"
+        assert parts[-1].done
+        assert parts[-1].eval_count == 4
+        g.openai.enqueue(Reply("whole deepseek", input_tokens=7, output_tokens=2))
+        whole = await scripted.generate(model="cheap", prompt="Again.")
+        assert whole.response == "whole deepseek"
+        chat = g.openai.model_bodies()
+        assert chat[0]["messages"] == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Summarize."},
+        ]
+        rows = g.calls("scripted")
+        assert [(r["input_uncached"], r["cache_read"], r["output"]) for r in rows] == [(30, 10, 4), (7, 0, 2)]
+        assert rows[0]["cost_micros"] == expected_micros(g, "deepseek:deepseek-flash", Usage(30, 10, 0, 0, 4, None))
+        assert g.ledger.held_reservations() == []
+
+
+async def test_ollama_show_describes_the_model_that_would_serve_the_name(tmp_path: Path) -> None:
+    async with running_gateway(tmp_path, AGENTS + CHEAP_ONLY) as g:
+        shown = await oll(g).show("local")
+        assert g.ollama.requests[-1].path == "/api/show"
+        assert g.ollama.requests[-1].json["model"] == "qwen3:4b"  # Ollama's own answer, for the served model
+        assert shown.details is not None
+        assert shown.details.family == "llama"
+        assert shown.modelinfo is not None
+        assert shown.modelinfo["llama.context_length"] == 8192
+        api = await oll(g, g.key("scripted")).show("cheap")
+        spec = g.runtime.catalog.get("deepseek:deepseek-flash")
+        assert spec is not None
+        assert api.modelinfo is not None
+        assert api.modelinfo["deepseek.context_length"] == spec.context_window
+        assert api.capabilities is not None
+        assert "tools" in api.capabilities
+        with pytest.raises(ollama.ResponseError) as missing:
+            await oll(g, g.key("scripted")).show("frontier")  # not on this agent's ladder
+        assert missing.value.status_code == 403
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -440,7 +579,7 @@ async def test_tools_never_go_to_a_model_that_cannot_call_them(tmp_path: Path) -
 
 
 # ------------------------------------------------------------------------------------------------------------
-# OpenAI Responses (stateless; translated, since no configured upstream speaks it)
+# OpenAI Responses: translated for other upstreams; passed through (stateful requests too) to one speaking it
 
 
 async def test_openai_responses_json_and_stream_are_translated_and_priced(tmp_path: Path) -> None:
@@ -457,8 +596,49 @@ async def test_openai_responses_json_and_stream_are_translated_and_priced(tmp_pa
         assert (first["input_uncached"], first["cache_read"], first["output"]) == (21, 4, 3)
         assert first["cost_micros"] == expected_micros(g, "deepseek:deepseek-flash", Usage(21, 4, 0, 0, 3, None))
         assert (second["input_uncached"], second["output"]) == (11, 2)
-        with pytest.raises(openai.BadRequestError, match="previous_response_id"):
-            await client.responses.create(model="cheap", input="more", previous_response_id="resp_123")
+        seen = g.gateway.requests_seen
+        with pytest.raises(openai.BadRequestError, match="speaks OpenAI's Responses API"):
+            await client.responses.create(model="deepseek:deepseek-flash", input="more", previous_response_id="resp_1")
+        assert g.gateway.requests_seen == seen + 1
+        assert g.ledger.held_reservations() == []
+
+
+async def test_openai_responses_pass_through_to_a_responses_upstream_stateful_requests_included(
+    tmp_path: Path,
+) -> None:
+    async with running_gateway(tmp_path) as g:
+        assert g.openai_plain is not None
+        client = oai(g)
+        g.openai_plain.enqueue(Reply("first answer", input_tokens=70, cache_read=930, output_tokens=12, reasoning=4))
+        first = await client.responses.create(model="openai:gpt-5.4-mini", input="Plan the fix.")
+        assert first.output_text == "first answer"
+        g.openai_plain.enqueue(Reply("second answer", input_tokens=40, cache_read=1000, output_tokens=6, chunks=3))
+        stream = await client.responses.create(
+            model="openai:gpt-5.4-mini", input="And then?", previous_response_id=first.id, stream=True
+        )
+        events = [e async for e in stream]
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "second answer"
+        assert events[-1].type == "response.completed"
+        assert events[-1].response.usage is not None
+        assert events[-1].response.usage.input_tokens == 1040  # the upstream's own usage reached the client
+        sent = g.openai_plain.responses_requests()
+        assert [r.json["model"] for r in sent] == ["gpt-5.4-mini", "gpt-5.4-mini"]
+        assert sent[1].json["previous_response_id"] == first.id
+        assert sent[0].json["max_output_tokens"] == 4096  # the gateway's ceiling, injected
+        assert sent[0].headers["authorization"] == "Bearer " + g.environ["OPENAI_API_KEY"]
+        rows = g.calls("aider")
+        assert [(r["input_uncached"], r["cache_read"], r["output"]) for r in rows] == [(70, 930, 12), (40, 1000, 6)]
+        assert rows[0]["cost_micros"] == expected_micros(g, "openai:gpt-5.4-mini", Usage(70, 930, 0, 0, 12, 4))
+        assert rows[1]["cost_micros"] == expected_micros(g, "openai:gpt-5.4-mini", Usage(40, 1000, 0, 0, 6, None))
+        # The continued request's prompt lives on the server: it was reserved at a full context window.
+        spec = g.runtime.catalog.get("openai:gpt-5.4-mini")
+        assert spec is not None
+        held = g.ledger.query("SELECT tokens FROM reservations ORDER BY id")
+        assert held[1][0] == spec.context_window
+        # An unknown previous response is OpenAI's own 400, relayed (nothing was billed, nothing is held).
+        with pytest.raises(openai.BadRequestError, match="resp_nope' not found") as unknown:
+            await client.responses.create(model="openai:gpt-5.4-mini", input="x", previous_response_id="resp_nope")
+        assert unknown.value.code == "previous_response_not_found"
         assert g.ledger.held_reservations() == []
 
 

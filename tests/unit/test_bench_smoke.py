@@ -201,6 +201,7 @@ def test_gateway(tmp_path: Path) -> None:
     data = run("gateway", ["--requests", "24", "--warmup", "2"], tmp_path)
     results = data["results"]
     assert results["json_sequential"]["gateway"]["n"] == 24
+    assert results["json_sequential"]["floor"]["gateway"]["n"] == 24  # the bare relay, measured in the same run
     assert results["buffering"]["buffered_gateway"] == 0
     assert set(results["concurrency"]) == {"1", "8", "32"}
     calls, priced = (int(x) for x in data["gateway_ledger"].strip("()").split(","))

@@ -1394,3 +1394,23 @@ def test_decimal_prices_round_trip_exactly(ledger: Ledger, catalog: Catalog) -> 
     assert record.cost.rates is not None
     assert Decimal(row["price_cache_read"]) == record.cost.rates.cache_read == Decimal("0.003")
     assert row["cost_micros"] == record.cost.total_micros
+
+
+def test_checkpoints_run_in_a_thread_while_commits_skip_them(ledger: Ledger, ledger_path: Path) -> None:
+    """While the gateway serves, no commit runs SQLite's inline checkpoint: a thread copies the WAL back instead."""
+    import time
+
+    start_size = ledger_path.stat().st_size
+    stop = ledger.checkpoint_in_background(wal_bytes=16 * 1024, poll_s=0.01)
+    try:
+        assert ledger.scalar("PRAGMA wal_autocheckpoint") == 0
+        for n in range(200):
+            ledger.append_event("notice", {"message": f"event {n}", "padding": "x" * 500})
+        deadline = time.monotonic() + 30
+        while ledger_path.stat().st_size == start_size and time.monotonic() < deadline:
+            time.sleep(0.02)  # the pages reach the database file only through a checkpoint
+        assert ledger_path.stat().st_size > start_size
+    finally:
+        stop()
+    assert ledger.scalar("PRAGMA wal_autocheckpoint") == 1000
+    assert len(ledger.events_after(0, kinds=["notice"])) == 200

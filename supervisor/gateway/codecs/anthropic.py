@@ -15,7 +15,8 @@ cumulative (the last one wins) and a stream without it has unknown output.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Any, Final, Literal
 
 from supervisor.backends._http import SSEEvent, loads_object
 from supervisor.backends.anthropic import FINISH_REASONS, stream_usage
@@ -386,8 +387,9 @@ class MessageStreamEncoder:
 class MessageTee(SSETee):
     """Reads a copy of a Messages response (SSE events, or one JSON message)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_ttl: Literal["5m", "1h"] = "5m") -> None:
         super().__init__()
+        self.cache_ttl = cache_ttl  # the request's TTL: the rate of cache writes the 5m/1h split leaves out
         self.excerpt = Excerpt()
         self.start_usage: dict[str, Any] | None = None
         self.final_usage: dict[str, Any] | None = None
@@ -450,7 +452,7 @@ class MessageTee(SSETee):
 
     def close(self) -> TeeResult:
         self.finish_input()
-        usage, raw = stream_usage(self.start_usage, self.final_usage)
+        usage, raw = stream_usage(self.start_usage, self.final_usage, self.cache_ttl)
         return TeeResult(
             usage=usage,
             finish_reason=FINISH_REASONS.get(self.stop, self.stop) if self.stop else None,
@@ -536,8 +538,33 @@ class AnthropicCodec:
         body["max_tokens"] = max_output_tokens if requested is None else min(requested, max_output_tokens)
         return body
 
-    def usage_tee(self, *, streaming: bool) -> MessageTee:
-        return MessageTee()
+    def usage_tee(self, *, streaming: bool, request: InboundRequest | None = None) -> MessageTee:
+        return MessageTee(cache_ttl_of(request.body) if request is not None else "5m")
+
+
+def cache_ttl_of(body: Mapping[str, Any]) -> Literal["5m", "1h"]:
+    """The cache TTL a Messages request asked for: "1h" when any ``cache_control`` marker (on a system block, a
+    message's content block, a tool, or the request itself) says so, else Anthropic's default "5m". Cache
+    writes the usage's 5m/1h split leaves out are billed at this rate, as the Anthropic backend bills them."""
+
+    def one_hour(block: Any) -> bool:
+        if not isinstance(block, dict):
+            return False
+        marker = block.get("cache_control")
+        return isinstance(marker, dict) and marker.get("ttl") == "1h"
+
+    if one_hour(body):
+        return "1h"
+    blocks: list[Any] = []
+    for field in ("system", "tools"):
+        value = body.get(field)
+        if isinstance(value, list):
+            blocks.extend(value)
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            blocks.extend(content)
+    return "1h" if any(one_hour(block) for block in blocks) else "5m"
 
 
 def models_list(names: list[str] | tuple[str, ...], *, created_at: str = MODELS_CREATED_AT) -> dict[str, Any]:

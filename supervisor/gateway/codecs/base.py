@@ -208,6 +208,7 @@ class Codec(Protocol):
         wants (``max_completion_tokens`` for api.openai.com); ``None`` keeps the client's own choice."""
         ...
 
-    def usage_tee(self, *, streaming: bool) -> UsageTee:
-        """A reader for a copy of the upstream's response."""
+    def usage_tee(self, *, streaming: bool, request: InboundRequest | None = None) -> UsageTee:
+        """A reader for a copy of the upstream's response to ``request`` (whose fields may change how usage is
+        read: Anthropic's cache writes the 5m/1h split leaves out are billed at the TTL the request asked for)."""
         ...

@@ -435,7 +435,7 @@ class OllamaCodec:
         body["options"] = options
         return body
 
-    def usage_tee(self, *, streaming: bool) -> NDJSONTee:
+    def usage_tee(self, *, streaming: bool, request: InboundRequest | None = None) -> NDJSONTee:
         return NDJSONTee()
 
 

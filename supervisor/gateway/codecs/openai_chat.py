@@ -463,7 +463,7 @@ class OpenAIChatCodec:
             body["stream_options"] = options
         return body
 
-    def usage_tee(self, *, streaming: bool) -> ChatTee:
+    def usage_tee(self, *, streaming: bool, request: InboundRequest | None = None) -> ChatTee:
         return ChatTee()
 
 

@@ -3,8 +3,8 @@
 Requests: ``input`` as a string or items (messages with string or part content, ``function_call``,
 ``function_call_output``; ``reasoning`` items are dropped: only OpenAI can use them), ``instructions`` as the
 system prompt, function ``tools``, ``max_output_tokens``. A request that needs state kept on the server
-(``previous_response_id``, ``store: true``, ``item_reference`` items) is flagged ``needs_server_state``: only
-OpenAI itself can serve it.
+(``previous_response_id``, ``store: true``, ``item_reference`` items, a ``conversation``) is flagged
+``needs_server_state``: only OpenAI itself (a provider speaking the Responses API) can serve it.
 
 Streams are the typed SSE events the openai SDK's ``responses.stream`` accumulator checks, each with a
 ``sequence_number``: ``response.created``, ``response.in_progress``, then per output item
@@ -452,6 +452,7 @@ class OpenAIResponsesCodec:
         items, references = _input_items(body.get("input") if body.get("input") is not None else [], untranslatable)
         messages.extend(items)
         store = optional_bool(body, "store", False)
+        conversation = body.get("conversation")  # a Conversations API object: its items live on the server
         return InboundRequest(
             protocol="openai_responses",
             model=model,
@@ -462,7 +463,7 @@ class OpenAIResponsesCodec:
             temperature=optional_number(body.get("temperature"), "temperature"),
             stop=(),
             include_usage=True,  # response.completed always carries usage
-            needs_server_state=previous is not None or store or references,
+            needs_server_state=previous is not None or store or references or conversation is not None,
             body=body,
             json_schema=_text_format_schema(body.get("text")),
             untranslatable=tuple(untranslatable),
@@ -504,5 +505,5 @@ class OpenAIResponsesCodec:
         body["max_output_tokens"] = max_output_tokens if requested is None else min(requested, max_output_tokens)
         return body
 
-    def usage_tee(self, *, streaming: bool) -> ResponseTee:
+    def usage_tee(self, *, streaming: bool, request: InboundRequest | None = None) -> ResponseTee:
         return ResponseTee()
