@@ -15,7 +15,9 @@ so before anything is written or checked the answer is taken out of the reply by
    value, found by scanning with ``json.JSONDecoder.raw_decode`` from each ``{`` or ``[`` (of the expected type,
    when the schema says), inside the chosen block or else in the whole reply.
 3. **Plain-text targets**: a line that repeats our own words (a sentence of the answer form, or a line of the
-   task) is dropped, and so is a leading ``Answer:``.
+   task) is dropped, and so is a leading ``Answer:``. When the answer is kept as an artifact (``output``, not a
+   file), a reply that is one sentence stating it ("The answer is: Cy.", "The answer is 24:30.") is the answer
+   without the sentence around it (``Cy``, ``24:30``); a longer reply is left as it is.
 
 The answer always ends with one newline (files are text files).
 """
@@ -230,6 +232,12 @@ def _normal(line: str) -> str:
 
 
 _ANSWER_LABEL = re.compile(r"^\s*(?:final\s+)?answer\s*:\s*", re.IGNORECASE)
+# One sentence that states the answer: "The answer is: Cy." / "So the final answer is 24:30." (the period ends the
+# sentence, not the answer). Only a whole one-line reply: "The answer is Ana, who ..." is left as it is.
+_ANSWER_SENTENCE = re.compile(
+    r"^\s*(?:so,?\s+)?the\s+(?:final\s+|correct\s+)?answer\s+is\s*:?\s*(?P<answer>[^\s,;][^,;]*?)\s*\.?\s*$",
+    re.IGNORECASE,
+)
 
 
 def drop_echoes(text: str, echoes: Sequence[str]) -> str:
@@ -242,6 +250,12 @@ def drop_echoes(text: str, echoes: Sequence[str]) -> str:
     if kept:
         kept[0] = _ANSWER_LABEL.sub("", kept[0], count=1)
     return "\n".join(kept)
+
+
+def unwrap_answer_sentence(text: str) -> str:
+    """A one-line reply that states the answer in a sentence ("The answer is: Cy.") without the sentence."""
+    sentence = _ANSWER_SENTENCE.match(text.strip()) if len(text.strip().splitlines()) == 1 else None
+    return sentence.group("answer") if sentence is not None else text
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -260,6 +274,8 @@ def extract_answer(text: str, form: AnswerForm = PLAIN) -> str:
             return value + "\n"
     if block is None:
         body = drop_echoes(body, form.echoes)
+        if form.target is None and not form.json:  # an answer kept as an artifact, not a file's content
+            body = unwrap_answer_sentence(body)
         if not form.markdown:  # fences that enclose nothing ("```\n```\n| city |..."): not part of the answer
             body = "\n".join(line for line in body.splitlines() if not _LONE_FENCE.match(line))
     body = body.strip("\n")

@@ -185,6 +185,24 @@ def test_answer_label_is_dropped_and_the_text_is_kept() -> None:
     assert extract_answer("", PLAIN) == ""
 
 
+def test_a_one_sentence_answer_is_the_answer_without_the_sentence() -> None:
+    """SmolLM2's own replies to the savings suite's reasoning tasks (greedy, the minimal prompt): the answer is stated
+    in a sentence. Kept as an artifact, the answer is what the sentence states; the regex gates need just that."""
+    pet = step(output="answer", prompt="Solve puzzle.txt: who owns the cat? Reply with just the name.")
+    form = step_answer_form(pet, None, "minimal")
+    assert extract_answer("The answer is: Cy.", form) == "Cy\n"  # reason-pet-owner
+    assert extract_answer("The answer is 24:30.", form) == "24:30\n"  # reason-train-arrival
+    assert extract_answer("The answer is 2:24 PM.", form) == "2:24 PM\n"  # the same task, sampled with seed 2
+    assert extract_answer("So the final answer is 3.5", form) == "3.5\n"
+    # More than the answer in the sentence, or more than one line: the reply is left as it is.
+    said = "The answer is Ana, who does not own the dog."  # the same model given the plain task
+    assert extract_answer(said, form) == said + "\n"
+    two = "The answer is: Cy.\nCy owns the fish."
+    assert extract_answer(two, form) == two + "\n"
+    # A file's content is never unwrapped: a notes file may well say this.
+    assert extract_answer("The answer is 42.", answer_form(step(writes="notes.txt"))) == "The answer is 42.\n"
+
+
 def test_the_form_follows_the_step() -> None:
     assert answer_form(step(output="summary")).languages == ()
     assert answer_form(step(output="code", verify=[{"python_compiles": True}])).python
