@@ -53,8 +53,8 @@ from supervisor.runtime.events import (
 from supervisor.runtime.process import CHILDREN_FILE, CommandResult, run_command
 from supervisor.runtime.prompt import clean_failure
 from supervisor.runtime.router import Candidate
-from supervisor.runtime.steps import Attempt, restore_attempt
-from supervisor.runtime.workspace import Snapshot, WorkspaceError, resolve_inside
+from supervisor.runtime.steps import Attempt, attempt_snapshot, restore_attempt
+from supervisor.runtime.workspace import WorkspaceError, resolve_inside
 from supervisor.secrets import StreamScrubber
 
 if TYPE_CHECKING:
@@ -450,13 +450,7 @@ class Programs:
         # Reduced as a model step's retry prompt carries it, at most failure_excerpt_chars.
         cleaned = clean_failure(failure, state.workspace, rt.ledger.redactor, limits.failure_excerpt_chars)
         task_file.write_text(task_text(step, cleaned, previous=previous), encoding="utf-8")
-        snapshot = Snapshot.take(
-            state.workspace,
-            rt.home / "snapshots" / f"{state.run_id}-attempt",
-            ignore=limits.snapshot_ignore,
-            max_bytes=limits.max_snapshot_bytes,
-            base=state.snapshot,
-        )
+        snapshot = attempt_snapshot(rt, state)
         door: AttemptDoor | None = None
         try:
             door = await gateway.open_attempt(grant)

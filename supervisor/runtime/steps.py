@@ -74,6 +74,18 @@ class Attempt:
     rising_checked: bool = False  # the worker checked the rising-input rule after every turn
 
 
+def attempt_snapshot(rt: Runtime, state: RunState) -> Snapshot:
+    """What an attempt may change, taken before it starts (on top of the run's snapshot), so a failure can undo it."""
+    limits = rt.config.file.limits
+    return Snapshot.take(
+        state.workspace,
+        rt.home / "snapshots" / f"{state.run_id}-attempt",
+        ignore=limits.snapshot_ignore,
+        max_bytes=limits.max_snapshot_bytes,
+        base=state.snapshot,
+    )
+
+
 def restore_attempt(rt: Runtime, state: RunState, step: str, snapshot: Snapshot, *, report_empty: bool = True) -> None:
     """Put the workspace back as the attempt found it and say so (``WorkspaceRestored``, scope "attempt");
     ``report_empty=False`` stays quiet when there was nothing to put back."""
@@ -227,13 +239,7 @@ class StepRunner:
         """Write the answer (or keep it as an artifact), run every gate; on failure restore what the attempt touched."""
         rt = self.runtime
         limits = rt.config.file.limits
-        snapshot = Snapshot.take(
-            state.workspace,
-            rt.home / "snapshots" / f"{state.run_id}-attempt",
-            ignore=limits.snapshot_ignore,
-            max_bytes=limits.max_snapshot_bytes,
-            base=state.snapshot,
-        )
+        snapshot = attempt_snapshot(rt, state)
         try:
             if step.writes:
                 target = resolve_inside(state.workspace, step.writes)

@@ -37,7 +37,7 @@ from supervisor.runtime.events import TurnFinished, WorkerFinished
 from supervisor.runtime.process import CHILDREN_FILE
 from supervisor.runtime.prompt import ContextFile, build_messages, clean_failure
 from supervisor.runtime.router import Candidate
-from supervisor.runtime.steps import Attempt, restore_attempt
+from supervisor.runtime.steps import Attempt, attempt_snapshot, restore_attempt
 from supervisor.runtime.toolproto import ToolProtocolError, parse_reply, render_error, render_tools
 from supervisor.runtime.tools import ToolBox, ToolLimits, tool_specs
 from supervisor.runtime.transcript import (
@@ -50,7 +50,7 @@ from supervisor.runtime.transcript import (
     replayable,
     short_arguments,
 )
-from supervisor.runtime.workspace import Snapshot, WorkspaceError, resolve_inside
+from supervisor.runtime.workspace import WorkspaceError, resolve_inside
 
 if TYPE_CHECKING:
     from supervisor.runtime.ladder import ModelStep
@@ -118,13 +118,7 @@ class Worker:
             said_bytes=4 * max_output,
         )
         transcript = Transcript((head[0], head[1]), protocol, specs, policy)
-        snapshot = Snapshot.take(
-            state.workspace,
-            rt.home / "snapshots" / f"{state.run_id}-attempt",
-            ignore=limits.snapshot_ignore,
-            max_bytes=limits.max_snapshot_bytes,
-            base=state.snapshot,
-        )
+        snapshot = attempt_snapshot(rt, state)
         box = ToolBox(
             state.workspace,
             specs,
