@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from supervisor.backends.base import Request, Result, ToolCall, ToolSpec
 from supervisor.catalog import Tier
-from supervisor.errors import BackendUnavailable, ContextOverflow
+from supervisor.errors import BackendUnavailable, ContextOverflow, ModelNotFound
 from supervisor.ledger import CapHit
 from supervisor.runtime import breaker
 from supervisor.runtime.agent_state import change_state, paused_reason
@@ -256,7 +256,8 @@ class Worker:
                     turn=turn,
                 )
                 flush()
-            except (ContextOverflow, BackendUnavailable) as exc:
+            except (ContextOverflow, BackendUnavailable, ModelNotFound) as exc:
+                # Nothing was sent: too big for this model, unreachable, or not servable here (as in the ladder).
                 overflow = isinstance(exc, ContextOverflow)
                 why = str(exc) if overflow else f"{candidate.key} unavailable: {exc}"
                 if turn == 1:

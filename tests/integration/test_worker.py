@@ -464,6 +464,29 @@ async def test_a_tier_that_cannot_use_tools_is_skipped_for_tool_steps(tmp_path: 
     assert skipped == [{"step": "fix", "tier": "local", "reason": "ollama:qwen3:4b: cannot use tools (tiers.no_tools)"}]
 
 
+async def test_a_local_model_that_cannot_be_loaded_is_skipped_for_a_tool_step(
+    tmp_path: Path, openai_fake: OpenAIFake
+) -> None:
+    """A local GGUF file that is there but cannot be read: nothing is sent to it, the loop is not started, the
+    cheap tier serves the step (as for a single-call step), and the run does not crash."""
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x00" * 60)
+    p = project(
+        tmp_path,
+        f'[providers.mlx]\nkind = "mlx"\nlocal = true\nmodels = {{ broken = "{broken}" }}\n' + deepseek(openai_fake),
+        'local = ["mlx:broken"]\ncheap = ["deepseek:deepseek-flash"]\n',
+        fix_agent('["local", "cheap"]'),
+    )
+    script_two_file_fix(openai_fake)
+    result, events, runtime = await run(p)
+    assert result.outcome == "success", result
+    assert (p.workspace / "util.py").read_text() == FIXED_UTIL
+    local = [e.data() for e in events if e.kind == "worker_finished" and e.data()["tier"] == "local"]
+    assert [(d["end"], d["turns"]) for d in local] == [("not_sent", 0)], local
+    assert local[0]["summary"].startswith("mlx:broken unavailable: ")
+    assert [r["tier"] for r in turn_rows(runtime)] == ["cheap"] * 6
+
+
 # ==========================================================================================================
 # The run record and --json
 
