@@ -1030,6 +1030,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
                     "total_micros": cost.total_micros,
                     "components_micros": cost.components(),
                     "price_label": cost.price_label,
+                    "price_source": result.price_source or None,
                     "simulated": result.simulated,
                 },
                 "latency_s": round(res.total_s, 4),

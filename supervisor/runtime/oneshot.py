@@ -27,6 +27,7 @@ class AskResult:
     outcome: CallOutcome
     run_id: int
     simulated: bool
+    price_source: str = ""  # where the call's prices came from, as its ledger row records it
 
 
 async def ask(
@@ -99,7 +100,7 @@ async def ask(
                 f"not sent: {outcome.describe()}", "raise the cap in [caps] or wait for the window to reset"
             )
         outcome_text = "success" if outcome.ok else "failed"
-        return AskResult(model, outcome, run_id, simulated)
+        return AskResult(model, outcome, run_id, simulated, candidate.spec.price_source)
     finally:
         ledger.finish_run(run_id, outcome_text)
         await pool.aclose()

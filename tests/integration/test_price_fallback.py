@@ -218,6 +218,7 @@ def test_a_real_call_is_priced_by_the_fallback_and_the_ledger_row_says_so(
     )
     assert answer["cost"]["total_micros"] == 31_800
     assert answer["cost"]["price_label"] == "2026-10-19 standard"
+    assert answer["cost"]["price_source"] == "genai-prices 0.2.5"
 
 
 def test_a_model_absent_everywhere_is_unpriced_and_gets_no_paid_traffic(tmp_path: Path, supervisor_home: Path) -> None:
