@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 from supervisor import __version__, paths
 from supervisor.atomic_file import atomic_write
@@ -258,7 +258,15 @@ class LocalCall:
     finish_reason: str | None
 
 
-def task_of(request: Request, by_agent: Mapping[str, Task]) -> Task:
+_T = TypeVar("_T", bound="HasPrompt")
+
+
+class HasPrompt(Protocol):
+    @property
+    def prompt(self) -> str: ...
+
+
+def task_of(request: Request, by_agent: Mapping[str, _T]) -> _T:
     """The task a request is for: the one whose prompt it carries (prompts are unique in the suite; the minimal
     prompt local models get names no agent, so the prompt is the only reliable mark)."""
     text = prompt_text(request)
@@ -422,7 +430,6 @@ def build_config(
     local: tuple[str, dict[str, Any], str],
     environ: Mapping[str, str],
 ) -> Config:
-    local_name, local_cfg, local_key = local
     agents: dict[str, Any] = {}
     for task in tasks:
         step = step_table(task)
@@ -434,6 +441,14 @@ def build_config(
             "attempts_per_tier": ATTEMPTS_PER_TIER,
             "steps": [step],
         }
+    return suite_config(agents, local, environ, "bench/savings.py")
+
+
+def suite_config(
+    agents: dict[str, Any], local: tuple[str, dict[str, Any], str], environ: Mapping[str, str], source: str
+) -> Config:
+    """The suites' config: ``agents`` over the local tier and the two simulated paid tiers."""
+    local_name, local_cfg, local_key = local
     data = {
         "providers": {
             "sim-cheap": {"kind": "scripted", "simulated_as": CHEAP_MODEL},
@@ -447,7 +462,7 @@ def build_config(
         },
         "agents": agents,
     }
-    return parse_config(data, "bench/savings.py", None, environ)
+    return parse_config(data, source, None, environ)
 
 
 def write_workspaces(tasks: Sequence[Task], root: Path) -> None:

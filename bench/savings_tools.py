@@ -63,13 +63,15 @@ from bench.savings import (
     parse_probs,
     pct,
     resolve_gguf,
+    suite_config,
+    task_of,
     work_dir,
 )
 from supervisor import __version__, paths
 from supervisor.backends.base import Backend, Request
 from supervisor.backends.scripted import ScriptedAnswer, ScriptedBackend, prompt_text
 from supervisor.catalog import Catalog, load_catalog
-from supervisor.config import Config, parse_config
+from supervisor.config import Config
 from supervisor.cost import format_usd
 from supervisor.ledger import Ledger
 from supervisor.runtime.runtime import Runtime
@@ -189,7 +191,6 @@ def build_config(
     local: tuple[str, dict[str, Any], str],
     environ: Mapping[str, str],
 ) -> Config:
-    local_name, local_cfg, local_key = local
     agents: dict[str, Any] = {}
     for task in tasks:
         if shape == "tools":
@@ -230,20 +231,7 @@ def build_config(
             "attempts_per_tier": 1,
             "steps": steps,
         }
-    data = {
-        "providers": {
-            "sim-cheap": {"kind": "scripted", "simulated_as": CHEAP_MODEL},
-            "sim-frontier": {"kind": "scripted", "simulated_as": FRONTIER_MODEL},
-            local_name: local_cfg,
-        },
-        "tiers": {
-            "local": [local_key],
-            "cheap": ["sim-cheap:deepseek-flash"],
-            "frontier": ["sim-frontier:claude-sonnet-5-5"],
-        },
-        "agents": agents,
-    }
-    return parse_config(data, "bench/savings_tools.py", None, environ)
+    return suite_config(agents, local, environ, "bench/savings_tools.py")
 
 
 def turns_so_far(request: Request) -> int:
@@ -258,13 +246,8 @@ def responder(
     tier: Tier, model: CorrectnessModel, by_agent: Mapping[str, ToolTask]
 ) -> Callable[[Request], ScriptedAnswer]:
     def respond(request: Request) -> ScriptedAnswer:
-        # The task is the one whose prompt the request carries: the minimal prompt that small local models get
-        # names no agent and no step (as in bench/savings.py).
+        task = task_of(request, by_agent)
         text = prompt_text(request)
-        found = [task for task in by_agent.values() if task.prompt.strip() in text]
-        if not found:
-            raise RuntimeError("a benchmark backend got a prompt that carries no task of the suite")
-        task = max(found, key=lambda t: len(t.prompt))
         correct = model.passes(task, tier)  # type: ignore[arg-type]  # duck-typed: name and difficulty
         write = _WRITE_STEP_LINE.search(text)
         if write is not None:
